@@ -1,0 +1,126 @@
+"""The ``stream-app`` command: run the worker, a local broker, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from stream_app.errors import StreamAppError
+from stream_app.settings import load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("stream_app")
+
+# Faust's CLI spells two log levels its own way.
+_FAUST_LEVELS = {"warning": "warn", "critical": "crit"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run one subcommand; return the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # the tools' output is for people
+    try:
+        code: int = args.run(args)
+    except StreamAppError as exc:
+        print(f"stream-app: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-app", description="Serve and keep training a River model from Kafka."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser(
+        "worker", help="run the worker (same as faust -A stream_app.app worker)"
+    )
+    worker.add_argument("-l", "--loglevel", default=None, help="log level (default: app.log_level)")
+    worker.set_defaults(run=_worker)
+
+    broker = commands.add_parser(
+        "broker", help="run a local single-node KRaft Kafka in the foreground"
+    )
+    broker.add_argument(
+        "--port", type=int, default=None, help="listener port (default: broker.port)"
+    )
+    broker.add_argument("--data-dir", type=Path, default=None, help="log dirs and broker logs")
+    broker.add_argument(
+        "--fetch-only", action="store_true", help="download the jars into the cache and exit"
+    )
+    broker.set_defaults(run=_broker)
+
+    demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
+    demo.add_argument("--broker", default=None, help="use this broker (kafka://HOST:PORT)")
+    demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=500.0, help="events per second offered")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the demo: see :mod:`stream_app.demo`."""
+    from stream_app.demo import DemoOptions, run_demo
+
+    options = DemoOptions(broker=args.broker, events=args.events, rate=args.rate)
+    return run_demo(load_settings(), options)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run the Faust worker for the app built from the settings."""
+    from stream_app.service import build_app  # Kafka code is imported only for this command
+
+    settings = load_settings()
+    app = build_app(settings)
+    level = (args.loglevel or settings.app.log_level).lower()
+    level = _FAUST_LEVELS.get(level, level)
+    sys.argv = ["stream-app", "worker", "-l", level]
+    app.main()
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    """Run a local broker until SIGINT or SIGTERM; print one line when clients can connect."""
+    from stream_app.broker import LocalKafka, fetch_kafka
+
+    settings = load_settings()
+    if args.fetch_only:
+        jars = fetch_kafka(settings.broker)
+        print(f"kafka {settings.broker.kafka_version}: {len(jars)} jars cached in {jars[0].parent}")
+        return 0
+    data_dir = args.data_dir or Path(
+        settings.broker.data_dir or Path(settings.app.data_dir) / "kafka"
+    )
+    broker = LocalKafka(
+        settings.broker, data_dir, port=args.port, partitions=settings.topics.partitions
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    broker.start()
+    print(f"broker ready on {broker.bootstrap}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not broker.running:
+                log.error("the broker exited by itself; see %s", broker.log_file)
+                return 1
+    finally:
+        code = broker.stop()
+        log.info("broker stopped (exit code %s)", code)
+    return 0

@@ -1,0 +1,78 @@
+"""Encode what the service writes: predictions, dead letters and model events, as JSON bytes.
+
+The shapes are the contract (see README.md and ../shared/CONTRACT.md); keep them here, in one place.
+
+>>> encode_prediction("e-1", 1, {"0": 0.2, "1": 0.8}, "default", 3, 1763800000.125, 0.41)
+b'{"id":"e-1","prediction":1,"proba":{"0":0.2,"1":0.8},"model":"default","model_version":3,"served_at":1763800000.125,"latency_ms":0.41}'
+>>> letter = encode_dead_letter("invalid_json", "not JSON", "features", 0, 12, b"{")
+>>> decode_dead_letter(letter)["payload"]
+'ew=='
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+__all__ = ["decode_dead_letter", "encode_dead_letter", "encode_model_event", "encode_prediction"]
+
+
+def encode_prediction(
+    event_id: str,
+    prediction: Any,
+    proba: dict[str, float],
+    model: str,
+    model_version: int,
+    served_at: float,
+    latency_ms: float,
+) -> bytes:
+    """Encode one prediction message (value of the ``predictions`` topic, key = event id)."""
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "prediction": prediction,
+            "proba": proba,
+            "model": model,
+            "model_version": model_version,
+            "served_at": served_at,
+            "latency_ms": latency_ms,
+        }
+    )
+
+
+def encode_dead_letter(
+    reason: str, detail: str, topic: str, partition: int, offset: int, payload: bytes | None
+) -> bytes:
+    """Encode a dead letter: why, where it came from, and the original value in base64."""
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "detail": detail,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "payload": None if payload is None else base64.b64encode(payload).decode("ascii"),
+        }
+    )
+
+
+def decode_dead_letter(raw: bytes) -> dict[str, Any]:
+    """Read a dead letter back (for tools and tests); ``original`` holds the decoded payload bytes.
+
+    >>> letter = encode_dead_letter("oversized", "big", "features", 1, 2, b"x")
+    >>> decode_dead_letter(letter)["original"]
+    b'x'
+    """
+    letter: dict[str, Any] = orjson.loads(raw)
+    payload = letter.get("payload")
+    letter["original"] = None if payload is None else base64.b64decode(payload)
+    return letter
+
+
+def encode_model_event(kind: str, model: str, model_version: int, **fields: Any) -> bytes:
+    """Encode a ``model-events`` message: drift, promotion, checkpoint, rollback, pin, ...
+
+    >>> encode_model_event("drift", "default", 2, examples_seen=10)
+    b'{"type":"drift","model":"default","model_version":2,"examples_seen":10}'
+    """
+    return orjson.dumps({"type": kind, "model": model, "model_version": model_version, **fields})

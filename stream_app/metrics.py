@@ -1,0 +1,70 @@
+"""Prometheus metrics of one worker, in a registry of its own (never the process-global one).
+
+Names are the contract's, all prefixed ``stream_app_``. Build one :class:`Metrics` per app, so tests
+that build several apps in one process do not share counters.
+
+>>> m = Metrics()
+>>> m.dead_letters.labels(reason="invalid_json").inc()
+>>> b'stream_app_dead_letters_total{reason="invalid_json"} 1.0' in m.render()
+True
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics"]
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4"
+LATENCY_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+)  # fmt: skip
+
+
+class Metrics:
+    """Every metric the worker exports, created in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter(
+            "stream_app_events", "Feature messages read from the input topic.", registry=r
+        )
+        self.predictions = Counter(
+            "stream_app_predictions", "Predictions written to the predictions topic.", registry=r
+        )
+        self.dead_letters = Counter(
+            "stream_app_dead_letters",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.predict_latency = Histogram(
+            "stream_app_predict_latency_seconds",
+            "Time inside the worker from receiving an event to handing its prediction to Kafka.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "stream_app_consumer_lag",
+            "Messages behind the end of each assigned input partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "stream_app_model_version",
+            "Model version in use, by model and status (serving, shadow).",
+            ["model", "status"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "stream_app_delivery_failures",
+            "Output batches Kafka did not acknowledge; their input is re-read, not lost.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """Return the Prometheus text exposition of every metric."""
+        return bytes(generate_latest(self.registry))

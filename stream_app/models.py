@@ -1,0 +1,105 @@
+"""Model factories: zero-argument functions returning a fresh River estimator.
+
+Config names one by dotted path (``model.factory = "stream_app.models:logistic_regression"``);
+point it at your own function to serve your own model. This module imports River and the standard
+library only, so a pickled model that uses :class:`OneHotStrings` loads without any Kafka code.
+
+>>> model = logistic_regression()
+>>> model.learn_one({"x": 1.0, "color": "red"}, True)
+>>> round(model.predict_proba_one({"x": 1.0, "color": "red"})[True], 3)
+0.501
+>>> task_of(model), task_of(linear_regression())
+('classification', 'regression')
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
+
+__all__ = [
+    "OneHotStrings",
+    "adaptive_random_forest",
+    "gaussian_nb",
+    "hoeffding_tree",
+    "linear_regression",
+    "logistic_regression",
+    "resolve_factory",
+    "task_of",
+]
+
+Factory = Callable[[], Any]
+
+
+class OneHotStrings(base.Transformer):
+    """Turn string features into ``name=value`` indicators; numbers and booleans pass through.
+
+    Linear models and scalers need numbers; this costs ~3 us per event where River's
+    ``SelectType`` union costs ~24 us (measured on 15 features).
+
+    >>> OneHotStrings().transform_one({"x": 2.0, "color": "red", "ok": True})
+    {'x': 2.0, 'color=red': 1.0, 'ok': True}
+    """
+
+    def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return a copy of ``x`` with each string value replaced by a 1.0 indicator."""
+        return {
+            (name if value.__class__ is not str else f"{name}={value}"): (
+                value if value.__class__ is not str else 1.0
+            )
+            for name, value in x.items()
+        }
+
+
+def logistic_regression() -> Any:
+    """Binary classifier: strings one-hot, numbers standardised, logistic regression (default)."""
+    return OneHotStrings() | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+def linear_regression() -> Any:
+    """Regressor: strings one-hot, numbers standardised, linear regression with SGD."""
+    return OneHotStrings() | preprocessing.StandardScaler() | linear_model.LinearRegression()
+
+
+def hoeffding_tree() -> Any:
+    """Multi-class classifier: a Hoeffding tree, which splits on strings natively."""
+    return tree.HoeffdingTreeClassifier()
+
+
+def gaussian_nb() -> Any:
+    """Multi-class classifier: Gaussian naive Bayes on one-hot strings and raw numbers."""
+    return OneHotStrings() | naive_bayes.GaussianNB()  # type: ignore[no-untyped-call]
+
+
+def adaptive_random_forest() -> Any:
+    """Multi-class classifier: an adaptive random forest of 10 trees (a large model, ~50 MB)."""
+    return forest.ARFClassifier(n_models=10, seed=42)
+
+
+def resolve_factory(path: str) -> Factory:
+    """Import ``module:function`` and return the function.
+
+    >>> resolve_factory("stream_app.models:hoeffding_tree").__name__
+    'hoeffding_tree'
+    """
+    module_name, _, attr = path.partition(":")
+    module = importlib.import_module(module_name)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise AttributeError(f"{path}: {module_name} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def task_of(estimator: Any) -> str:
+    """Name the task an estimator performs: ``classification`` or ``regression``."""
+    final = estimator
+    while isinstance(final, compose.Pipeline):
+        final = list(final.steps.values())[-1]
+    if isinstance(final, base.Classifier):
+        return "classification"
+    if isinstance(final, base.Regressor):
+        return "regression"
+    raise TypeError(f"{type(estimator).__name__} is neither a River classifier nor a regressor")

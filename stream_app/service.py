@@ -1,0 +1,66 @@
+"""Build the whole service from settings in one function: the Faust app and what it hosts.
+
+``stream_app/app.py`` calls :func:`build_app` with the settings from files and the environment, for
+the Faust CLI; tests call it with their own settings and metrics registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream_app.metrics import Metrics
+from stream_app.predict import ServingModel, fresh_model
+from stream_app.serve import ServeLoop
+from stream_app.settings import Settings
+from stream_app.web import add_views
+
+__all__ = ["StreamApp", "build_app"]
+
+
+class StreamApp(faust.App):
+    """A Faust app that also carries the service's settings, metrics and serve loop."""
+
+    settings: Settings
+    metrics: Metrics
+    serve_loop: ServeLoop
+    model: ServingModel
+
+    async def on_first_start(self) -> None:
+        """Create the data dir with its parents (Faust creates only the last level)."""
+        Path(self.conf.datadir).mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+
+
+def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
+    """Create the Faust app, the model, the serve loop and the web views, wired together.
+
+    Nothing connects to Kafka here: the serve loop starts with the worker, after Faust's start-up.
+    """
+    app = StreamApp(
+        settings.app.id,
+        broker=settings.app.broker,
+        web_host=settings.web.host,
+        web_bind=settings.web.host,
+        web_port=settings.web.port,
+        datadir=str(Path(settings.app.data_dir) / "faust"),
+        store="memory://",
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        autodiscover=False,
+    )
+    app.settings = settings
+    app.metrics = metrics if metrics is not None else Metrics()
+    app.model = fresh_model(settings.model)
+    app.serve_loop = ServeLoop(settings, app.model, app.metrics)
+    app.metrics.model_version.labels(app.model.name, "serving").set(app.model.version)
+    add_views(app)
+
+    async def start_serving(*_: Any) -> None:
+        """Start the serve loop once Faust is up; it stops with the app."""
+        await app.add_runtime_dependency(app.serve_loop)
+
+    app.task(start_serving)
+    return app

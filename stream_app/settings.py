@@ -1,0 +1,300 @@
+"""Settings: typed, frozen, layered: defaults < config/default.toml < $STREAM_APP_CONFIG < env.
+
+Every knob lives here, in one dataclass per concern, so code paths carry no magic numbers. The
+environment overrides any setting as ``STREAM_APP_<SECTION>__<KEY>`` (for example
+``STREAM_APP_SERVE__FETCH_MAX_WAIT_MS=20``); a few have short names that the contract promises:
+
+>>> sorted(SHORT_ENV)[:3]
+['STREAM_APP_BROKER', 'STREAM_APP_DATA_DIR', 'STREAM_APP_ID']
+>>> load_settings(env={"STREAM_APP_PARTITIONS": "8"}, files=[]).topics.partitions
+8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from stream_app.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "SHORT_ENV",
+    "AppSettings",
+    "BrokerSettings",
+    "LimitSettings",
+    "ModelSettings",
+    "ServeSettings",
+    "Settings",
+    "TopicSettings",
+    "WebSettings",
+    "bootstrap_servers",
+    "load_settings",
+]
+
+ENV_PREFIX: Final = "STREAM_APP_"
+DEFAULT_CONFIG_FILE: Final = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class AppSettings:
+    """Identity of the service and where it keeps local files."""
+
+    id: str = "stream-app"
+    """Faust app id; also the prefix of every consumer group and internal topic."""
+    broker: str = "kafka://127.0.0.1:9092"
+    """Kafka bootstrap URL(s), ``kafka://host:port[;host:port]``."""
+    data_dir: str = ".stream_app"
+    """Local state: the Faust table store, the local broker's log dirs."""
+    log_level: str = "info"
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    """The worker's HTTP server (health, metrics, model operations)."""
+
+    host: str = "127.0.0.1"
+    """Bind address: loopback unless you mean to expose it."""
+    port: int = 6066
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicSettings:
+    """Topic names and how the app creates them when they are missing."""
+
+    features: str = "features"
+    labels: str = "labels"
+    predictions: str = "predictions"
+    predictions_shadow: str = "predictions-shadow"
+    dead_letters: str = "dead-letters"
+    model_events: str = "model-events"
+    partitions: int = 4
+    """Partition count for topics the app creates: the unit of parallelism across workers."""
+    replication_factor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitSettings:
+    """What a valid input message may contain; anything beyond is dead-lettered, never served."""
+
+    max_message_bytes: int = 65536
+    max_features: int = 1000
+    max_id_chars: int = 128
+    max_string_chars: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """Which estimator to serve and learn."""
+
+    name: str = "default"
+    factory: str = "stream_app.models:logistic_regression"
+    """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
+    task: str = "auto"
+    """``classification``, ``regression``, or ``auto`` (derived from the estimator)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    """The hot path: how the serving consumer fetches and the producer sends."""
+
+    fetch_max_wait_ms: int = 5
+    """How long the broker may hold a fetch waiting for data: the floor of idle latency."""
+    max_poll_records: int = 2000
+    """Most records taken from the consumer in one batch."""
+    poll_timeout_ms: int = 200
+    """How long one poll waits when nothing arrives (bounds shutdown and health reaction time)."""
+    commit_interval_s: float = 1.0
+    """How often acknowledged input offsets are committed."""
+    linger_ms: int = 1
+    """Producer linger: a little batching of outputs at low load."""
+    acks: str = "all"
+    """Producer acks: ``all`` (durable) or ``1``."""
+    auto_offset_reset: str = "earliest"
+    """Where a new consumer group starts: ``earliest`` also serves what came before the worker."""
+    max_partition_fetch_bytes: int = 1048576
+    max_batch_bytes: int = 900000
+    """Largest output batch: one batch per partition per poll keeps round trips few."""
+    idempotence: bool = True
+    """Idempotent producer (needs acks=all): client retries write no duplicate outputs."""
+    retry_backoff_s: float = 0.5
+    """Pause after a failed delivery or fetch before reading the same input again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSettings:
+    """The local single-node KRaft Apache Kafka that ``stream-app broker`` and the tests start."""
+
+    port: int = 9092
+    controller_port: int = 0
+    """0 means ``port + 1``."""
+    kafka_version: str = "3.9.1"
+    scala_version: str = "2.13"
+    heap: str = "512m"
+    data_dir: str = ""
+    """Empty means ``<app.data_dir>/kafka``."""
+    cache_dir: str = ""
+    """Where the jars are kept; empty means ``$XDG_CACHE_HOME/stream_app`` (~/.cache)."""
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """All settings, one section per concern."""
+
+    app: AppSettings = dataclasses.field(default_factory=AppSettings)
+    web: WebSettings = dataclasses.field(default_factory=WebSettings)
+    topics: TopicSettings = dataclasses.field(default_factory=TopicSettings)
+    limits: LimitSettings = dataclasses.field(default_factory=LimitSettings)
+    model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
+    broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Return the settings as plain nested dicts (the shape of the TOML files)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """Return a copy with some keys of some sections replaced, validated like a config file.
+
+        >>> Settings().replace(web={"port": 7000}).web.port
+        7000
+        """
+        return _build(_merge(self.as_dict(), dict(sections), "replace()", strings=False))
+
+
+SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
+    "STREAM_APP_BROKER": ("app", "broker"),
+    "STREAM_APP_ID": ("app", "id"),
+    "STREAM_APP_DATA_DIR": ("app", "data_dir"),
+    "STREAM_APP_WEB_PORT": ("web", "port"),
+    "STREAM_APP_PARTITIONS": ("topics", "partitions"),
+}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, files: Sequence[Path] | None = None
+) -> Settings:
+    """Build the settings from the layers: defaults, files (in order), then the environment.
+
+    ``files`` defaults to ``config/default.toml`` (when present) and then ``$STREAM_APP_CONFIG``.
+
+    >>> load_settings(env={"STREAM_APP_SERVE__LINGER_MS": "0"}, files=[]).serve.linger_ms
+    0
+    """
+    env = os.environ if env is None else env
+    if files is None:
+        files = [DEFAULT_CONFIG_FILE] if DEFAULT_CONFIG_FILE.exists() else []
+        if env.get("STREAM_APP_CONFIG"):
+            files = [*files, Path(env["STREAM_APP_CONFIG"])]
+    layered = Settings().as_dict()
+    for path in files:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        layered = _merge(layered, data, str(path), strings=False)
+    return _build(_merge(layered, _from_env(env), "environment", strings=True))
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect ``STREAM_APP_*`` variables as a nested dict of raw strings."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if name in SHORT_ENV:
+            section, key = SHORT_ENV[name]
+        elif name.startswith(ENV_PREFIX) and "__" in name:
+            section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        else:
+            continue
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(
+    base: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str, *, strings: bool
+) -> dict[str, dict[str, Any]]:
+    """Overlay ``layer`` on ``base``, refusing unknown sections, keys and types.
+
+    ``strings`` says the layer's values are text to parse (the environment); a TOML file's values
+    must already have the setting's type.
+    """
+    merged = {section: dict(values) for section, values in base.items()}
+    hints = typing.get_type_hints(Settings)
+    for section, values in layer.items():
+        if section not in merged or not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: unknown settings section [{section}]")
+        section_hints = typing.get_type_hints(hints[section])
+        for key, value in values.items():
+            if key not in merged[section]:
+                raise ConfigError(f"{origin}: unknown setting {section}.{key}")
+            where = f"{origin}: {section}.{key}"
+            merged[section][key] = _coerce(value, section_hints[key], where, strings=strings)
+    return merged
+
+
+def _coerce(value: Any, kind: Any, where: str, *, strings: bool) -> Any:
+    """Convert ``value`` (a TOML value or an environment string) to the setting's type."""
+    if strings and isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{where}: expected a boolean, got {value!r}")
+        try:
+            return kind(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _build(data: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """Instantiate the dataclasses from a validated nested dict and check cross-field rules."""
+    hints = typing.get_type_hints(Settings)
+    settings = Settings(**{name: hints[name](**data[name]) for name in hints})
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    """Refuse settings that cannot work together, with a message that names the fix."""
+    if s.topics.partitions < 1:
+        raise ConfigError("topics.partitions must be at least 1")
+    if s.model.task not in {"auto", "classification", "regression"}:
+        raise ConfigError("model.task must be auto, classification or regression")
+    if ":" not in s.model.factory:
+        raise ConfigError("model.factory must be a dotted path 'module:function'")
+    if s.serve.acks not in {"all", "1", "0"}:
+        raise ConfigError("serve.acks must be all, 1 or 0")
+    if s.serve.idempotence and s.serve.acks != "all":
+        raise ConfigError("serve.idempotence needs serve.acks = 'all'")
+    if s.serve.auto_offset_reset not in {"earliest", "latest"}:
+        raise ConfigError("serve.auto_offset_reset must be earliest or latest")
+    if not s.app.broker.startswith("kafka://"):
+        raise ConfigError("app.broker must look like kafka://host:port")
+    for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
+        if getattr(s.limits, name) < 1:
+            raise ConfigError(f"limits.{name} must be positive")
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """Turn Faust's ``kafka://h1:p1;h2:p2`` into aiokafka's ``h1:p1,h2:p2``.
+
+    >>> bootstrap_servers("kafka://127.0.0.1:9092;127.0.0.1:9093")
+    '127.0.0.1:9092,127.0.0.1:9093'
+    """
+    hosts = broker_url.removeprefix("kafka://").replace(";", ",")
+    return ",".join(host.strip().removeprefix("kafka://") for host in hosts.split(","))

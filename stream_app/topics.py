@@ -1,0 +1,56 @@
+"""Create the service's topics when they are missing, with the configured partition count."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from stream_app.errors import BrokerError
+from stream_app.settings import Settings, bootstrap_servers
+
+__all__ = ["ensure_topics", "topic_names"]
+
+log = logging.getLogger(__name__)
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic the worker reads or writes.
+
+    >>> topic_names(Settings())[:3]
+    ['features', 'labels', 'predictions']
+    """
+    t = settings.topics
+    return [
+        t.features,
+        t.labels,
+        t.predictions,
+        t.predictions_shadow,
+        t.dead_letters,
+        t.model_events,
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create each missing topic; return the names created (existing ones are left as they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.app.broker))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topic_names(settings) if name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(name, settings.topics.partitions, settings.topics.replication_factor)
+                for name in missing
+            ]
+        )
+        for name, code, *_ in response.topic_errors:
+            if code and for_code(code) is not TopicAlreadyExistsError:
+                raise BrokerError(f"cannot create topic {name}: {for_code(code).__name__}")
+        log.info("created topics %s with %d partitions", missing, settings.topics.partitions)
+        return missing
+    finally:
+        await admin.close()

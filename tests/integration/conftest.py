@@ -1,0 +1,106 @@
+"""The integration tier's fixtures: one real Kafka broker per session, one fresh worker per test.
+
+The broker is the project's own :class:`~stream_app.broker.LocalKafka` (KRaft, 127.0.0.1), unless
+``STREAM_APP_BROKER`` names one already running. Each test gets its own app id (so its own consumer
+groups) and its own topics, so no test waits on another's group or reads another's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stream_app.broker import LocalKafka, free_port, free_ports
+from stream_app.settings import BrokerSettings
+from tests.integration.support import WorkerProcess, faust_command, start_worker
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Kafka:
+    """The broker under test, as clients address it."""
+
+    bootstrap: str
+    local: LocalKafka | None
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
+    url = os.environ.get("STREAM_APP_BROKER")
+    if url:
+        yield Kafka(url.removeprefix("kafka://"), None)
+        return
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(
+        BrokerSettings(controller_port=controller_port),
+        tmp_path_factory.mktemp("kafka"),
+        port=port,
+        partitions=4,
+    )
+    broker.start()
+    try:
+        yield Kafka(broker.bootstrap, broker)
+    finally:
+        broker.stop()
+
+
+@dataclass(frozen=True)
+class Names:
+    """A test's own app id and topic names."""
+
+    app_id: str
+    topics: dict[str, str]
+
+    def toml(self, partitions: int, extra: str = "") -> str:
+        lines = ["[topics]", f"partitions = {partitions}"]
+        lines += [f'{key} = "{name}"' for key, name in self.topics.items()]
+        lines += ["[serve]", "commit_interval_s = 0.2"]
+        return "\n".join(lines) + "\n" + extra
+
+
+@pytest.fixture
+def names() -> Names:
+    app_id = f"t-{uuid.uuid4().hex[:10]}"
+    keys = [
+        "features",
+        "labels",
+        "predictions",
+        "predictions_shadow",
+        "dead_letters",
+        "model_events",
+    ]
+    return Names(app_id, {key: f"{app_id}-{key.replace('_', '-')}" for key in keys})
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Start workers for this test (same app id: one consumer group); stop them all afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        command: list[str] | None = None, *, partitions: int = 4, extra_config: str = ""
+    ) -> WorkerProcess:
+        worker = start_worker(
+            command or faust_command(),
+            app_id=names.app_id,
+            bootstrap=kafka.bootstrap,
+            web_port=free_port(),
+            data_dir=tmp_path / f"worker-{len(started)}",
+            config=names.toml(partitions, extra_config),
+            topics=names.topics,
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
