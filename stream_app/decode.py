@@ -26,7 +26,16 @@ from stream_app import reasons
 from stream_app.errors import RejectedMessage
 from stream_app.settings import LimitSettings
 
-__all__ = ["NO_LABEL", "FeatureEvent", "Features", "decode_event", "parse_json", "validate_event"]
+__all__ = [
+    "NO_LABEL",
+    "FeatureEvent",
+    "Features",
+    "check_id",
+    "decode_event",
+    "json_type",
+    "parse_json",
+    "validate_event",
+]
 
 Features = dict[str, float | int | bool | str]
 
@@ -66,7 +75,7 @@ def decode_event(raw: bytes | None, limits: LimitSettings) -> FeatureEvent:
     """
     obj = parse_json(raw, limits)
     if type(obj) is not dict:
-        kind = _json_type(obj)
+        kind = json_type(obj)
         raise RejectedMessage(
             reasons.NOT_AN_OBJECT, f"the message is a JSON {kind}; expected an object"
         )
@@ -127,25 +136,14 @@ def validate_event(obj: dict[str, Any], limits: LimitSettings) -> FeatureEvent:
     ...
     stream_app.errors.RejectedMessage: invalid_features: features is empty; send at least one
     """
-    event_id = obj.get("id", _MISSING)
-    if event_id is _MISSING or event_id is None:
-        raise RejectedMessage(reasons.MISSING_ID, "the event has no id")
-    if type(event_id) is not str:
-        raise RejectedMessage(
-            reasons.INVALID_ID, f"id is a JSON {_json_type(event_id)}; expected a string"
-        )
-    if not 0 < len(event_id) <= limits.max_id_chars:
-        raise RejectedMessage(
-            reasons.INVALID_ID,
-            f"id has {len(event_id)} characters; expected 1 to {limits.max_id_chars}",
-        )
+    event_id = check_id(obj, limits)
     features = obj.get("features", _MISSING)
     if features is _MISSING or features is None:
         raise RejectedMessage(reasons.MISSING_FEATURES, "the event has no features")
     if type(features) is not dict:
         raise RejectedMessage(
             reasons.INVALID_FEATURES,
-            f"features is a JSON {_json_type(features)}; expected an object",
+            f"features is a JSON {json_type(features)}; expected an object",
         )
     if not features:
         raise RejectedMessage(reasons.INVALID_FEATURES, "features is empty; send at least one")
@@ -163,6 +161,29 @@ def validate_event(obj: dict[str, Any], limits: LimitSettings) -> FeatureEvent:
             reasons.INVALID_TS, f"ts must be a finite number of epoch seconds, got {ts!r:.40}"
         )
     return FeatureEvent(event_id, features, ts, obj.get("label", NO_LABEL))
+
+
+def check_id(obj: dict[str, Any], limits: LimitSettings) -> str:
+    """Return the message's ``id`` if it is a string of 1 to ``max_id_chars`` characters.
+
+    >>> check_id({"id": ""}, LimitSettings())
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.RejectedMessage: invalid_id: id has 0 characters; expected 1 to 128
+    """
+    event_id = obj.get("id", _MISSING)
+    if event_id is _MISSING or event_id is None:
+        raise RejectedMessage(reasons.MISSING_ID, "the message has no id")
+    if type(event_id) is not str:
+        raise RejectedMessage(
+            reasons.INVALID_ID, f"id is a JSON {json_type(event_id)}; expected a string"
+        )
+    if not 0 < len(event_id) <= limits.max_id_chars:
+        raise RejectedMessage(
+            reasons.INVALID_ID,
+            f"id has {len(event_id)} characters; expected 1 to {limits.max_id_chars}",
+        )
+    return event_id
 
 
 def _check_features(features: dict[str, Any], max_chars: int) -> None:
@@ -189,7 +210,7 @@ def _check_features(features: dict[str, Any], max_chars: int) -> None:
         elif kind is not bool:
             raise RejectedMessage(
                 reasons.INVALID_FEATURES,
-                f"feature {name!r:.60} is a JSON {_json_type(value)}; "
+                f"feature {name!r:.60} is a JSON {json_type(value)}; "
                 "expected a number, boolean or string",
             )
         if not 0 < len(name) <= max_chars:
@@ -199,10 +220,10 @@ def _check_features(features: dict[str, Any], max_chars: int) -> None:
             )
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """Name a parsed value's JSON type, for error details a person reads.
 
-    >>> _json_type([]), _json_type(None), _json_type(True), _json_type(1.5)
+    >>> json_type([]), json_type(None), json_type(True), json_type(1.5)
     ('array', 'null', 'boolean', 'number')
     """
     if value is None:

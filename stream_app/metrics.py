@@ -59,6 +59,33 @@ class Metrics:
             ["model", "status"],
             registry=r,
         )
+        self.labels_learned = Counter(
+            "stream_app_labels_learned", "Labeled examples the serving model learned.", registry=r
+        )
+        self.labels_rejected = Counter(
+            "stream_app_labels_rejected",
+            "Labels not learned, by reason (unknown event, duplicate, invalid, guard).",
+            ["reason"],
+            registry=r,
+        )
+        self.drift_detected = Counter(
+            "stream_app_drift_detected", "Drifts detected in the serving model's error.", registry=r
+        )
+        self.model_quality = Gauge(
+            "stream_app_model_quality",
+            "Rolling prequential quality of the serving model (accuracy or mae).",
+            ["metric"],
+            registry=r,
+        )
+        self.challenger_quality = Gauge(
+            "stream_app_challenger_quality",
+            "Rolling prequential quality of the challenger learning in shadow.",
+            ["metric"],
+            registry=r,
+        )
+        self.pending_events = Gauge(
+            "stream_app_pending_events", "Served events waiting for a delayed label.", registry=r
+        )
         self.delivery_failures = Counter(
             "stream_app_delivery_failures",
             "Output batches Kafka did not acknowledge; their input is re-read, not lost.",

@@ -23,8 +23,10 @@ from river import base, compose, forest, linear_model, naive_bayes, preprocessin
 __all__ = [
     "OneHotStrings",
     "adaptive_random_forest",
+    "final_step",
     "gaussian_nb",
     "hoeffding_tree",
+    "is_binary",
     "linear_regression",
     "logistic_regression",
     "resolve_factory",
@@ -93,11 +95,27 @@ def resolve_factory(path: str) -> Factory:
     return factory  # type: ignore[no-any-return]
 
 
-def task_of(estimator: Any) -> str:
-    """Name the task an estimator performs: ``classification`` or ``regression``."""
+def final_step(estimator: Any) -> Any:
+    """Return the last step of a (possibly nested) pipeline: the part that predicts."""
     final = estimator
     while isinstance(final, compose.Pipeline):
         final = list(final.steps.values())[-1]
+    return final
+
+
+def is_binary(estimator: Any) -> bool:
+    """Tell whether a classifier learns only two classes, as booleans (logistic regression).
+
+    >>> is_binary(logistic_regression()), is_binary(hoeffding_tree())
+    (True, False)
+    """
+    final = final_step(estimator)
+    return isinstance(final, base.Classifier) and not final._multiclass
+
+
+def task_of(estimator: Any) -> str:
+    """Name the task an estimator performs: ``classification`` or ``regression``."""
+    final = final_step(estimator)
     if isinstance(final, base.Classifier):
         return "classification"
     if isinstance(final, base.Regressor):

@@ -7,7 +7,7 @@ made-up 50/50, so consumers can tell "no opinion" from "unsure".
 >>> model = fresh_model(ModelSettings())
 >>> predict_one(model, {"x": 1.0})
 Prediction(prediction=None, proba={})
->>> model.estimator.learn_one({"x": 1.0}, True); model.examples_learned += 1
+>>> model.estimator.learn_one({"x": 1.0}, model.labels.to_model(True)); model.examples_learned += 1
 >>> answer = predict_one(model, {"x": 1.0})
 >>> answer.prediction, sorted(answer.proba)
 (True, ['false', 'true'])
@@ -19,7 +19,8 @@ import dataclasses
 from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
-from stream_app.models import resolve_factory, task_of
+from stream_app.label import LabelCodec
+from stream_app.models import is_binary, resolve_factory, task_of
 from stream_app.settings import ModelSettings
 
 __all__ = ["Prediction", "ServingModel", "class_key", "fresh_model", "predict_one"]
@@ -33,6 +34,7 @@ class ServingModel:
     version: int
     estimator: Any
     task: str
+    labels: LabelCodec
     examples_learned: int = 0
 
 
@@ -54,7 +56,8 @@ def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
         raise ModelError(
             f"model.task is {settings.task!r} but {settings.factory} builds a {task} model"
         )
-    return ServingModel(settings.name, version, estimator, task)
+    codec = LabelCodec(task, binary=is_binary(estimator), declared=settings.classes)
+    return ServingModel(settings.name, version, estimator, task, codec)
 
 
 def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
@@ -68,7 +71,11 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
         return Prediction(None, {})
     # River's predict_one is the argmax of predict_proba_one; take it from the same call.
     best = max(proba, key=proba.__getitem__)
-    return Prediction(best, {class_key(c): float(p) for c, p in proba.items()})
+    decode = model.labels.from_model
+    return Prediction(
+        decode(best),
+        {class_key(decode(c)): float(p) for c, p in proba.items() if decode(c) is not None},
+    )
 
 
 def class_key(label: Any) -> str:

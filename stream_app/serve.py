@@ -1,4 +1,4 @@
-"""The serve loop: features -> decode -> predict -> emit, a service hosted by the Faust worker.
+"""The serve loop: Kafka in and out around the straight path, a service hosted by the Faust worker.
 
 Why not a Faust agent: a plain agent pays ~215 us of stream machinery per event (see bench/ and
 ../shared/NOTES.md), 9x a hand-written aiokafka loop. This loop is that hand-written loop, made
@@ -6,6 +6,10 @@ safe: it owns an aiokafka consumer (group ``<app id>-serve``) and producer, serv
 batch synchronously, sends outputs in one batch per partition, and commits an input offset only
 after Kafka acknowledged every output of the batch that contains it (at-least-once, per-partition
 order). It starts and stops with the Faust app, shares its settings, metrics and web server.
+
+The consumer reads ``features`` and ``labels`` with the range assignor, so partition *p* of both
+lands on the same worker: a delayed label meets the event it belongs to. What happens to each
+record is :mod:`stream_app.pipeline`'s business.
 """
 
 from __future__ import annotations
@@ -18,15 +22,12 @@ from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from stream_app import reasons
-from stream_app.decode import decode_event
 from stream_app.emit import Emitter
-from stream_app.errors import RejectedMessage
-from stream_app.messages import encode_dead_letter, encode_prediction
 from stream_app.metrics import Metrics
-from stream_app.predict import ServingModel, predict_one
+from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings, bootstrap_servers
 from stream_app.topics import ensure_topics
 
@@ -41,11 +42,11 @@ class ServeLoop(mode.Service):
     wait_for_shutdown = True
 
     def __init__(
-        self, settings: Settings, model: ServingModel, metrics: Metrics, **kwargs: Any
+        self, settings: Settings, pipeline: Pipeline, metrics: Metrics, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.model = model
+        self.pipeline = pipeline
         self.metrics = metrics
         self.group_id = f"{settings.app.id}-serve"
         self.assignment: frozenset[TopicPartition] | None = None
@@ -54,12 +55,10 @@ class ServeLoop(mode.Service):
         self._acked: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
-        self._model_errors_logged: set[str] = set()
         self._lag_reported: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
-        self._prediction_partitions = 0
 
     @property
     def healthy(self) -> bool:
@@ -80,7 +79,9 @@ class ServeLoop(mode.Service):
             max_batch_size=s.serve.max_batch_bytes,
         )
         await self._producer.start()
-        self._prediction_partitions = len(await self._producer.partitions_for(s.topics.predictions))
+        self.pipeline.output_partitions = len(
+            await self._producer.partitions_for(s.topics.predictions)
+        )
         self._emitter = Emitter(self._producer)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
@@ -90,17 +91,21 @@ class ServeLoop(mode.Service):
             auto_offset_reset=s.serve.auto_offset_reset,
             fetch_max_wait_ms=s.serve.fetch_max_wait_ms,
             max_partition_fetch_bytes=s.serve.max_partition_fetch_bytes,
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        self._consumer.subscribe([s.topics.features], listener=_Rebalance(self))
+        topics = [s.topics.features, s.topics.labels] if s.learn.enabled else [s.topics.features]
+        self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
+        model = self.pipeline.learner.serving.model
         log.info(
-            "serving %s -> %s as group %s (model %s v%d, %s)",
+            "serving %s -> %s as group %s (model %s v%d, %s, learning %s)",
             s.topics.features,
             s.topics.predictions,
             self.group_id,
-            self.model.name,
-            self.model.version,
-            self.model.task,
+            model.name,
+            model.version,
+            model.task,
+            "on" if s.learn.enabled else "off",
         )
 
     @mode.Service.task
@@ -138,12 +143,19 @@ class ServeLoop(mode.Service):
         """Serve every record, send the outputs, and mark the inputs acknowledged when durable."""
         assert self._emitter is not None and self._consumer is not None
         received = time.perf_counter()
-        for tp, records in batches.items():
-            self._serve_partition(tp, records, received)
+        features = self.settings.topics.features
+        # Features first, so a label fetched together with its event finds it served.
+        for tp in sorted(batches, key=lambda tp: (tp.topic != features, tp.partition)):
+            records = batches[tp]
+            if tp.topic == features:
+                self.pipeline.features(records, received, self._emitter)
+            else:
+                self.pipeline.labels(records, self._emitter)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                 max((self._consumer.highwater(tp) or 0) - records[-1].offset - 1, 0)
             )
             self._lag_reported.add(tp)
+        self.pipeline.expire(time.time())
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
             failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -155,74 +167,6 @@ class ServeLoop(mode.Service):
             return
         for tp, records in batches.items():
             self._acked[tp] = records[-1].offset + 1
-
-    def _serve_partition(self, tp: TopicPartition, records: list[Any], received: float) -> None:
-        """Serve one partition's records in order: decode -> predict -> emit (the straight path)."""
-        assert self._emitter is not None
-        emitter, limits, model = self._emitter, self.settings.limits, self.model
-        topic = self.settings.topics.predictions
-        partition = tp.partition if tp.partition < self._prediction_partitions else None
-        observe = self.metrics.predict_latency.observe
-        served = 0
-        for record in records:
-            try:
-                event = decode_event(record.value, limits)
-                result = predict_one(model, event.features)
-            except RejectedMessage as rejected:
-                self._dead_letter(record, rejected.reason, rejected.detail)
-                continue
-            except Exception as exc:  # the estimator raised: dead-letter the event, keep serving
-                self._model_error(record, exc)
-                continue
-            latency = time.perf_counter() - received
-            value = encode_prediction(
-                event.id,
-                result.prediction,
-                result.proba,
-                model.name,
-                model.version,
-                time.time(),
-                round(latency * 1000.0, 3),
-            )
-            key = event.id.encode()
-            if partition is None:
-                emitter.keyed(topic, key, value)
-            else:
-                emitter.to_partition(topic, partition, key, value)
-            observe(latency)
-            served += 1
-        self.metrics.events.inc(len(records))
-        self.metrics.predictions.inc(served)
-
-    def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
-        """Queue a dead letter for ``record`` with its reason and original bytes; count it."""
-        assert self._emitter is not None
-        value = encode_dead_letter(
-            reason, detail, record.topic, record.partition, record.offset, record.value
-        )
-        self._emitter.keyed(self.settings.topics.dead_letters, record.key, value)
-        self.metrics.dead_letters.labels(reason=reason).inc()
-        log.debug(
-            "dead letter %s at %s[%d]@%d: %s",
-            reason,
-            record.topic,
-            record.partition,
-            record.offset,
-            detail,
-        )
-
-    def _model_error(self, record: Any, exc: Exception) -> None:
-        """Dead-letter an event the estimator raised on; log the first of each kind in full."""
-        kind = type(exc).__name__
-        if kind not in self._model_errors_logged:
-            self._model_errors_logged.add(kind)
-            log.error(
-                "the model raised %s; such events go to dead letters as %s",
-                kind,
-                reasons.MODEL_ERROR,
-                exc_info=exc,
-            )
-        self._dead_letter(record, reasons.MODEL_ERROR, f"the model raised {kind}: {exc}")
 
     def _rewind(self, batches: Mapping[TopicPartition, list[Any]], failure: BaseException) -> None:
         """Read a batch's inputs again because Kafka did not acknowledge its outputs."""
@@ -260,6 +204,8 @@ class ServeLoop(mode.Service):
         async with self._lock:
             await self._commit(force=True)
             for tp in revoked:
+                if tp.topic == self.settings.topics.features:
+                    self.pipeline.pending.drop_partition(tp.partition)
                 self._acked.pop(tp, None)
                 self._committed.pop(tp, None)
                 if tp in self._lag_reported:
@@ -269,7 +215,10 @@ class ServeLoop(mode.Service):
     def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         """After a rebalance: record our share of partitions (health turns green)."""
         self.assignment = frozenset(assigned)
-        log.info("serving partitions %s", sorted(tp.partition for tp in self.assignment))
+        served = sorted(
+            tp.partition for tp in self.assignment if tp.topic == self.settings.topics.features
+        )
+        log.info("serving partitions %s of %s", served, self.settings.topics.features)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

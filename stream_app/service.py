@@ -11,8 +11,9 @@ from typing import Any
 
 import faust
 
+from stream_app.learn import Learner
 from stream_app.metrics import Metrics
-from stream_app.predict import ServingModel, fresh_model
+from stream_app.pipeline import Pipeline
 from stream_app.serve import ServeLoop
 from stream_app.settings import Settings
 from stream_app.web import add_views
@@ -26,7 +27,7 @@ class StreamApp(faust.App):
     settings: Settings
     metrics: Metrics
     serve_loop: ServeLoop
-    model: ServingModel
+    learner: Learner
 
     async def on_first_start(self) -> None:
         """Create the data dir with its parents (Faust creates only the last level)."""
@@ -53,9 +54,11 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    app.model = fresh_model(settings.model)
-    app.serve_loop = ServeLoop(settings, app.model, app.metrics)
-    app.metrics.model_version.labels(app.model.name, "serving").set(app.model.version)
+    app.learner = Learner(settings)
+    pipeline = Pipeline(settings, app.learner, app.metrics)
+    app.serve_loop = ServeLoop(settings, pipeline, app.metrics)
+    model = app.learner.serving.model
+    app.metrics.model_version.labels(model.name, "serving").set(model.version)
     add_views(app)
 
     async def start_serving(*_: Any) -> None:

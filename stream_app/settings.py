@@ -27,6 +27,9 @@ __all__ = [
     "SHORT_ENV",
     "AppSettings",
     "BrokerSettings",
+    "DriftSettings",
+    "GuardSettings",
+    "LearnSettings",
     "LimitSettings",
     "ModelSettings",
     "ServeSettings",
@@ -97,6 +100,71 @@ class ModelSettings:
     """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
     task: str = "auto"
     """``classification``, ``regression``, or ``auto`` (derived from the estimator)."""
+    classes: tuple[Any, ...] = ()
+    """Declared classes (classification); a label outside them is dead-lettered as unknown_label.
+    Empty: any string, integer or boolean label is a class. For a binary-only estimator (logistic
+    regression) the first class is the negative one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnSettings:
+    """Learning from labels: the join of delayed labels and the quality window."""
+
+    enabled: bool = True
+    pending_ttl_s: float = 3600.0
+    """How long a served event waits for its delayed label."""
+    pending_max: int = 100000
+    """Most served events kept for delayed labels per worker (~1 KB each for 15 features)."""
+    quality_window: int = 1000
+    """Labels in the rolling quality figure (accuracy or MAE)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardSettings:
+    """The noise guard: which examples are predicted but not learned."""
+
+    enabled: bool = True
+    warmup: int = 200
+    """Learned examples before any rule may hold an example out."""
+    outliers: bool = True
+    outlier_z: float = 8.0
+    """A numeric feature this many standard deviations from its running mean is an outlier."""
+    noisy_labels: bool = True
+    label_confidence: float = 0.85
+    """Classification: hold out a label the model gave less than 1 - this probability."""
+    residual_scale: float = 6.0
+    """Regression: hold out a label whose residual exceeds this many mean absolute residuals."""
+    cap_share: float = 0.3
+    """Stand down when more than this share of the recent window is flagged (the world changed)."""
+    cap_window: int = 500
+    cap_ratio: float = 2.0
+    """Also stand down when the recent flagged share exceeds this multiple of the long-run share."""
+    cap_floor: float = 0.05
+    """...but only above this share, so that a quiet stream's few flags do not trip the ratio."""
+    cap_baseline: int = 5000
+    """Examples the long-run flagged share averages over."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftSettings:
+    """Drift detection on the error stream, and what to do about it."""
+
+    detector: str = "ADWIN"
+    """A class in ``river.drift`` (ADWIN, PageHinkley, KSWIN) or ``river.drift.binary`` (DDM)."""
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments for the detector, e.g. ``{delta = 0.002}``."""
+    policy: str = "challenger"
+    """``none``, ``reset`` (a fresh model) or ``challenger`` (a fresh model proves itself first)."""
+    warmup: int = 300
+    """Labeled examples before a detection may count (the error of a new model is still falling)."""
+    compare_window: int = 200
+    """A detection counts only if the error of this many recent labels exceeds the earlier error."""
+    challenger_window: int = 500
+    """Labels over which challenger and serving model are compared (the challenger's minimum)."""
+    promotion_margin: float = 0.0
+    """How much better (accuracy points or MAE) the challenger must be to take over."""
+    challenger_patience: int = 10000
+    """Labels after which a challenger that has not won is dropped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,12 +221,18 @@ class Settings:
     topics: TopicSettings = dataclasses.field(default_factory=TopicSettings)
     limits: LimitSettings = dataclasses.field(default_factory=LimitSettings)
     model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    learn: LearnSettings = dataclasses.field(default_factory=LearnSettings)
+    guard: GuardSettings = dataclasses.field(default_factory=GuardSettings)
+    drift: DriftSettings = dataclasses.field(default_factory=DriftSettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""
-        return dataclasses.asdict(self)
+        return {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+            for name, section in dataclasses.asdict(self).items()
+        }
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys of some sections replaced, validated like a config file.
@@ -241,6 +315,18 @@ def _merge(
 
 def _coerce(value: Any, kind: Any, where: str, *, strings: bool) -> Any:
     """Convert ``value`` (a TOML value or an environment string) to the setting's type."""
+    origin = typing.get_origin(kind)
+    if origin in (tuple, dict):
+        if strings and isinstance(value, str):  # the environment spells them as TOML values
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{where}: expected a TOML {origin.__name__}: {exc}") from exc
+        if origin is tuple and isinstance(value, list | tuple):
+            return tuple(value)
+        if origin is dict and isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a {'list' if origin is tuple else 'table'}")
     if strings and isinstance(value, str) and kind is not str:
         text = value.strip()
         if kind is bool:
@@ -273,6 +359,12 @@ def _check(s: Settings) -> None:
     """Refuse settings that cannot work together, with a message that names the fix."""
     if s.topics.partitions < 1:
         raise ConfigError("topics.partitions must be at least 1")
+    if s.drift.policy not in {"none", "reset", "challenger"}:
+        raise ConfigError("drift.policy must be none, reset or challenger")
+    if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:
+        raise ConfigError(
+            "guard.cap_share must be in (0, 1] and guard.label_confidence in [0.5, 1)"
+        )
     if s.model.task not in {"auto", "classification", "regression"}:
         raise ConfigError("model.task must be auto, classification or regression")
     if ":" not in s.model.factory:

@@ -21,13 +21,18 @@ def add_views(app: StreamApp) -> None:
     async def health(web: Any, request: Any) -> Any:
         """200 once this worker serves its share of partitions, 503 before (or while stopping)."""
         serve = app.serve_loop
+        model = app.learner.serving.model
         body = {
             "status": "ok" if serve.healthy else "starting",
             "app_id": app.settings.app.id,
             "group": serve.group_id,
-            "partitions": sorted(tp.partition for tp in serve.assignment or ()),
-            "model": serve.model.name,
-            "model_version": serve.model.version,
+            "partitions": sorted(
+                tp.partition
+                for tp in serve.assignment or ()
+                if tp.topic == app.settings.topics.features
+            ),
+            "model": model.name,
+            "model_version": model.version,
         }
         return web.json(body, status=200 if serve.healthy else _UNAVAILABLE)
 

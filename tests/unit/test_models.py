@@ -40,7 +40,7 @@ def factory(request: pytest.FixtureRequest) -> str:
 def trained(factory: str, n: int = 300) -> ServingModel:
     model = fresh_model(ModelSettings(factory=factory))
     for x, y in examples(model.task, n):
-        model.estimator.learn_one(x, y)
+        model.estimator.learn_one(x, model.labels.to_model(y))
         model.examples_learned += 1
     return model
 
@@ -73,10 +73,7 @@ def test_learning_from_a_signal_beats_chance(factory: str) -> None:
 
 def test_pickle_and_clone_round_trip_keep_predictions(factory: str) -> None:
     model = trained(factory)
-    restored = ServingModel(
-        model.name, model.version, pickle.loads(pickle.dumps(model.estimator)), model.task,
-        model.examples_learned,
-    )  # fmt: skip
+    restored: ServingModel = pickle.loads(pickle.dumps(model))  # the codec travels with it
     cloned = copy.deepcopy(model)
     for x, _ in examples(model.task, 50, seed=3):
         assert predict_one(restored, x) == predict_one(model, x) == predict_one(cloned, x)

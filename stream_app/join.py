@@ -1,0 +1,116 @@
+"""The join step: keep what was served for each event until its delayed label arrives.
+
+Labels are co-partitioned with features by id, so each worker keeps the events of the partitions
+it serves. The store is bounded twice: entries older than ``ttl_s`` expire, and past ``max_items``
+the oldest go first. It holds what the service *answered* (prediction and probabilities, and the
+challenger's shadow answer), so quality and the noise guard judge the answer that was given.
+
+>>> store = PendingStore(ttl_s=60.0, max_items=2)
+>>> store.put(0, "a", Served({"x": 1.0}, True, {"true": 0.9}, None, 0, served_at=100.0))
+>>> store.take(0, "a", now=130.0).features
+{'x': 1.0}
+>>> store.take(0, "a", now=130.0) is None  # taken already
+True
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+from stream_app.decode import Features
+from stream_app.predict import Prediction
+
+__all__ = ["PendingStore", "Served"]
+
+
+class Served(NamedTuple):
+    """What the service answered for one event, kept until its label arrives."""
+
+    features: Features
+    prediction: Any
+    proba: dict[str, float]
+    shadow: Prediction | None
+    """The challenger's answer in shadow, if one was running."""
+    model_version: int
+    served_at: float
+    """Epoch seconds; the TTL counts from here."""
+
+
+class PendingStore:
+    """Served events by partition and id, bounded by age and count."""
+
+    def __init__(self, ttl_s: float, max_items: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._parts: dict[int, OrderedDict[str, Served]] = {}
+        self._size = 0
+        self.expired = 0
+        """Entries dropped by age or count without their label (for metrics)."""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, partition: int, event_id: str, served: Served) -> None:
+        """Remember ``served`` for ``event_id``; a re-served id keeps only its latest answer."""
+        part = self._parts.setdefault(partition, OrderedDict())
+        if event_id in part:
+            del part[event_id]
+            self._size -= 1
+        part[event_id] = served
+        self._size += 1
+        if self._size > self.max_items:
+            self._evict_oldest()
+
+    def take(self, partition: int, event_id: str, now: float) -> Served | None:
+        """Remove and return the entry for ``event_id``, or ``None`` if unknown or expired.
+
+        >>> store = PendingStore(ttl_s=10.0, max_items=5)
+        >>> store.put(1, "old", Served({"x": 1}, None, {}, None, 0, served_at=0.0))
+        >>> store.take(1, "old", now=11.0) is None
+        True
+        """
+        part = self._parts.get(partition)
+        if part is None:
+            return None
+        served = part.pop(event_id, None)
+        if served is None:
+            return None
+        self._size -= 1
+        if now - served.served_at > self.ttl_s:
+            self.expired += 1
+            return None
+        return served
+
+    def expire(self, now: float) -> int:
+        """Drop every entry older than the TTL; return how many were dropped."""
+        dropped = 0
+        horizon = now - self.ttl_s
+        for part in self._parts.values():
+            while part:
+                first = next(iter(part.values()))
+                if first.served_at >= horizon:
+                    break
+                part.popitem(last=False)
+                dropped += 1
+        self._size -= dropped
+        self.expired += dropped
+        return dropped
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget a partition this worker no longer serves; return how many entries went."""
+        part = self._parts.pop(partition, None)
+        if part is None:
+            return 0
+        self._size -= len(part)
+        return len(part)
+
+    def _evict_oldest(self) -> None:
+        """Drop the oldest entry across partitions (the store is full)."""
+        oldest = min(
+            (p for p in self._parts.values() if p),
+            key=lambda p: next(iter(p.values())).served_at,
+        )
+        oldest.popitem(last=False)
+        self._size -= 1
+        self.expired += 1

@@ -1,0 +1,302 @@
+"""The learn step: one writer that learns each labeled example once, guarded, and watches for drift.
+
+For every label: the serving model's answer is scored (prequential: it answered before it learned),
+the guard decides whether the example is learned, the drift monitor sees the error either way, and
+the drift policy may start a challenger, which learns in shadow and takes over once it is better
+over the same labels. A :class:`Learner` is pure and synchronous; the serve loop calls it.
+
+>>> from stream_app.settings import Settings
+>>> learner = Learner(Settings().replace(guard={"enabled": False}))
+>>> first = learner.serving.model
+>>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).learned
+True
+>>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).reason
+'duplicate_label'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict, deque
+from typing import Any, NamedTuple
+
+from stream_app import reasons
+from stream_app.drift import DriftMonitor
+from stream_app.guard import NoiseGuard, Verdict
+from stream_app.predict import Prediction, ServingModel, fresh_model, predict_one
+from stream_app.settings import Settings
+
+__all__ = ["Contender", "Learner", "ModelEvent", "Outcome", "Quality", "error_of"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelEvent(NamedTuple):
+    """Something that happened to a model, for the ``model-events`` topic."""
+
+    kind: str
+    version: int
+    fields: dict[str, Any]
+
+
+class Outcome(NamedTuple):
+    """What learning one label did: learned or held out (with the reason), and model events."""
+
+    learned: bool
+    reason: str | None = None
+    detail: str = ""
+    events: tuple[ModelEvent, ...] = ()
+
+
+class Quality:
+    """Rolling mean error over the last ``window`` labels: accuracy (1 - error rate) or MAE.
+
+    >>> q = Quality("classification", window=4)
+    >>> for e in (1.0, 0.0, 0.0, 0.0, 0.0): q.add(e)
+    >>> q.value, q.metric
+    (1.0, 'accuracy')
+    """
+
+    def __init__(self, task: str, window: int) -> None:
+        self.metric = "accuracy" if task == "classification" else "mae"
+        self._errors: deque[float] = deque(maxlen=window)
+        self._sum = 0.0
+
+    def add(self, error: float) -> None:
+        """Add one label's error (0/1 for classification, absolute error for regression)."""
+        if len(self._errors) == self._errors.maxlen:
+            self._sum -= self._errors[0]
+        self._errors.append(error)
+        self._sum += error
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    @property
+    def full(self) -> bool:
+        """True once the window holds ``window`` labels."""
+        return len(self._errors) == self._errors.maxlen
+
+    @property
+    def value(self) -> float | None:
+        """Accuracy or MAE over the window, or None before the first label."""
+        if not self._errors:
+            return None
+        mean = self._sum / len(self._errors)
+        return 1.0 - mean if self.metric == "accuracy" else mean
+
+    def better_than(self, other: Quality, margin: float) -> bool:
+        """Tell whether this window's quality beats ``other``'s by more than ``margin``."""
+        mine, theirs = self.value, other.value
+        if mine is None or theirs is None:
+            return False
+        return mine > theirs + margin if self.metric == "accuracy" else mine < theirs - margin
+
+
+def error_of(task: str, prediction: Any, label: Any) -> float | None:
+    """Score one answer: 0/1 for classification, absolute error for regression; None if no answer.
+
+    >>> error_of("classification", "cat", "dog"), error_of("regression", 2.0, 3.5)
+    (1.0, 1.5)
+    """
+    if prediction is None:
+        return None
+    if task == "classification":
+        return 0.0 if prediction == label else 1.0
+    return abs(float(label) - float(prediction))
+
+
+@dataclasses.dataclass
+class Contender:
+    """A model with its own guard and rolling quality: the serving one, or a challenger."""
+
+    model: ServingModel
+    guard: NoiseGuard
+    quality: Quality
+    labels: int = 0
+
+    def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
+        """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
+        error = error_of(self.model.task, served.prediction, label)
+        if error is not None:
+            self.quality.add(error)
+        self.labels += 1
+        answer = served.proba if self.model.task == "classification" else served.prediction
+        verdict = self.guard.review(features, label, answer)
+        if verdict.reason is None:
+            self.model.estimator.learn_one(features, self.model.labels.to_model(label))
+            self.model.examples_learned += 1
+        return verdict
+
+
+class Learner:
+    """The single writer of one model: serving contender, optional challenger, drift monitor."""
+
+    def __init__(self, settings: Settings, model: ServingModel | None = None) -> None:
+        self.settings = settings
+        self.serving = self._contender(model or fresh_model(settings.model))
+        self.challenger: Contender | None = None
+        self.monitor = DriftMonitor(settings.drift)
+        self.next_version = self.serving.model.version + 1
+        self.examples_seen = 0
+        self._learned: OrderedDict[str, float] = OrderedDict()
+        self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
+
+    def has_learned(self, event_id: str) -> bool:
+        """Tell whether a label for ``event_id`` was already taken (learned or held out)."""
+        return event_id in self._learned
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``."""
+        return self.serving.model.task
+
+    def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
+        """Predict with the serving model and, in shadow, with the challenger if there is one."""
+        served = predict_one(self.serving.model, features)
+        if self.challenger is None:
+            return served, None
+        return served, predict_one(self.challenger.model, features)
+
+    def learn(
+        self,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> Outcome:
+        """Learn one labeled example at most once; raise ``RejectedMessage`` for an unfit label."""
+        if event_id in self._learned:
+            return Outcome(
+                False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
+            )
+        self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
+        self._remember(event_id, now)
+        self.examples_seen += 1
+        error = error_of(self.task, served.prediction, label)
+        reason, detail = self.serving.learn(features, label, served)
+        events: list[ModelEvent] = []
+        if self.challenger is not None:
+            events += self._challenge(features, label, served, shadow, error)
+        if error is not None and self.monitor.update(error):
+            events += self._on_drift(now)
+        return Outcome(reason is None, reason, detail, tuple(events))
+
+    def _challenge(
+        self,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        serving_error: float | None,
+    ) -> list[ModelEvent]:
+        """Let the challenger learn this label, score both on it, and promote if it has won."""
+        challenger = self.challenger
+        assert challenger is not None and self._duel is not None
+        shadow = shadow if shadow is not None else Prediction(None, {})
+        challenger.learn(features, label, shadow)
+        challenger_error = error_of(self.task, shadow.prediction, label)
+        if serving_error is not None and challenger_error is not None:
+            self._duel[0].add(serving_error)
+            self._duel[1].add(challenger_error)
+        s = self.settings.drift
+        serving_q, challenger_q = self._duel
+        if challenger_q.full and challenger_q.better_than(serving_q, s.promotion_margin):
+            return [
+                self._promote(reason="challenger", serving_q=serving_q, challenger_q=challenger_q)
+            ]
+        if challenger.labels >= s.challenger_patience:
+            log.info(
+                "challenger v%d did not beat v%d in %d labels; dropped",
+                challenger.model.version,
+                self.serving.model.version,
+                challenger.labels,
+            )
+            self.challenger, self._duel = None, None
+        return []
+
+    def _on_drift(self, now: float) -> list[ModelEvent]:
+        """Report the drift and apply the policy: none, reset, or start a challenger."""
+        model = self.serving.model
+        events = [
+            ModelEvent(
+                "drift",
+                model.version,
+                {
+                    "examples_seen": self.examples_seen,
+                    "detector": self.monitor.detector_name,
+                    "at": now,
+                },
+            )
+        ]
+        log.warning(
+            "drift in model %s v%d after %d labels (%s)",
+            model.name,
+            model.version,
+            self.examples_seen,
+            self.monitor.detector_name,
+        )
+        policy = self.settings.drift.policy
+        if policy == "reset":
+            self.challenger = self._contender(self._fresh())
+            events.append(self._promote(reason="reset", serving_q=None, challenger_q=None))
+        elif policy == "challenger" and self.challenger is None:
+            self.challenger = self._contender(self._fresh())
+            self._duel = (
+                self._quality(self.settings.drift.challenger_window),
+                self._quality(self.settings.drift.challenger_window),
+            )
+            log.info(
+                "challenger v%d learns from the drift point in shadow",
+                self.challenger.model.version,
+            )
+        return events
+
+    def _promote(
+        self, reason: str, serving_q: Quality | None, challenger_q: Quality | None
+    ) -> ModelEvent:
+        """Make the challenger serve; the old model is retired. Returns the promotion event."""
+        assert self.challenger is not None
+        previous = self.serving.model.version
+        self.serving, self.challenger, self._duel = self.challenger, None, None
+        self.monitor.reset()
+        fields: dict[str, Any] = {"previous_version": previous, "reason": reason}
+        if serving_q is not None and challenger_q is not None:
+            fields[f"{challenger_q.metric}_challenger"] = challenger_q.value
+            fields[f"{serving_q.metric}_previous"] = serving_q.value
+            fields["window"] = len(challenger_q)
+        log.warning(
+            "model %s v%d now serves (was v%d, %s)",
+            self.serving.model.name,
+            self.serving.model.version,
+            previous,
+            reason,
+        )
+        return ModelEvent("promotion", self.serving.model.version, fields)
+
+    def _fresh(self) -> ServingModel:
+        """Build a new model from the factory with the next version number."""
+        model = fresh_model(self.settings.model, version=self.next_version)
+        self.next_version += 1
+        return model
+
+    def _contender(self, model: ServingModel) -> Contender:
+        """Wrap a model with a fresh guard and quality window."""
+        guard = NoiseGuard(self.settings.guard, model.task)
+        return Contender(model, guard, Quality(model.task, self.settings.learn.quality_window))
+
+    def _quality(self, window: int) -> Quality:
+        return Quality(self.task, window)
+
+    def _remember(self, event_id: str, now: float) -> None:
+        """Record a learned id; forget ids past the pending TTL or beyond the pending bound."""
+        learned = self._learned
+        learned[event_id] = now
+        horizon = now - self.settings.learn.pending_ttl_s
+        while learned and (
+            len(learned) > self.settings.learn.pending_max or next(iter(learned.values())) < horizon
+        ):
+            learned.popitem(last=False)

@@ -1,0 +1,262 @@
+"""The straight path of every message, one step per module, synchronous and broker-free.
+
+Feature event: decode -> predict -> emit, then (if it carries a label) label -> learn.
+Delayed label: label -> join -> learn. Learning is guard -> learn -> drift check inside
+:class:`~stream_app.learn.Learner`. Outputs are queued on an :class:`~stream_app.emit.Emitter`;
+the serve loop sends them and commits the inputs once Kafka has acknowledged them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from stream_app import reasons
+from stream_app.decode import NO_LABEL, decode_event
+from stream_app.errors import RejectedMessage
+from stream_app.join import PendingStore, Served
+from stream_app.label import check_label, decode_label
+from stream_app.learn import Learner, ModelEvent, Outcome
+from stream_app.messages import encode_dead_letter, encode_model_event, encode_prediction
+from stream_app.metrics import Metrics
+from stream_app.predict import Prediction
+from stream_app.settings import Settings
+
+__all__ = ["Outputs", "Pipeline", "Record"]
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """The parts of a Kafka record the path reads (aiokafka's ConsumerRecord has them)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Outputs(Protocol):
+    """Where the path queues what it writes (the :class:`~stream_app.emit.Emitter`)."""
+
+    def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        """Queue a message for an explicit partition."""
+
+    def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue a message for the partition its key hashes to."""
+
+
+class Pipeline:
+    """Serves and learns from records of the partitions this worker owns."""
+
+    def __init__(self, settings: Settings, learner: Learner, metrics: Metrics) -> None:
+        self.settings = settings
+        self.learner = learner
+        self.metrics = metrics
+        self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        self.output_partitions = 0
+        """Partitions of the predictions topic; a prediction goes to its event's partition."""
+        self._model_errors_logged: set[str] = set()
+
+    def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
+        """Serve one partition's feature events in order; learn inline labels right after."""
+        s = self.settings
+        learner, metrics, pending = self.learner, self.metrics, self.pending
+        learning = s.learn.enabled
+        topic = s.topics.predictions
+        partition = records[0].partition if records else 0
+        out_partition = partition if partition < self.output_partitions else None
+        observe = metrics.predict_latency.observe
+        served_count = 0
+        for record in records:
+            try:
+                event = decode_event(record.value, s.limits)
+                served, shadow = learner.answer(event.features)
+            except RejectedMessage as rejected:
+                self._dead_letter(out, record, rejected.reason, rejected.detail)
+                continue
+            except Exception as exc:  # the estimator raised: dead-letter the event, keep serving
+                self._model_error(out, record, exc)
+                continue
+            latency = time.perf_counter() - received
+            now = time.time()
+            key = event.id.encode()
+            model = learner.serving.model
+            latency_ms = round(latency * 1000.0, 3)
+            value = encode_prediction(
+                event.id,
+                served.prediction,
+                served.proba,
+                model.name,
+                model.version,
+                now,
+                latency_ms,
+            )
+            if out_partition is None:
+                out.keyed(topic, key, value)
+            else:
+                out.to_partition(topic, out_partition, key, value)
+            if shadow is not None:
+                self._shadow(out, out_partition, event.id, shadow, now)
+            observe(latency)
+            served_count += 1
+            if not learning:
+                continue
+            if event.label is NO_LABEL:
+                kept = Served(
+                    event.features, served.prediction, served.proba, shadow, model.version, now
+                )
+                pending.put(partition, event.id, kept)
+            else:
+                self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
+        metrics.events.inc(len(records))
+        metrics.predictions.inc(served_count)
+
+    def labels(self, records: Sequence[Record], out: Outputs) -> None:
+        """Join each delayed label to what was served for its event, then learn it."""
+        s = self.settings
+        now = time.time()
+        for record in records:
+            try:
+                event_id, label = decode_label(record.value, s.limits)
+            except RejectedMessage as rejected:
+                self._reject_label(out, record, rejected.reason, rejected.detail)
+                continue
+            served = self.pending.take(record.partition, event_id, now)
+            if served is None:
+                if self.learner.has_learned(event_id):
+                    reason, detail = (
+                        reasons.DUPLICATE_LABEL,
+                        f"event {event_id!r:.60} was learned already",
+                    )
+                else:
+                    reason = reasons.LABEL_WITHOUT_EVENT
+                    detail = (
+                        f"no served event {event_id!r:.60} within the last "
+                        f"{s.learn.pending_ttl_s:.0f}s on partition {record.partition}"
+                    )
+                self._reject_label(out, record, reason, detail)
+                continue
+            answer = Prediction(served.prediction, served.proba)
+            self._learn(out, record, event_id, served.features, label, answer, served.shadow, now)
+
+    def expire(self, now: float) -> None:
+        """Drop served events whose labels can no longer arrive in time."""
+        self.pending.expire(now)
+        self.metrics.pending_events.set(len(self.pending))
+
+    def _learn(
+        self,
+        out: Outputs,
+        record: Record,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Label -> learn (guard, learn, drift check); dead-letter what is not learned."""
+        learner = self.learner
+        try:
+            label = check_label(
+                label,
+                learner.task,
+                self.settings.model.classes,
+                self.settings.limits.max_string_chars,
+            )
+            outcome = learner.learn(event_id, features, label, served, shadow, now)
+        except RejectedMessage as rejected:
+            outcome = Outcome(False, rejected.reason, rejected.detail)
+        except Exception as exc:  # the estimator raised while learning
+            self._model_error(out, record, exc)
+            return
+        if outcome.learned:
+            self.metrics.labels_learned.inc()
+        elif outcome.reason is not None:
+            self._reject_label(out, record, outcome.reason, outcome.detail)
+        for model_event in outcome.events:
+            self._model_event(out, model_event)
+        self._report_quality()
+
+    def _shadow(
+        self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
+    ) -> None:
+        """Queue the challenger's answer on the shadow topic, same shape as a prediction."""
+        challenger = self.learner.challenger
+        assert challenger is not None
+        value = encode_prediction(
+            event_id,
+            shadow.prediction,
+            shadow.proba,
+            challenger.model.name,
+            challenger.model.version,
+            now,
+            0.0,
+        )
+        topic = self.settings.topics.predictions_shadow
+        if partition is None:
+            out.keyed(topic, event_id.encode(), value)
+        else:
+            out.to_partition(topic, partition, event_id.encode(), value)
+
+    def _model_event(self, out: Outputs, event: ModelEvent) -> None:
+        """Queue a model event (drift, promotion) and count drifts."""
+        name = self.learner.serving.model.name
+        out.keyed(
+            self.settings.topics.model_events,
+            name.encode(),
+            encode_model_event(event.kind, name, event.version, **event.fields),
+        )
+        if event.kind == "drift":
+            self.metrics.drift_detected.inc()
+        self._report_versions()
+
+    def _report_quality(self) -> None:
+        """Publish the rolling quality of the serving model and of the challenger."""
+        quality = self.learner.serving.quality
+        if quality.value is not None:
+            self.metrics.model_quality.labels(quality.metric).set(quality.value)
+        challenger = self.learner.challenger
+        if challenger is not None and challenger.quality.value is not None:
+            self.metrics.challenger_quality.labels(challenger.quality.metric).set(
+                challenger.quality.value
+            )
+
+    def _report_versions(self) -> None:
+        """Publish which versions serve and shadow."""
+        gauge, learner = self.metrics.model_version, self.learner
+        name = learner.serving.model.name
+        gauge.labels(name, "serving").set(learner.serving.model.version)
+        gauge.labels(name, "shadow").set(
+            learner.challenger.model.version if learner.challenger else -1
+        )
+
+    def _reject_label(self, out: Outputs, record: Record, reason: str, detail: str) -> None:
+        """Dead-letter a label that is not learned, and count it as rejected."""
+        self.metrics.labels_rejected.labels(reason=reason).inc()
+        self._dead_letter(out, record, reason, detail)
+
+    def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None:
+        """Queue a dead letter for ``record`` with its reason and original bytes; count it."""
+        value = encode_dead_letter(
+            reason, detail, record.topic, record.partition, record.offset, record.value
+        )
+        out.keyed(self.settings.topics.dead_letters, record.key, value)
+        self.metrics.dead_letters.labels(reason=reason).inc()
+
+    def _model_error(self, out: Outputs, record: Record, exc: Exception) -> None:
+        """Dead-letter an event the estimator raised on; log the first of each kind in full."""
+        kind = type(exc).__name__
+        if kind not in self._model_errors_logged:
+            self._model_errors_logged.add(kind)
+            log.error(
+                "the model raised %s; such events go to dead letters as %s",
+                kind,
+                reasons.MODEL_ERROR,
+                exc_info=exc,
+            )
+        self._dead_letter(out, record, reasons.MODEL_ERROR, f"the model raised {kind}: {exc}")

@@ -1,0 +1,135 @@
+"""The straight path without a broker: a recording Outputs stands in for the emitter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream_app import reasons
+from stream_app.learn import Learner
+from stream_app.messages import decode_dead_letter
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Recorder:
+    sent: list[tuple[str, int | None, bytes | None, bytes]] = field(default_factory=list)
+
+    def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, partition, key, value))
+
+    def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, None, key, value))
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for t, _, _, v in self.sent if t == topic]
+
+
+def pipeline(**overrides: dict[str, Any]) -> tuple[Pipeline, Metrics, Settings]:
+    settings = Settings().replace(guard={"enabled": False}, **overrides)
+    metrics = Metrics()
+    p = Pipeline(settings, Learner(settings), metrics)
+    p.output_partitions = 4
+    return p, metrics, settings
+
+
+def event(i: int, label: Any = None, partition: int = 0) -> Rec:
+    body: dict[str, Any] = {"id": f"e{i}", "features": {"x": float(i % 7), "c": "red"}}
+    if label is not None:
+        body["label"] = label
+    return Rec("features", partition, i, f"e{i}".encode(), orjson.dumps(body))
+
+
+def label(i: int, value: Any, partition: int = 0, offset: int = 0) -> Rec:
+    return Rec(
+        "labels", partition, offset, f"e{i}".encode(), orjson.dumps({"id": f"e{i}", "label": value})
+    )
+
+
+def test_inline_labels_are_learned_after_their_prediction() -> None:
+    p, metrics, _ = pipeline()
+    out = Recorder()
+    p.features([event(0, True), event(1, False), event(2, True)], 0.0, out)
+    predictions = out.on("predictions")
+    assert predictions[0]["prediction"] is None  # nothing learned before event 0
+    assert predictions[1]["prediction"] is True  # event 0 was learned before event 1
+    assert metrics.labels_learned._value.get() == 3
+    assert {t for t, part, _, _ in out.sent} == {"predictions"}
+    assert all(part == 0 for _, part, _, _ in out.sent)  # same partition as the event
+
+
+def test_delayed_labels_join_once_and_strangers_are_dead_lettered() -> None:
+    p, metrics, _ = pipeline()
+    out = Recorder()
+    p.features([event(i, partition=1) for i in range(3)], 0.0, out)
+    assert len(p.pending) == 3
+    p.labels([label(0, True, 1, 0), label(1, False, 1, 1), label(0, True, 1, 2),
+              label(9, True, 1, 3), label(2, True, 0, 4)], out)  # fmt: skip
+    assert metrics.labels_learned._value.get() == 2
+    letters = [decode_dead_letter(v) for t, _, _, v in out.sent if t == "dead-letters"]
+    assert [d["reason"] for d in letters] == [
+        reasons.DUPLICATE_LABEL, reasons.LABEL_WITHOUT_EVENT, reasons.LABEL_WITHOUT_EVENT,
+    ]  # fmt: skip
+    assert letters[0]["source"] == {"topic": "labels", "partition": 1, "offset": 2}
+    assert len(p.pending) == 1  # e2 waits on partition 1; its label came on partition 0
+
+
+def test_bad_labels_are_dead_lettered_but_the_prediction_stands() -> None:
+    p, metrics, _ = pipeline(model={"classes": ["yes", "no"]})
+    out = Recorder()
+    p.features([event(0, "maybe"), event(1, 1.5)], 0.0, out)
+    assert len(out.on("predictions")) == 2
+    reasons_seen = [d["reason"] for d in out.on("dead-letters")]
+    assert reasons_seen == [reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL]
+    assert metrics.labels_rejected.labels(reason=reasons.UNKNOWN_LABEL)._value.get() == 1
+
+
+def test_drift_starts_a_challenger_whose_answers_go_to_the_shadow_topic() -> None:
+    from river.datasets import synth
+
+    p, metrics, _ = pipeline()
+    out = Recorder()
+    stream = synth.ConceptDriftStream(
+        stream=synth.SEA(variant=0, seed=1), drift_stream=synth.SEA(variant=3, seed=2),
+        position=3000, width=50, seed=1,
+    )  # fmt: skip
+    records = [
+        Rec(
+            "features",
+            0,
+            i,
+            None,
+            orjson.dumps(
+                {"id": f"e{i}", "features": {f"x{k}": v for k, v in x.items()}, "label": y}
+            ),
+        )
+        for i, (x, y) in enumerate(stream.take(6000))
+    ]
+    p.features(records, 0.0, out)
+    kinds = [m["type"] for m in out.on("model-events")]
+    assert kinds[:2] == ["drift", "promotion"]
+    shadow = out.on("predictions-shadow")
+    assert shadow and {m["model_version"] for m in shadow} == {1}
+    assert metrics.drift_detected._value.get() == 1
+    versions = [m["model_version"] for m in out.on("predictions")]
+    assert versions[0] == 0 and versions[-1] == 1
+
+
+def test_learning_off_keeps_nothing() -> None:
+    p, metrics, _ = pipeline(learn={"enabled": False})
+    out = Recorder()
+    p.features([event(0, True), event(1)], 0.0, out)
+    assert len(p.pending) == 0 and metrics.labels_learned._value.get() == 0
