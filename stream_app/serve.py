@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from stream_app.emit import Emitter
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
+from stream_app.restore import restore_partition
 from stream_app.settings import Settings, bootstrap_servers
 from stream_app.topics import ensure_topics
 
@@ -92,6 +93,8 @@ class ServeLoop(mode.Service):
             fetch_max_wait_ms=s.serve.fetch_max_wait_ms,
             max_partition_fetch_bytes=s.serve.max_partition_fetch_bytes,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=int(s.app.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.app.session_timeout_s * 1000 / 3),
         )
         topics = [s.topics.features, s.topics.labels] if s.learn.enabled else [s.topics.features]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
@@ -204,21 +207,26 @@ class ServeLoop(mode.Service):
         async with self._lock:
             await self._commit(force=True)
             for tp in revoked:
-                if tp.topic == self.settings.topics.features:
-                    self.pipeline.pending.drop_partition(tp.partition)
                 self._acked.pop(tp, None)
                 self._committed.pop(tp, None)
                 if tp in self._lag_reported:
                     self._lag_reported.discard(tp)
                     self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
-    def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        """After a rebalance: record our share of partitions (health turns green)."""
-        self.assignment = frozenset(assigned)
-        served = sorted(
-            tp.partition for tp in self.assignment if tp.topic == self.settings.topics.features
-        )
-        log.info("serving partitions %s of %s", served, self.settings.topics.features)
+    async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """After a rebalance: forget partitions that left, restore those that arrived."""
+        features = self.settings.topics.features
+        assigned = frozenset(assigned)
+        before = {tp.partition for tp in self.assignment or () if tp.topic == features}
+        now = {tp.partition for tp in assigned if tp.topic == features}
+        for partition in before - now:
+            self.pipeline.pending.drop_partition(partition)
+        for partition in sorted(now - before):
+            assert self._consumer is not None
+            committed = await self._consumer.committed(TopicPartition(features, partition))
+            await restore_partition(self.settings, self.pipeline.pending, partition, committed)
+        self.assignment = assigned  # health turns green once the restored partitions can serve
+        log.info("serving partitions %s of %s", sorted(now), features)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -231,4 +239,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._loop._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._loop._on_assigned(assigned)
+        await self._loop._on_assigned(assigned)

@@ -51,6 +51,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replication_factor,
         autodiscover=False,
+        broker_session_timeout=settings.app.session_timeout_s,
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()

@@ -55,6 +55,8 @@ class AppSettings:
     data_dir: str = ".stream_app"
     """Local state: the Faust table store, the local broker's log dirs."""
     log_level: str = "info"
+    session_timeout_s: float = 10.0
+    """How long the group waits for a silent worker before giving its partitions to others."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +119,8 @@ class LearnSettings:
     """Most served events kept for delayed labels per worker (~1 KB each for 15 features)."""
     quality_window: int = 1000
     """Labels in the rolling quality figure (accuracy or MAE)."""
+    restore_timeout_s: float = 60.0
+    """Most time spent re-reading a newly assigned partition's served events from Kafka."""
 
 
 @dataclasses.dataclass(frozen=True)

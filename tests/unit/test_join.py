@@ -62,3 +62,33 @@ def test_drop_partition() -> None:
     store.put(2, "b", served(1.0))
     assert store.drop_partition(2) == 1 and store.drop_partition(5) == 0
     assert len(store) == 1
+
+
+def test_rebuild_restores_answered_unlabeled_events_only() -> None:
+    from dataclasses import dataclass
+
+    import orjson
+
+    from stream_app.restore import rebuild
+    from stream_app.settings import Settings
+
+    @dataclass
+    class Rec:
+        value: bytes
+
+    events = [
+        Rec(orjson.dumps({"id": "a", "features": {"x": 1.0}})),
+        Rec(orjson.dumps({"id": "b", "features": {"x": 2.0}, "label": True})),  # learned inline
+        Rec(b"{broken"),  # was dead-lettered
+        Rec(orjson.dumps({"id": "c", "features": {"x": 3.0}})),  # never answered
+    ]
+    answer = {
+        "prediction": True,
+        "proba": {"true": 0.7, "false": 0.3},
+        "model_version": 2,
+        "served_at": 5.0,
+    }
+    store = PendingStore(ttl_s=60, max_items=10)
+    assert rebuild(store, 3, events, {"a": answer, "b": answer}, Settings()) == 1
+    kept = store.take(3, "a", now=6.0)
+    assert kept == Served({"x": 1.0}, True, {"true": 0.7, "false": 0.3}, None, 2, 5.0)
