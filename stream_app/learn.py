@@ -142,6 +142,42 @@ class Learner:
         self.examples_seen = 0
         self._learned: OrderedDict[str, float] = OrderedDict()
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
+        self.pinned: ServingModel | None = None
+        """A stored version that answers instead of the learner (which keeps learning)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the whole learning state, for a checkpoint (pickled as it is)."""
+        return {
+            "serving": self.serving,
+            "challenger": self.challenger,
+            "monitor": self.monitor,
+            "learned": self._learned,
+            "duel": self._duel,
+            "examples_seen": self.examples_seen,
+        }
+
+    @classmethod
+    def restore(cls, settings: Settings, state: dict[str, Any], next_version: int) -> Learner:
+        """Rebuild a learner from :meth:`snapshot`, under the current settings."""
+        learner = cls(settings, state["serving"].model)
+        learner.serving = state["serving"]
+        learner.challenger = state["challenger"]
+        learner.monitor = state["monitor"]
+        learner._learned = state["learned"]
+        learner._duel = state["duel"]
+        learner.examples_seen = state["examples_seen"]
+        learner.next_version = max(next_version, learner.next_version)
+        for contender in (learner.serving, learner.challenger):
+            if contender is not None:
+                contender.guard.settings = settings.guard
+        learner.monitor.settings = settings.drift
+        return learner
+
+    def allocate_version(self, stored_latest: int) -> int:
+        """Hand out the next version number, above anything stored or handed out before."""
+        version = max(self.next_version, stored_latest + 1)
+        self.next_version = version + 1
+        return version
 
     def has_learned(self, event_id: str) -> bool:
         """Tell whether a label for ``event_id`` was already taken (learned or held out)."""
@@ -153,8 +189,8 @@ class Learner:
         return self.serving.model.task
 
     def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
-        """Predict with the serving model and, in shadow, with the challenger if there is one."""
-        served = predict_one(self.serving.model, features)
+        """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
+        served = predict_one(self.pinned or self.serving.model, features)
         if self.challenger is None:
             return served, None
         return served, predict_one(self.challenger.model, features)
@@ -279,9 +315,7 @@ class Learner:
 
     def _fresh(self) -> ServingModel:
         """Build a new model from the factory with the next version number."""
-        model = fresh_model(self.settings.model, version=self.next_version)
-        self.next_version += 1
-        return model
+        return fresh_model(self.settings.model, version=self.allocate_version(0))
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard and quality window."""

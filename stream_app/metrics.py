@@ -86,6 +86,20 @@ class Metrics:
         self.pending_events = Gauge(
             "stream_app_pending_events", "Served events waiting for a delayed label.", registry=r
         )
+        self.checkpoints = Counter(
+            "stream_app_checkpoints", "Checkpoints written to the model registry.", registry=r
+        )
+        self.checkpoint_bytes = Gauge(
+            "stream_app_checkpoint_bytes", "Compressed size of the last checkpoint.", registry=r
+        )
+        self.checkpoint_failures = Counter(
+            "stream_app_checkpoint_failures", "Checkpoints that could not be written.", registry=r
+        )
+        self.version_load_failures = Counter(
+            "stream_app_version_load_failures",
+            "Stored versions skipped because they failed their checksum or did not load.",
+            registry=r,
+        )
         self.delivery_failures = Counter(
             "stream_app_delivery_failures",
             "Output batches Kafka did not acknowledge; their input is re-read, not lost.",

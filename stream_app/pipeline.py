@@ -84,7 +84,7 @@ class Pipeline:
             latency = time.perf_counter() - received
             now = time.time()
             key = event.id.encode()
-            model = learner.serving.model
+            model = learner.pinned or learner.serving.model
             latency_ms = round(latency * 1000.0, 3)
             value = encode_prediction(
                 event.id,
@@ -213,7 +213,7 @@ class Pipeline:
         )
         if event.kind == "drift":
             self.metrics.drift_detected.inc()
-        self._report_versions()
+        self.report_versions()
 
     def _report_quality(self) -> None:
         """Publish the rolling quality of the serving model and of the challenger."""
@@ -226,11 +226,11 @@ class Pipeline:
                 challenger.quality.value
             )
 
-    def _report_versions(self) -> None:
+    def report_versions(self) -> None:
         """Publish which versions serve and shadow."""
         gauge, learner = self.metrics.model_version, self.learner
         name = learner.serving.model.name
-        gauge.labels(name, "serving").set(learner.serving.model.version)
+        gauge.labels(name, "serving").set((learner.pinned or learner.serving.model).version)
         gauge.labels(name, "shadow").set(
             learner.challenger.model.version if learner.challenger else -1
         )

@@ -31,6 +31,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_partition
 from stream_app.settings import Settings, bootstrap_servers
 from stream_app.topics import ensure_topics
+from stream_app.versions import VersionKeeper
 
 __all__ = ["ServeLoop"]
 
@@ -43,12 +44,18 @@ class ServeLoop(mode.Service):
     wait_for_shutdown = True
 
     def __init__(
-        self, settings: Settings, pipeline: Pipeline, metrics: Metrics, **kwargs: Any
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        keeper: VersionKeeper,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = metrics
+        self.keeper = keeper
         self.group_id = f"{settings.app.id}-serve"
         self.assignment: frozenset[TopicPartition] | None = None
         """Partitions this worker serves; ``None`` until it has joined the consumer group."""
@@ -129,13 +136,26 @@ class ServeLoop(mode.Service):
                 async with self._lock:
                     if batches:
                         await self._serve_batches(batches)
+                    await self.keeper.maybe_checkpoint(self.publish)
                     await self._commit(force=False)
         finally:
             self.set_shutdown()
 
+    @mode.Service.task
+    async def _follow_versions(self) -> None:
+        """Apply pins and the writer's new versions as the registry changes."""
+        await self.keeper.follow(self._lock)
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one message now and wait for Kafka's acknowledgement (model events)."""
+        assert self._producer is not None
+        await self._producer.send_and_wait(topic, value, key=key)
+
     async def on_shutdown(self) -> None:
-        """Commit what was acknowledged, then close the clients (the group sees us leave)."""
+        """Checkpoint (the writer), commit what was acknowledged, close the clients."""
         async with self._lock:
+            if self.keeper.is_leader() and self.keeper.checkpointer.dirty(self.pipeline.learner):
+                await self.keeper.checkpoint("shutdown", self.publish)
             await self._commit(force=True)
         if self._consumer is not None:
             await self._consumer.stop()

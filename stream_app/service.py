@@ -16,6 +16,8 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.serve import ServeLoop
 from stream_app.settings import Settings
+from stream_app.store import RegistryStore
+from stream_app.versions import VersionKeeper
 from stream_app.web import add_views
 
 __all__ = ["StreamApp", "build_app"]
@@ -27,7 +29,9 @@ class StreamApp(faust.App):
     settings: Settings
     metrics: Metrics
     serve_loop: ServeLoop
-    learner: Learner
+    pipeline: Pipeline
+    store: RegistryStore
+    keeper: VersionKeeper
 
     async def on_first_start(self) -> None:
         """Create the data dir with its parents (Faust creates only the last level)."""
@@ -52,18 +56,21 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
         topic_replication_factor=settings.topics.replication_factor,
         autodiscover=False,
         broker_session_timeout=settings.app.session_timeout_s,
+        key_serializer="raw",  # the registry table holds bytes; nothing else uses Faust topics
+        value_serializer="raw",
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    app.learner = Learner(settings)
-    pipeline = Pipeline(settings, app.learner, app.metrics)
-    app.serve_loop = ServeLoop(settings, pipeline, app.metrics)
-    model = app.learner.serving.model
-    app.metrics.model_version.labels(model.name, "serving").set(model.version)
+    app.pipeline = Pipeline(settings, Learner(settings), app.metrics)
+    app.store = RegistryStore(settings, app)
+    app.keeper = VersionKeeper(settings, app.store, app.pipeline, app.metrics, app.is_leader)
+    app.serve_loop = ServeLoop(settings, app.pipeline, app.metrics, app.keeper)
     add_views(app)
 
     async def start_serving(*_: Any) -> None:
-        """Start the serve loop once Faust is up; it stops with the app."""
+        """Once Faust is up: follow the registry, restore the model, then serve."""
+        await app.add_runtime_dependency(app.store)
+        await app.keeper.restore()
         await app.add_runtime_dependency(app.serve_loop)
 
     app.task(start_serving)

@@ -32,6 +32,7 @@ __all__ = [
     "LearnSettings",
     "LimitSettings",
     "ModelSettings",
+    "RegistrySettings",
     "ServeSettings",
     "Settings",
     "TopicSettings",
@@ -199,6 +200,23 @@ class ServeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistrySettings:
+    """Model versions: when the learner checkpoints, how many versions are kept, how blobs split."""
+
+    checkpoint_every_examples: int = 10000
+    """Checkpoint after this many learned examples..."""
+    checkpoint_every_s: float = 30.0
+    """...or after this many seconds with something learned, whichever comes first."""
+    keep_last: int = 10
+    """Versions kept besides the serving, pinned and shadow ones."""
+    chunk_bytes: int = 524288
+    """Largest piece of a blob in one message (below the broker's 1 MB default)."""
+    compression_level: int = 3
+    follow_poll_ms: int = 100
+    """How long a follower's fetch waits: bounds how soon other workers see a new version."""
+
+
+@dataclasses.dataclass(frozen=True)
 class BrokerSettings:
     """The local single-node KRaft Apache Kafka that ``stream-app broker`` and the tests start."""
 
@@ -228,6 +246,7 @@ class Settings:
     learn: LearnSettings = dataclasses.field(default_factory=LearnSettings)
     guard: GuardSettings = dataclasses.field(default_factory=GuardSettings)
     drift: DriftSettings = dataclasses.field(default_factory=DriftSettings)
+    registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
 

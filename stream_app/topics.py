@@ -32,25 +32,38 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create each missing topic; return the names created (existing ones are left as they are)."""
+async def ensure_topics(
+    settings: Settings,
+    names: list[str] | None = None,
+    *,
+    partitions: int | None = None,
+    config: dict[str, str] | None = None,
+) -> list[str]:
+    """Create each missing topic; return the names created (existing ones are left as they are).
+
+    By default: the service's topics with ``topics.partitions`` partitions.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.app.broker))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topic_names(settings) if name not in existing]
+        wanted = topic_names(settings) if names is None else names
+        missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
+        count = settings.topics.partitions if partitions is None else partitions
         response = await admin.create_topics(
             [
-                NewTopic(name, settings.topics.partitions, settings.topics.replication_factor)
+                NewTopic(
+                    name, count, settings.topics.replication_factor, topic_configs=config or {}
+                )
                 for name in missing
             ]
         )
         for name, code, *_ in response.topic_errors:
             if code and for_code(code) is not TopicAlreadyExistsError:
                 raise BrokerError(f"cannot create topic {name}: {for_code(code).__name__}")
-        log.info("created topics %s with %d partitions", missing, settings.topics.partitions)
+        log.info("created topics %s with %d partitions", missing, count)
         return missing
     finally:
         await admin.close()

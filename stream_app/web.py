@@ -21,7 +21,7 @@ def add_views(app: StreamApp) -> None:
     async def health(web: Any, request: Any) -> Any:
         """200 once this worker serves its share of partitions, 503 before (or while stopping)."""
         serve = app.serve_loop
-        model = app.learner.serving.model
+        model = app.pipeline.learner.serving.model
         body = {
             "status": "ok" if serve.healthy else "starting",
             "app_id": app.settings.app.id,
@@ -32,7 +32,7 @@ def add_views(app: StreamApp) -> None:
                 if tp.topic == app.settings.topics.features
             ),
             "model": model.name,
-            "model_version": model.version,
+            **app.keeper.describe(),
         }
         return web.json(body, status=200 if serve.healthy else _UNAVAILABLE)
 

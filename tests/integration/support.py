@@ -209,3 +209,24 @@ async def read_all(bootstrap: str, topic: str, timeout: float = WAIT_S) -> list[
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
+
+
+async def read_registry(bootstrap: str, app_id: str) -> Any:
+    """The model registry as a worker sees it: its changelog topic applied in order."""
+    from stream_app.registry import Registry
+
+    registry = Registry()
+    for record in await read_all(bootstrap, f"{app_id}-models-changelog"):
+        registry.apply(record.key, record.value)
+    return registry
+
+
+async def wait_for(condition: Any, timeout: float = WAIT_S, what: str = "condition") -> Any:
+    """Await ``condition()`` (an async callable) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await condition()
+        if result:
+            return result
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -165,7 +165,8 @@ async def test_drift_is_reported_and_the_challenger_takes_over(
     assert shadow and {orjson.loads(r.value)["model_version"] for r in shadow} == {1}
     scraped = worker.metrics()
     assert scraped["stream_app_drift_detected_total"] == len(drifts)
-    assert scraped['stream_app_model_version{model="default",status="serving"}'] == 1
+    newest = max(e["model_version"] for e in events if e["type"] in ("promotion", "checkpoint"))
+    assert scraped['stream_app_model_version{model="default",status="serving"}'] == newest
 
 
 async def test_pending_events_survive_a_killed_worker(

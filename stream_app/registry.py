@@ -1,0 +1,223 @@
+"""The model registry's pure core: version records, blob encoding, retention, and the view.
+
+A version is stored as keys of one table (whose changelog topic is the registry in Kafka):
+
+- ``<model>/v<version>``           the :class:`VersionRecord`, JSON (no blob);
+- ``<model>/v<version>/c<i>``      chunk *i* of the blob: pickled state, zlib-compressed, split so
+  that no message exceeds the broker's limit; the record holds the SHA-256 of the whole;
+- ``<model>/pin``                  the pinned version (JSON), written by operators.
+
+:class:`Registry` is the in-memory view built by applying those keys in changelog order; it holds
+no Kafka code, so the CLI, the worker and the tests share it.
+
+>>> blob = encode_blob({"weights": [1.0, 2.0]}, chunk_bytes=16)
+>>> len(blob.chunks) > 1, decode_blob(blob.chunks, blob.sha256)
+(True, {'weights': [1.0, 2.0]})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+import zlib
+from collections.abc import Iterable
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from stream_app.errors import StreamAppError
+
+__all__ = [
+    "REASONS",
+    "STATUSES",
+    "Blob",
+    "CorruptVersion",
+    "Registry",
+    "VersionRecord",
+    "chunk_key",
+    "decode_blob",
+    "encode_blob",
+    "pin_key",
+    "record_key",
+    "retained",
+]
+
+REASONS: Final = ("periodic", "drift", "promotion", "rollback", "manual", "shutdown", "import")
+STATUSES: Final = ("serving", "shadow", "retired")
+
+
+class CorruptVersion(StreamAppError):
+    """A stored version whose chunks are missing, fail their checksum, or do not unpickle."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionRecord:
+    """Everything known about one stored version, except its blob."""
+
+    model: str
+    version: int
+    parent: int | None
+    created_at: float
+    examples_learned: int
+    quality: dict[str, Any]
+    """``{"metric": "accuracy"|"mae", "value": float|None, "window": labels}``."""
+    reason: str
+    status: str
+    size: int
+    """Bytes of the compressed blob."""
+    sha256: str
+    chunks: int
+    factory: str
+    task: str
+
+    def to_json(self) -> bytes:
+        """Encode as the table value."""
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> VersionRecord:
+        """Decode a table value; unknown fields (from newer writers) are ignored."""
+        data = orjson.loads(raw)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def summary(self) -> dict[str, Any]:
+        """Return the record as a person or a JSON client reads it (no checksum, chunk count)."""
+        out = dataclasses.asdict(self)
+        del out["sha256"], out["chunks"]
+        return out
+
+
+class Blob(NamedTuple):
+    """An encoded blob: its chunks, checksum and size."""
+
+    chunks: list[bytes]
+    sha256: str
+    size: int
+
+
+def encode_blob(state: Any, chunk_bytes: int, level: int = 3) -> Blob:
+    """Pickle, compress, checksum and split ``state``."""
+    packed = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), level)
+    chunks = [packed[i : i + chunk_bytes] for i in range(0, len(packed), chunk_bytes)] or [b""]
+    return Blob(chunks, hashlib.sha256(packed).hexdigest(), len(packed))
+
+
+def decode_blob(chunks: list[bytes], sha256: str) -> Any:
+    """Join, verify and unpickle a blob; raise :class:`CorruptVersion` if anything is wrong.
+
+    >>> blob = encode_blob([1, 2, 3], chunk_bytes=8)
+    >>> decode_blob([blob.chunks[0][:-1] + b"!"] + blob.chunks[1:], blob.sha256)
+    Traceback (most recent call last):
+    ...
+    stream_app.registry.CorruptVersion: the blob fails its checksum
+    """
+    packed = b"".join(chunks)
+    if hashlib.sha256(packed).hexdigest() != sha256:
+        raise CorruptVersion("the blob fails its checksum")
+    try:
+        return pickle.loads(zlib.decompress(packed))  # noqa: S301 - our own checksummed blobs
+    except Exception as exc:  # a corrupt or incompatible pickle: the caller falls back
+        raise CorruptVersion(f"the blob does not load: {type(exc).__name__}: {exc}") from exc
+
+
+def record_key(model: str, version: int) -> bytes:
+    """Table key of a version record.
+
+    >>> record_key("default", 7)
+    b'default/v00000007'
+    """
+    return f"{model}/v{version:08d}".encode()
+
+
+def chunk_key(model: str, version: int, index: int) -> bytes:
+    """Table key of one chunk of a version's blob."""
+    return f"{model}/v{version:08d}/c{index:05d}".encode()
+
+
+def pin_key(model: str) -> bytes:
+    """Table key of a model's pinned version."""
+    return f"{model}/pin".encode()
+
+
+def retained(
+    records: Iterable[VersionRecord], keep_last: int, protected: Iterable[int | None]
+) -> set[int]:
+    """Versions to keep: the newest ``keep_last``, plus any protected one (serving, pinned, shadow).
+
+    >>> recs = [VersionRecord("m", v, None, 0, 0, {}, "periodic", "retired", 0, "", 1, "", "")
+    ...         for v in range(1, 8)]
+    >>> sorted(retained(recs, keep_last=3, protected=[2, None]))
+    [2, 5, 6, 7]
+    """
+    versions = sorted(r.version for r in records)
+    keep = set(versions[-keep_last:]) if keep_last > 0 else set()
+    return keep | {v for v in protected if v is not None and v in versions}
+
+
+class Registry:
+    """The registry as seen from the changelog: records, chunks and pins by model."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[int, VersionRecord]] = {}
+        self._chunks: dict[tuple[str, int], dict[int, bytes]] = {}
+        self.pins: dict[str, int | None] = {}
+
+    def apply(self, key: bytes, value: bytes | None) -> str | None:
+        """Apply one changelog message (``None`` deletes); return the model it touched."""
+        text = key.decode()
+        model, _, rest = text.partition("/")
+        if rest == "pin":
+            self.pins[model] = None if value is None else orjson.loads(value)["version"]
+            return model
+        if not rest.startswith("v"):
+            return None
+        version_text, _, chunk = rest[1:].partition("/c")
+        version = int(version_text)
+        if chunk:
+            parts = self._chunks.setdefault((model, version), {})
+            if value is None:
+                parts.pop(int(chunk), None)
+            else:
+                parts[int(chunk)] = value
+        elif value is None:
+            self.records.get(model, {}).pop(version, None)
+            self._chunks.pop((model, version), None)
+        else:
+            self.records.setdefault(model, {})[version] = VersionRecord.from_json(value)
+        return model
+
+    def versions(self, model: str) -> list[VersionRecord]:
+        """Every stored version of ``model``, oldest first."""
+        return [r for _, r in sorted(self.records.get(model, {}).items())]
+
+    def latest(self, model: str) -> int:
+        """Return the highest version number stored (0 if none)."""
+        return max(self.records.get(model, {}), default=0)
+
+    def record(self, model: str, version: int) -> VersionRecord | None:
+        """One version's record, if stored."""
+        return self.records.get(model, {}).get(version)
+
+    def newest(self, model: str, status: str = "serving") -> VersionRecord | None:
+        """Return the newest version written with ``status`` (pins aside)."""
+        candidates = [r for r in self.versions(model) if r.status == status]
+        return candidates[-1] if candidates else None
+
+    def serving(self, model: str) -> VersionRecord | None:
+        """Return the version that should serve: the pinned one, else the newest serving one."""
+        pinned = self.pins.get(model)
+        if pinned is not None and self.record(model, pinned) is not None:
+            return self.record(model, pinned)
+        return self.newest(model, "serving")
+
+    def load(self, model: str, version: int) -> Any:
+        """Decode a version's blob; raise :class:`CorruptVersion` if it cannot be had."""
+        record = self.record(model, version)
+        if record is None:
+            raise CorruptVersion(f"{model} v{version} is not stored")
+        parts = self._chunks.get((model, version), {})
+        if len(parts) != record.chunks:
+            raise CorruptVersion(f"{model} v{version} has {len(parts)} of {record.chunks} chunks")
+        return decode_blob([parts[i] for i in range(record.chunks)], record.sha256)
