@@ -75,7 +75,7 @@ class Checkpointer:
         """Snapshot the learner as new versions; return the writes that store them."""
         started = time.perf_counter()
         s, name = self.settings, self.settings.model.name
-        previous = registry.serving(name)
+        previous = registry.newest(name, "serving")
         records: list[VersionRecord] = []
         writes: list[Write] = []
         challenger = learner.challenger

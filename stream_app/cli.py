@@ -7,9 +7,11 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import load_settings
@@ -62,12 +64,77 @@ def _parser() -> argparse.ArgumentParser:
     )
     broker.set_defaults(run=_broker)
 
+    models = commands.add_parser("models", help="list, show and operate model versions")
+    ops = models.add_subparsers(dest="op", required=True)
+    listing = ops.add_parser("list", help="a table of stored versions")
+    listing.add_argument("--model", default=None, help="model name (default: model.name)")
+    listing.add_argument("--json", action="store_true", help="print JSON for machines")
+    show = ops.add_parser("show", help="one version's record (no blob)")
+    show.add_argument("version", type=int)
+    for op, text in (
+        ("rollback", "serve and learn from version V again, as a new version"),
+        ("pin", "serve version V on every worker; the learner keeps learning"),
+        ("promote", "make a shadow version (a challenger) serve"),
+    ):
+        ops.add_parser(op, help=text).add_argument("version", type=int)
+    ops.add_parser("unpin", help="serve the newest version again")
+    models.set_defaults(run=_models)
+
     demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
     demo.add_argument("--broker", default=None, help="use this broker (kafka://HOST:PORT)")
     demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
     demo.add_argument("--rate", type=float, default=500.0, help="events per second offered")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _models(args: argparse.Namespace) -> int:
+    """Model operations through Kafka: no worker address needed, only the broker."""
+    import orjson
+
+    from stream_app.ops import read_registry, run, run_command, version_table
+
+    settings = load_settings()
+    if getattr(args, "model", None):
+        settings = settings.replace(model={"name": args.model})
+    name = settings.model.name
+    if args.op in ("list", "show"):
+        registry = run(read_registry(settings))
+        if args.op == "show":
+            record = registry.record(name, args.version)
+            if record is None:
+                print(f"stream-app: {name} v{args.version} is not stored", file=sys.stderr)
+                return 1
+            print(orjson.dumps(record.summary(), option=orjson.OPT_INDENT_2).decode())
+            return 0
+        rows = version_table(registry, name)
+        if args.json:
+            print(orjson.dumps(rows).decode())
+        else:
+            _print_versions(name, rows)
+        return 0
+    answer = run(run_command(settings, args.op, getattr(args, "version", None)))
+    print(orjson.dumps(answer).decode())
+    return 0 if answer.get("ok") else 1
+
+
+def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
+    """Print a table of versions for people."""
+    print(
+        f"{'version':>7}  {'created (UTC)':19}  {'examples':>9}  {'quality':>16}  "
+        f"{'reason':9}  {'status':8}  {'size':>9}"
+    )
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
+        q = row["quality"]
+        quality = "-" if q.get("value") is None else f"{q['metric']} {q['value']:.4f}"
+        mark = " *" if row["serves"] else (" p" if row["pinned"] else "")
+        print(
+            f"{row['version']:>7}  {created:19}  {row['examples_learned']:>9}  {quality:>16}  "
+            f"{row['reason']:9}  {row['status']:8}  {row['size']:>9}{mark}"
+        )
+    if not rows:
+        print(f"(no stored versions of model {name})")
 
 
 def _demo(args: argparse.Namespace) -> int:

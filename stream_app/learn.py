@@ -313,6 +313,18 @@ class Learner:
         )
         return ModelEvent("promotion", self.serving.model.version, fields)
 
+    def promote(self, reason: str) -> ModelEvent:
+        """Make the challenger serve now (an operator's decision)."""
+        if self.challenger is None:
+            raise ValueError("there is no challenger to promote")
+        return self._promote(reason=reason, serving_q=None, challenger_q=None)
+
+    def replace_serving(self, contender: Contender) -> None:
+        """Serve and learn with a stored contender from now on (rollback, promotion)."""
+        contender.guard.settings = self.settings.guard
+        self.serving, self.challenger, self._duel = contender, None, None
+        self.monitor.reset()
+
     def _fresh(self) -> ServingModel:
         """Build a new model from the factory with the next version number."""
         return fresh_model(self.settings.model, version=self.allocate_version(0))

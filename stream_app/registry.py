@@ -43,7 +43,9 @@ __all__ = [
     "retained",
 ]
 
-REASONS: Final = ("periodic", "drift", "promotion", "rollback", "manual", "shutdown", "import")
+REASONS: Final = (
+    "periodic", "drift", "promotion", "rollback", "manual", "shutdown", "handover", "import",
+)  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
 
 

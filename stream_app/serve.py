@@ -69,6 +69,11 @@ class ServeLoop(mode.Service):
         self._emitter: Emitter | None = None
 
     @property
+    def is_writer(self) -> bool:
+        """True while this worker owns the commands partition: it learns and checkpoints."""
+        return TopicPartition(self.settings.commands_topic, 0) in (self.assignment or ())
+
+    @property
     def healthy(self) -> bool:
         """True once the worker has joined its group and was given its share of partitions."""
         return self.assignment is not None and not self.should_stop
@@ -77,6 +82,7 @@ class ServeLoop(mode.Service):
         """Create missing topics, then start the producer and the consumer."""
         s = self.settings
         await ensure_topics(s)
+        await ensure_topics(s, [s.commands_topic], partitions=1)
         servers = bootstrap_servers(s.app.broker)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers,
@@ -103,7 +109,9 @@ class ServeLoop(mode.Service):
             session_timeout_ms=int(s.app.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.app.session_timeout_s * 1000 / 3),
         )
-        topics = [s.topics.features, s.topics.labels] if s.learn.enabled else [s.topics.features]
+        topics = [s.topics.features, s.commands_topic]
+        if s.learn.enabled:
+            topics.append(s.topics.labels)
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
         model = self.pipeline.learner.serving.model
@@ -154,7 +162,7 @@ class ServeLoop(mode.Service):
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""
         async with self._lock:
-            if self.keeper.is_leader() and self.keeper.checkpointer.dirty(self.pipeline.learner):
+            if self.is_writer and self.keeper.checkpointer.dirty(self.pipeline.learner):
                 await self.keeper.checkpoint("shutdown", self.publish)
             await self._commit(force=True)
         if self._consumer is not None:
@@ -172,6 +180,9 @@ class ServeLoop(mode.Service):
             records = batches[tp]
             if tp.topic == features:
                 self.pipeline.features(records, received, self._emitter)
+            elif tp.topic == self.settings.commands_topic:
+                for record in records:
+                    await self.keeper.command(record.value, self.publish)
             else:
                 self.pipeline.labels(records, self._emitter)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
@@ -225,6 +236,8 @@ class ServeLoop(mode.Service):
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Before a rebalance: commit what was acknowledged, forget the partitions we give up."""
         async with self._lock:
+            if TopicPartition(self.settings.commands_topic, 0) in revoked and self.is_writer:
+                await self.keeper.hand_over(self.publish)
             await self._commit(force=True)
             for tp in revoked:
                 self._acked.pop(tp, None)
@@ -245,6 +258,9 @@ class ServeLoop(mode.Service):
             assert self._consumer is not None
             committed = await self._consumer.committed(TopicPartition(features, partition))
             await restore_partition(self.settings, self.pipeline.pending, partition, committed)
+        writer = TopicPartition(self.settings.commands_topic, 0)
+        if writer in assigned and not self.is_writer:
+            await self.keeper.become_writer()
         self.assignment = assigned  # health turns green once the restored partitions can serve
         log.info("serving partitions %s of %s", sorted(now), features)
 

@@ -63,7 +63,9 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
     app.metrics = metrics if metrics is not None else Metrics()
     app.pipeline = Pipeline(settings, Learner(settings), app.metrics)
     app.store = RegistryStore(settings, app)
-    app.keeper = VersionKeeper(settings, app.store, app.pipeline, app.metrics, app.is_leader)
+    app.keeper = VersionKeeper(
+        settings, app.store, app.pipeline, app.metrics, lambda: app.serve_loop.is_writer
+    )
     app.serve_loop = ServeLoop(settings, app.pipeline, app.metrics, app.keeper)
     add_views(app)
 

@@ -79,6 +79,8 @@ class TopicSettings:
     predictions_shadow: str = "predictions-shadow"
     dead_letters: str = "dead-letters"
     model_events: str = "model-events"
+    commands: str = ""
+    """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1
@@ -249,6 +251,11 @@ class Settings:
     registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+
+    @property
+    def commands_topic(self) -> str:
+        """The one-partition topic of model operations; its owner is the single writer."""
+        return self.topics.commands or f"{self.app.id}-commands"
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""

@@ -71,6 +71,15 @@ class RegistryStore(mode.Service):
                 self.table.on_key_del(key)  # a tombstone for a key this worker never held
         await self.app.producer.flush()
 
+    async def caught_up(self) -> None:
+        """Wait until the view has applied everything written to the changelog so far."""
+        assert self._consumer is not None
+        await self.ready.wait()
+        tp = TopicPartition(self.topic, 0)
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        while await self._consumer.position(tp) < end:
+            await asyncio.sleep(self.settings.registry.follow_poll_ms / 1000)
+
     async def on_start(self) -> None:
         """Make sure the changelog topic exists (one partition, compacted), then follow it."""
         await ensure_topics(

@@ -1,8 +1,11 @@
-"""Model versions in the running worker: restore at start, checkpoint when due, follow changes.
+"""Model versions in the running worker: restore, checkpoint, follow changes, run operations.
 
-The Faust leader is the single writer: it checkpoints its learner. Every worker restores the newest
-learner state that loads when it starts, and applies pins and newer versions as the registry
-changelog brings them.
+The single writer is the worker that holds the one partition of the commands topic in the serve
+group: it checkpoints its learner and carries out operations (rollback, pin, unpin, promote) sent
+as commands by the HTTP API or the CLI, answering each on ``model-events`` with its request id.
+Every worker restores the newest learner state that loads when it starts, and applies pins and
+newer versions as the registry changelog brings them. When the writer's partition moves, the old
+writer checkpoints before it lets go and the new one restores from that.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from stream_app.checkpoint import Checkpointer, load_model, restore_learner
 from stream_app.learn import Learner
 from stream_app.messages import encode_model_event
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
-from stream_app.registry import CorruptVersion
+from stream_app.registry import CorruptVersion, pin_key
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
 
@@ -38,16 +43,22 @@ class VersionKeeper:
         store: RegistryStore,
         pipeline: Pipeline,
         metrics: Metrics,
-        is_leader: Callable[[], bool],
+        is_writer: Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
         self.metrics = metrics
-        self.is_leader = is_leader
+        self.is_writer = is_writer
         self.checkpointer = Checkpointer(settings)
         self.changed = asyncio.Event()
         store.on_change(self._on_change)
+        self._ops: dict[str, Callable[[int | None], Awaitable[dict[str, Any]]]] = {
+            "rollback": self._rollback,
+            "pin": self._pin,
+            "unpin": self._unpin,
+            "promote": self._promote,
+        }
 
     @property
     def learner(self) -> Learner:
@@ -78,7 +89,7 @@ class VersionKeeper:
 
     async def maybe_checkpoint(self, publish: Publish) -> None:
         """Checkpoint if one is due and this worker is the writer."""
-        if self.is_leader() and self.checkpointer.due(self.learner, time.monotonic()):
+        if self.is_writer() and self.checkpointer.due(self.learner, time.monotonic()):
             await self.checkpoint("periodic", publish)
 
     async def checkpoint(self, reason: str, publish: Publish) -> None:
@@ -119,6 +130,110 @@ class VersionKeeper:
             await publish(self.settings.topics.model_events, name.encode(), event)
         self.pipeline.report_versions()
 
+    async def become_writer(self) -> None:
+        """Take over as the writer: start from the newest stored state (a handover's, if any)."""
+        await self.store.caught_up()
+        self._reload_newer()
+        self.checkpointer.start_from(self.learner)
+        log.info(
+            "this worker is the writer of model %s (v%d)",
+            self.settings.model.name,
+            self.learner.serving.model.version,
+        )
+        self.pipeline.report_versions()
+
+    async def hand_over(self, publish: Publish) -> None:
+        """Stop being the writer: store what was learned so that the next writer starts there."""
+        if self.checkpointer.dirty(self.learner):
+            await self.checkpoint("handover", publish)
+
+    async def command(self, raw: bytes | None, publish: Publish) -> None:
+        """Carry out one operation and answer it on ``model-events`` (never raises)."""
+        name = self.settings.model.name
+        try:
+            body = orjson.loads(raw or b"")
+            op, version, request = body["op"], body.get("version"), str(body.get("request_id", ""))
+            if op not in self._ops:
+                raise ValueError(f"unknown operation {op!r}")
+            if version is not None and type(version) is not int:
+                raise ValueError("version must be an integer")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed model command: %s", exc)
+            return
+        try:
+            outcome = await self._ops[op](version)
+            fields: dict[str, Any] = {"ok": True, **outcome}
+        except (CorruptVersion, ValueError) as exc:
+            fields = {"ok": False, "error": str(exc)}
+            log.warning("model %s %s %s failed: %s", name, op, version, exc)
+        current = (self.learner.pinned or self.learner.serving.model).version
+        event = encode_model_event(
+            op, name, fields.pop("model_version", current), request_id=request, **fields
+        )
+        await publish(self.settings.topics.model_events, name.encode(), event)
+
+    async def _rollback(self, version: int | None) -> dict[str, Any]:
+        """Learning continues from ``version``; a new version records the rollback."""
+        return await self._adopt(self._need(version), "rollback", self._publish_nothing)
+
+    async def _promote(self, version: int | None) -> dict[str, Any]:
+        """Make a shadow version (the live challenger, or a stored one) the serving model."""
+        target = self._need(version)
+        learner = self.learner
+        if learner.challenger is not None and learner.challenger.model.version == target:
+            learner.promote("manual")
+            return await self._store_now("promotion", target)
+        return await self._adopt(target, "promotion", self._publish_nothing)
+
+    async def _pin(self, version: int | None) -> dict[str, Any]:
+        """Serve ``version`` on every worker while the learner keeps learning."""
+        target = self._need(version)
+        load_model(self.store.registry, self.settings.model.name, target)  # it must load
+        await self.store.write(
+            [(pin_key(self.settings.model.name), orjson.dumps({"version": target}))]
+        )
+        return {"model_version": target, "pinned": target}
+
+    async def _unpin(self, version: int | None) -> dict[str, Any]:
+        """Serve the newest version again."""
+        await self.store.write([(pin_key(self.settings.model.name), None)])
+        return {"model_version": self.learner.serving.model.version, "pinned": None}
+
+    async def _adopt(self, version: int, reason: str, publish: Publish) -> dict[str, Any]:
+        """Replace the serving contender (or the whole learner) with a stored version."""
+        state = self.store.registry.load(self.settings.model.name, version)
+        if "learner" in state:
+            learner = Learner.restore(self.settings, state["learner"], self.learner.next_version)
+            learner.pinned = self.learner.pinned
+            self.pipeline.learner = learner
+        else:
+            self.learner.replace_serving(state["contender"])
+        self.learner.serving.model.version = version
+        return await self._store_now(reason, version)
+
+    async def _store_now(self, reason: str, source: int) -> dict[str, Any]:
+        """Checkpoint at once so the change is a version of its own; report it."""
+        name = self.settings.model.name
+        done = self.checkpointer.checkpoint(self.learner, self.store.registry, reason)
+        await self.store.write(done.writes)
+        self.metrics.checkpoints.inc()
+        self.pipeline.report_versions()
+        made = done.records[0].version
+        log.info("model %s: %s from v%d is now v%d", name, reason, source, made)
+        return {"model_version": made, "from_version": source}
+
+    def _need(self, version: int | None) -> int:
+        """Check that an operation names a stored version."""
+        if version is None:
+            raise ValueError("this operation needs a version")
+        if self.store.registry.record(self.settings.model.name, version) is None:
+            raise ValueError(f"version {version} is not stored")
+        return version
+
+    @staticmethod
+    async def _publish_nothing(topic: str, key: bytes, value: bytes) -> None:
+        """Operations announce themselves once, in :meth:`command`."""
+
     def _on_change(self, model: str) -> None:
         """Wake :meth:`follow`: the registry changed (called by the store)."""
         if model == self.settings.model.name:
@@ -131,7 +246,7 @@ class VersionKeeper:
             self.changed.clear()
             async with lock:
                 self._apply_pin()
-                if not self.is_leader():
+                if not self.is_writer():
                     self._reload_newer()
 
     def _apply_pin(self) -> None:
@@ -157,7 +272,7 @@ class VersionKeeper:
         self.pipeline.report_versions()
 
     def _reload_newer(self) -> None:
-        """Take the newest stored learner state, on a follower, when the writer made a newer one."""
+        """Take the newest stored learner state if it is newer than ours (followers, takeover)."""
         registry, name = self.store.registry, self.settings.model.name
         newest = registry.newest(name, "serving")
         if newest is None or newest.version <= self.learner.serving.model.version:
@@ -177,7 +292,7 @@ class VersionKeeper:
         """Who serves what, for /health and /models."""
         learner = self.learner
         return {
-            "writer": self.is_leader(),
+            "writer": self.is_writer(),
             "serving": (learner.pinned or learner.serving.model).version,
             "learning": learner.serving.model.version,
             "pinned": learner.pinned.version if learner.pinned is not None else None,

@@ -1,42 +1,95 @@
-"""HTTP views on the worker's own (Faust) web server: health and Prometheus metrics."""
+"""HTTP views on the worker's own (Faust) web server: health, metrics, and model operations."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from faust.web import Request, Response, View
+
+from stream_app.errors import StreamAppError
 from stream_app.metrics import CONTENT_TYPE
+from stream_app.ops import OPERATIONS, run_command, version_table
 
 if TYPE_CHECKING:
     from stream_app.service import StreamApp
 
 __all__ = ["add_views"]
 
-_UNAVAILABLE = 503
+_OK: Final = 200
+_NOT_FOUND: Final = 404
+_CONFLICT: Final = 409
+_UNAVAILABLE: Final = 503
+_TIMEOUT: Final = 504
 
 
 def add_views(app: StreamApp) -> None:
-    """Register ``GET /health`` and ``GET /metrics`` on the app's web server."""
+    """Register the worker's HTTP endpoints on the app's web server."""
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """200 once this worker serves its share of partitions, 503 before (or while stopping)."""
         serve = app.serve_loop
         model = app.pipeline.learner.serving.model
+        features = app.settings.topics.features
         body = {
             "status": "ok" if serve.healthy else "starting",
             "app_id": app.settings.app.id,
             "group": serve.group_id,
             "partitions": sorted(
-                tp.partition
-                for tp in serve.assignment or ()
-                if tp.topic == app.settings.topics.features
+                tp.partition for tp in serve.assignment or () if tp.topic == features
             ),
             "model": model.name,
             **app.keeper.describe(),
         }
-        return web.json(body, status=200 if serve.healthy else _UNAVAILABLE)
+        return web.json(body, status=_OK if serve.healthy else _UNAVAILABLE)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         """Prometheus text exposition of this worker's metrics."""
         return web.bytes(app.metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.page("/models")
+    async def models(web: Any, request: Any) -> Any:
+        """Every stored version, newest first, from this worker's view of the registry."""
+        name = app.settings.model.name
+        return web.json(
+            {
+                "model": name,
+                **app.keeper.describe(),
+                "versions": version_table(app.store.registry, name),
+            }
+        )
+
+    @app.page("/models/unpin")
+    class Unpin(View):
+        """``POST /models/unpin``: serve the newest version again."""
+
+        async def post(self, request: Request) -> Response:
+            try:
+                answer = await run_command(app.settings, "unpin", None)
+            except StreamAppError as exc:
+                return self.json({"error": str(exc)}, status=_TIMEOUT)
+            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+
+    @app.page("/models/{version}")
+    async def show(web: Any, request: Any, version: str) -> Any:
+        """One stored version's record (no blob)."""
+        name = app.settings.model.name
+        record = app.store.registry.record(name, int(version)) if version.isdigit() else None
+        if record is None:
+            return web.json({"error": f"version {version} is not stored"}, status=_NOT_FOUND)
+        return web.json(record.summary())
+
+    @app.page("/models/{version}/{op}")
+    class Operate(View):
+        """``POST /models/{version}/rollback|pin|promote`` and ``POST /models/unpin``."""
+
+        async def post(self, request: Request, version: str, op: str) -> Response:
+            if op not in OPERATIONS or (op != "unpin" and not version.isdigit()):
+                return self.json({"error": f"unknown operation {version}/{op}"}, status=_NOT_FOUND)
+            target = None if op == "unpin" else int(version)
+            try:
+                answer = await run_command(app.settings, op, target)
+            except StreamAppError as exc:
+                return self.json({"error": str(exc)}, status=_TIMEOUT)
+            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)

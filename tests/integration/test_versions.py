@@ -89,3 +89,91 @@ async def test_restart_after_sigkill_serves_the_last_checkpoint(
     ]
     assert {"checkpoint"} <= {e["type"] for e in events}
     assert second.metrics()["stream_app_checkpoints_total"] >= 1
+
+
+async def served_after(kafka: Kafka, names: Names, prefix: str, data: list) -> dict[str, dict]:
+    """Produce unlabeled events ``<prefix>-i``; return their predictions by id once served."""
+    messages = [
+        (f"{prefix}-{i}".encode(), orjson.dumps({"id": f"{prefix}-{i}", "features": x}))
+        for i, (x, _) in enumerate(data)
+    ]
+    await produce(kafka.bootstrap, names.topics["features"], messages)
+    await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+    bodies = (
+        orjson.loads(r.value) for r in await read_all(kafka.bootstrap, names.topics["predictions"])
+    )
+    return {b["id"]: b for b in bodies if b["id"].startswith(f"{prefix}-")}
+
+
+def same_as(served: dict[str, dict], model: object, data: list, prefix: str, version: int) -> None:
+    for i, (x, _) in enumerate(data):
+        body, expected = served[f"{prefix}-{i}"], predict_one(model, x)  # type: ignore[arg-type]
+        assert body["model_version"] == version
+        assert body["prediction"] == expected.prediction
+        assert all(abs(body["proba"][k] - p) <= 1e-9 for k, p in expected.proba.items())
+
+
+async def test_pin_unpin_and_rollback_by_cli_and_http(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    import subprocess
+    import sys
+
+    worker = worker_factory(partitions=1, extra_config=CONFIG)
+    worker.wait_healthy()
+    messages = feature_messages(sea(1800, seed=31), inline=True)
+    for start in (0, 600, 1200):  # three rounds: each one passes the checkpoint threshold
+        await produce(kafka.bootstrap, names.topics["features"], messages[start : start + 600])
+        await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+
+    async def three_versions() -> object:
+        registry = await read_registry(kafka.bootstrap, names.app_id)
+        return registry if len(registry.versions("default")) >= 3 else None
+
+    registry = await wait_for(three_versions, what="three checkpoints")
+    first, newest = registry.versions("default")[0], registry.newest("default")
+    probe = sea(40, seed=32)
+
+    # Pin through the CLI, which talks to Kafka only.
+    cli = subprocess.run(
+        [sys.executable, "-m", "stream_app", "models", "pin", str(first.version)],
+        env=worker.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert orjson.loads(cli.stdout)["pinned"] == first.version
+    first_model = load_model(registry, "default", first.version).model
+    same_as(await served_after(kafka, names, "p", probe), first_model, probe, "p", first.version)
+    assert worker.wait_healthy()["pinned"] == first.version
+
+    # Unpin over HTTP: the newest version serves again.
+    status, body = worker.http("/models/unpin", method="POST", body={})
+    assert status == 200 and orjson.loads(body)["ok"], body
+    unpinned = await served_after(kafka, names, "u", probe)
+    # The live learner: the newest version plus whatever it learned since that checkpoint.
+    assert {body["model_version"] for body in unpinned.values()} == {newest.version}
+
+    # Roll back over HTTP: the first version's state comes back as a new version.
+    status, body = worker.http(f"/models/{first.version}/rollback", method="POST", body={})
+    answer = orjson.loads(body)
+    assert status == 200 and answer["ok"] and answer["from_version"] == first.version, answer
+    rolled = answer["model_version"]
+    assert rolled > newest.version
+    same_as(await served_after(kafka, names, "r", probe), first_model, probe, "r", rolled)
+
+    # Unknown versions are refused, and the registry tells the story.
+    status, body = worker.http("/models/999/pin", method="POST", body={})
+    assert status == 409 and "not stored" in orjson.loads(body)["error"]
+    listing = subprocess.run(
+        [sys.executable, "-m", "stream_app", "models", "list", "--json"],
+        env=worker.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    rows = {row["version"]: row for row in orjson.loads(listing.stdout)}
+    assert rows[rolled]["reason"] == "rollback" and rows[rolled]["parent"] == first.version
+    assert rows[rolled]["serves"] and rows[rolled]["status"] == "serving"
+    status, body = worker.http(f"/models/{rolled}")
+    assert status == 200 and orjson.loads(body)["reason"] == "rollback"
+    kinds = [
+        orjson.loads(r.value)["type"]
+        for r in await read_all(kafka.bootstrap, names.topics["model_events"])
+    ]
+    assert {"pin", "unpin", "rollback", "checkpoint"} <= set(kinds)

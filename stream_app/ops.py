@@ -1,0 +1,119 @@
+"""Model operations from outside the writer: read the registry, send a command, await its answer.
+
+Used by the HTTP API (on any worker) and by ``stream-app models ...``, which needs only Kafka.
+A command goes to the commands topic with a request id; the writer carries it out and answers on
+``model-events`` with the same request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Final
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_app.errors import StreamAppError
+from stream_app.registry import Registry
+from stream_app.settings import Settings, bootstrap_servers
+
+__all__ = ["OPERATIONS", "read_registry", "run_command", "version_table"]
+
+OPERATIONS: Final = ("rollback", "pin", "unpin", "promote")
+_POLL_MS: Final = 200
+
+
+async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
+    """Read the registry changelog to its current end into a fresh view."""
+    registry = Registry()
+    topic = f"{settings.app.id}-models-changelog"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.app.broker), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return registry
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        deadline = time.monotonic() + timeout
+        while await consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise StreamAppError(f"could not read {topic} to its end in {timeout:.0f}s")
+            for records in (await consumer.getmany(tp, timeout_ms=_POLL_MS)).values():
+                for record in records:
+                    registry.apply(record.key, record.value)
+        return registry
+    finally:
+        await consumer.stop()
+
+
+async def run_command(
+    settings: Settings, op: str, version: int | None, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Send one operation to the writer and return its answer (a ``model-events`` message)."""
+    if op not in OPERATIONS:
+        raise StreamAppError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
+    servers = bootstrap_servers(settings.app.broker)
+    request_id = uuid.uuid4().hex
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    await consumer.start()
+    await producer.start()
+    try:
+        # Listen from the current end before asking, so the answer cannot slip past.
+        partitions = consumer.partitions_for_topic(settings.topics.model_events)
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(settings.topics.model_events) or {0}
+        tps = [TopicPartition(settings.topics.model_events, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        command = {
+            "op": op,
+            "version": version,
+            "model": settings.model.name,
+            "request_id": request_id,
+        }
+        await producer.send_and_wait(
+            settings.commands_topic, orjson.dumps(command), key=settings.model.name.encode()
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=_POLL_MS)).values():
+                for record in records:
+                    event: dict[str, Any] = orjson.loads(record.value)
+                    if event.get("request_id") == request_id:
+                        return event
+        raise StreamAppError(f"no answer to {op} within {timeout:.0f}s: is a worker running?")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def version_table(registry: Registry, model: str) -> list[dict[str, Any]]:
+    """Return the versions of ``model`` as rows for people and ``--json``, newest first.
+
+    >>> version_table(Registry(), "default")
+    []
+    """
+    serving = registry.serving(model)
+    pinned = registry.pins.get(model)
+    rows = []
+    for record in reversed(registry.versions(model)):
+        row = record.summary()
+        row["serves"] = serving is not None and record.version == serving.version
+        row["pinned"] = record.version == pinned
+        rows.append(row)
+    return rows
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from synchronous code (the CLI)."""
+    return asyncio.run(coro)
