@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["decode_dead_letter", "encode_dead_letter", "encode_model_event", "encode_prediction"]
+__all__ = [
+    "decode_dead_letter",
+    "decode_example",
+    "encode_dead_letter",
+    "encode_example",
+    "encode_model_event",
+    "encode_prediction",
+]
 
 
 def encode_prediction(
@@ -67,6 +74,35 @@ def decode_dead_letter(raw: bytes) -> dict[str, Any]:
     payload = letter.get("payload")
     letter["original"] = None if payload is None else base64.b64decode(payload)
     return letter
+
+
+def encode_example(
+    event_id: str,
+    features: dict[str, Any],
+    label: Any,
+    served: tuple[Any, dict[str, float]],
+    shadow: tuple[Any, dict[str, float]] | None,
+) -> bytes:
+    """Encode a labeled example for the writer: what was served and what the truth was.
+
+    >>> decode_example(encode_example("e", {"x": 1.0}, True, (False, {"true": 0.4}), None))["label"]
+    True
+    """
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "features": features,
+            "label": label,
+            "served": list(served),
+            "shadow": None if shadow is None else list(shadow),
+        }
+    )
+
+
+def decode_example(raw: bytes) -> dict[str, Any]:
+    """Read an example written by :func:`encode_example` (raises ``orjson.JSONDecodeError``)."""
+    example: dict[str, Any] = orjson.loads(raw)
+    return example
 
 
 def encode_model_event(kind: str, model: str, model_version: int, **fields: Any) -> bytes:

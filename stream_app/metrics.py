@@ -68,6 +68,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.labels_forwarded = Counter(
+            "stream_app_labels_forwarded",
+            "Labeled examples passed to the single writer by this (non-writing) worker.",
+            registry=r,
+        )
         self.drift_detected = Counter(
             "stream_app_drift_detected", "Drifts detected in the serving model's error.", registry=r
         )

@@ -1,17 +1,22 @@
 """The straight path of every message, one step per module, synchronous and broker-free.
 
 Feature event: decode -> predict -> emit, then (if it carries a label) label -> learn.
-Delayed label: label -> join -> learn. Learning is guard -> learn -> drift check inside
-:class:`~stream_app.learn.Learner`. Outputs are queued on an :class:`~stream_app.emit.Emitter`;
-the serve loop sends them and commits the inputs once Kafka has acknowledged them.
+Delayed label: label -> join -> learn. On a worker that is not the single writer, "learn" means
+forwarding the labeled example, with the answer that was served, to the writer's examples topic.
+Learning is guard -> learn -> drift check inside :class:`~stream_app.learn.Learner`. Outputs are
+queued on an :class:`~stream_app.emit.Emitter`; the serve loop sends them and commits the inputs
+once Kafka has acknowledged them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+import orjson
 
 from stream_app import reasons
 from stream_app.decode import NO_LABEL, decode_event
@@ -19,7 +24,13 @@ from stream_app.errors import RejectedMessage
 from stream_app.join import PendingStore, Served
 from stream_app.label import check_label, decode_label
 from stream_app.learn import Learner, ModelEvent, Outcome
-from stream_app.messages import encode_dead_letter, encode_model_event, encode_prediction
+from stream_app.messages import (
+    decode_example,
+    encode_dead_letter,
+    encode_example,
+    encode_model_event,
+    encode_prediction,
+)
 from stream_app.metrics import Metrics
 from stream_app.predict import Prediction
 from stream_app.settings import Settings
@@ -59,6 +70,9 @@ class Pipeline:
         self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self.output_partitions = 0
         """Partitions of the predictions topic; a prediction goes to its event's partition."""
+        self.writer = True
+        """Learn here (the single writer), or forward labeled examples to the writer."""
+        self._taken: OrderedDict[str, float] = OrderedDict()  # ids whose label this worker took
         self._model_errors_logged: set[str] = set()
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
@@ -127,7 +141,7 @@ class Pipeline:
                 continue
             served = self.pending.take(record.partition, event_id, now)
             if served is None:
-                if self.learner.has_learned(event_id):
+                if event_id in self._taken or self.learner.has_learned(event_id):
                     reason, detail = (
                         reasons.DUPLICATE_LABEL,
                         f"event {event_id!r:.60} was learned already",
@@ -148,6 +162,25 @@ class Pipeline:
         self.pending.expire(now)
         self.metrics.pending_events.set(len(self.pending))
 
+    def examples(self, records: Sequence[Record], out: Outputs) -> None:
+        """Learn, as the writer, the examples other workers forwarded (as if it had served them)."""
+        now = time.time()
+        for record in records:
+            try:
+                ex = decode_example(record.value or b"")
+                served = Prediction(*ex["served"])
+                shadow = Prediction(*ex["shadow"]) if ex["shadow"] else None
+                event_id, features, label = ex["id"], ex["features"], ex["label"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                log.error(
+                    "skipping a malformed forwarded example at offset %d: %s", record.offset, exc
+                )
+                self._dead_letter(
+                    out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
+                )
+                continue
+            self._apply(out, record, event_id, features, label, served, shadow, now)
+
     def _learn(
         self,
         out: Outputs,
@@ -159,16 +192,37 @@ class Pipeline:
         shadow: Prediction | None,
         now: float,
     ) -> None:
-        """Label -> learn (guard, learn, drift check); dead-letter what is not learned."""
-        learner = self.learner
+        """Label: validate it, then learn here (the writer) or forward it to the writer."""
+        s = self.settings
         try:
             label = check_label(
-                label,
-                learner.task,
-                self.settings.model.classes,
-                self.settings.limits.max_string_chars,
+                label, self.learner.task, s.model.classes, s.limits.max_string_chars
             )
-            outcome = learner.learn(event_id, features, label, served, shadow, now)
+        except RejectedMessage as rejected:
+            self._reject_label(out, record, rejected.reason, rejected.detail)
+            return
+        self._take(event_id, now)
+        if self.writer:
+            self._apply(out, record, event_id, features, label, served, shadow, now)
+            return
+        example = encode_example(event_id, features, label, served, shadow)
+        out.keyed(s.examples_topic, event_id.encode(), example)
+        self.metrics.labels_forwarded.inc()
+
+    def _apply(
+        self,
+        out: Outputs,
+        record: Record,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Learn (guard, learn, drift check); dead-letter what is not learned."""
+        try:
+            outcome = self.learner.learn(event_id, features, label, served, shadow, now)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
@@ -181,6 +235,17 @@ class Pipeline:
         for model_event in outcome.events:
             self._model_event(out, model_event)
         self._report_quality()
+
+    def _take(self, event_id: str, now: float) -> None:
+        """Remember that this worker took a label for ``event_id`` (duplicates are refused)."""
+        taken = self._taken
+        taken[event_id] = now
+        taken.move_to_end(event_id)
+        horizon = now - self.settings.learn.pending_ttl_s
+        while taken and (
+            len(taken) > self.settings.learn.pending_max or next(iter(taken.values())) < horizon
+        ):
+            taken.popitem(last=False)
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float

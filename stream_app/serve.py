@@ -82,7 +82,7 @@ class ServeLoop(mode.Service):
         """Create missing topics, then start the producer and the consumer."""
         s = self.settings
         await ensure_topics(s)
-        await ensure_topics(s, [s.commands_topic], partitions=1)
+        await ensure_topics(s, [s.commands_topic, s.examples_topic], partitions=1)
         servers = bootstrap_servers(s.app.broker)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers,
@@ -111,7 +111,7 @@ class ServeLoop(mode.Service):
         )
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
-            topics.append(s.topics.labels)
+            topics += [s.topics.labels, s.examples_topic]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
         model = self.pipeline.learner.serving.model
@@ -174,17 +174,20 @@ class ServeLoop(mode.Service):
         """Serve every record, send the outputs, and mark the inputs acknowledged when durable."""
         assert self._emitter is not None and self._consumer is not None
         received = time.perf_counter()
-        features = self.settings.topics.features
+        s = self.settings
+        order = {s.topics.features: 0, s.topics.labels: 1, s.examples_topic: 2, s.commands_topic: 3}
         # Features first, so a label fetched together with its event finds it served.
-        for tp in sorted(batches, key=lambda tp: (tp.topic != features, tp.partition)):
+        for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, 4), tp.partition)):
             records = batches[tp]
-            if tp.topic == features:
+            if tp.topic == s.topics.features:
                 self.pipeline.features(records, received, self._emitter)
-            elif tp.topic == self.settings.commands_topic:
+            elif tp.topic == s.topics.labels:
+                self.pipeline.labels(records, self._emitter)
+            elif tp.topic == s.examples_topic:
+                self.pipeline.examples(records, self._emitter)
+            else:
                 for record in records:
                     await self.keeper.command(record.value, self.publish)
-            else:
-                self.pipeline.labels(records, self._emitter)
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                 max((self._consumer.highwater(tp) or 0) - records[-1].offset - 1, 0)
             )
@@ -261,6 +264,7 @@ class ServeLoop(mode.Service):
         writer = TopicPartition(self.settings.commands_topic, 0)
         if writer in assigned and not self.is_writer:
             await self.keeper.become_writer()
+        self.pipeline.writer = writer in assigned
         self.assignment = assigned  # health turns green once the restored partitions can serve
         log.info("serving partitions %s of %s", sorted(now), features)
 

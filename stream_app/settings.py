@@ -81,6 +81,8 @@ class TopicSettings:
     model_events: str = "model-events"
     commands: str = ""
     """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
+    examples: str = ""
+    """Labeled examples other workers pass to the writer; empty means ``<app.id>-examples``."""
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1
@@ -256,6 +258,11 @@ class Settings:
     def commands_topic(self) -> str:
         """The one-partition topic of model operations; its owner is the single writer."""
         return self.topics.commands or f"{self.app.id}-commands"
+
+    @property
+    def examples_topic(self) -> str:
+        """The one-partition topic of labeled examples forwarded to the single writer."""
+        return self.topics.examples or f"{self.app.id}-examples"
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""

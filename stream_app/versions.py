@@ -52,6 +52,8 @@ class VersionKeeper:
         self.is_writer = is_writer
         self.checkpointer = Checkpointer(settings)
         self.changed = asyncio.Event()
+        self.loaded_at: float | None = None
+        """Epoch seconds when this worker last took a version another worker made."""
         store.on_change(self._on_change)
         self._ops: dict[str, Callable[[int | None], Awaitable[dict[str, Any]]]] = {
             "rollback": self._rollback,
@@ -285,6 +287,7 @@ class VersionKeeper:
         learner.pinned = self.learner.pinned
         self.pipeline.learner = learner
         self.checkpointer.start_from(learner)
+        self.loaded_at = time.time()
         log.info("now serving model %s v%d, checkpointed by the writer", name, record.version)
         self.pipeline.report_versions()
 
@@ -297,4 +300,5 @@ class VersionKeeper:
             "learning": learner.serving.model.version,
             "pinned": learner.pinned.version if learner.pinned is not None else None,
             "shadow": learner.challenger.model.version if learner.challenger else None,
+            "loaded_at": self.loaded_at,
         }

@@ -8,6 +8,7 @@ groups) and its own topics, so no test waits on another's group or reads another
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.broker import LocalKafka, free_port, free_ports
+from stream_app.errors import BrokerError
 from stream_app.settings import BrokerSettings
 from tests.integration.support import WorkerProcess, faust_command, start_worker
 
@@ -36,18 +38,32 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
     if url:
         yield Kafka(url.removeprefix("kafka://"), None)
         return
-    port, controller_port = free_ports(2)
-    broker = LocalKafka(
-        BrokerSettings(controller_port=controller_port),
-        tmp_path_factory.mktemp("kafka"),
-        port=port,
-        partitions=4,
-    )
-    broker.start()
+    broker = start_broker(tmp_path_factory)
     try:
         yield Kafka(broker.bootstrap, broker)
     finally:
         broker.stop()
+
+
+def start_broker(tmp_path_factory: pytest.TempPathFactory, attempts: int = 2) -> LocalKafka:
+    """Start the session's broker; a failed start is reported in full and tried once more."""
+    for attempt in range(1, attempts + 1):
+        port, controller_port = free_ports(2)
+        broker = LocalKafka(
+            BrokerSettings(controller_port=controller_port),
+            tmp_path_factory.mktemp("kafka"),
+            port=port,
+            partitions=4,
+        )
+        try:
+            broker.start()
+            return broker
+        except BrokerError as exc:
+            print(f"\nbroker start {attempt}/{attempts} failed: {exc}", file=sys.stderr)
+            broker.kill()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

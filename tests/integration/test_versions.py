@@ -177,3 +177,73 @@ async def test_pin_unpin_and_rollback_by_cli_and_http(
         for r in await read_all(kafka.bootstrap, names.topics["model_events"])
     ]
     assert {"pin", "unpin", "rollback", "checkpoint"} <= set(kinds)
+
+
+async def test_two_workers_both_serve_one_learns_and_versions_propagate(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    config = "[guard]\nenabled = false\n[registry]\ncheckpoint_every_examples = 300\n"
+    a = worker_factory(partitions=4, extra_config=config)
+    a.wait_healthy()
+    b = worker_factory(partitions=4, extra_config=config)
+    b.wait_healthy(timeout=90)
+
+    async def split() -> object:
+        ha, hb = a.wait_healthy(), b.wait_healthy()
+        both = sorted(ha["partitions"] + hb["partitions"])
+        return (ha, hb) if both == [0, 1, 2, 3] and ha["partitions"] and hb["partitions"] else None
+
+    ha, hb = await wait_for(split, what="the partitions to be split between the two workers")
+    assert ha["writer"] != hb["writer"]  # exactly one writer
+    writer, follower = (a, b) if ha["writer"] else (b, a)
+    follower_partitions = set((hb if writer is a else ha)["partitions"])
+
+    data = sea(1200, seed=41)
+    await produce(kafka.bootstrap, names.topics["features"], feature_messages(data, inline=True))
+    await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+    await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", f"{names.app_id}-examples")
+
+    inputs = await read_all(kafka.bootstrap, names.topics["features"])
+    on_follower = sum(r.partition in follower_partitions for r in inputs)
+    assert 0 < on_follower < len(data)  # both workers served a share
+    w, f = writer.metrics(), follower.metrics()
+    assert w["stream_app_labels_learned_total"] == len(data)  # one learner learned everything...
+    assert f.get("stream_app_labels_learned_total", 0) == 0  # ...the other learned nothing itself
+    assert f["stream_app_labels_forwarded_total"] == on_follower
+    assert f["stream_app_predictions_total"] == on_follower
+
+    events = await read_all(kafka.bootstrap, names.topics["model_events"])
+    checkpoints = [(r.timestamp / 1000, orjson.loads(r.value)) for r in events]
+    checkpoints = [
+        (t, e) for t, e in checkpoints if e["type"] == "checkpoint" and e["status"] == "serving"
+    ]
+    assert checkpoints, "the writer made no checkpoint"
+    made_at, newest = checkpoints[-1]
+
+    async def propagated() -> object:
+        health = follower.wait_healthy()
+        return health if health["serving"] == newest["model_version"] else None
+
+    health = await wait_for(propagated, timeout=10, what="the follower to take the newest version")
+    # From the moment the writer's version record reached Kafka to the moment the other worker
+    # had loaded that version and serves it.
+    key = f"default/v{newest['model_version']:08d}".encode()
+    changelog = await read_all(kafka.bootstrap, f"{names.app_id}-models-changelog")
+    written_at = min(r.timestamp for r in changelog if r.key == key) / 1000
+    assert written_at <= made_at
+    delay = health["loaded_at"] - written_at
+    print(
+        f"checkpoint v{newest['model_version']} reached the other worker in {delay * 1000:.0f} ms"
+    )
+    assert delay <= 5.0
+
+    probe = sea(100, seed=42)
+    served = await served_after(kafka, names, "q", probe)
+    follower_versions = {
+        body["model_version"]
+        for record in await read_all(kafka.bootstrap, names.topics["predictions"])
+        if record.partition in follower_partitions
+        and (body := orjson.loads(record.value))["id"].startswith("q-")
+    }
+    assert follower_versions == {newest["model_version"]}
+    assert len(served) == len(probe)

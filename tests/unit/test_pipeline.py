@@ -133,3 +133,25 @@ def test_learning_off_keeps_nothing() -> None:
     out = Recorder()
     p.features([event(0, True), event(1)], 0.0, out)
     assert len(p.pending) == 0 and metrics.labels_learned._value.get() == 0
+
+
+def test_a_follower_forwards_and_the_writer_learns_the_forwarded_examples() -> None:
+    follower, f_metrics, settings = pipeline()
+    follower.writer = False
+    out = Recorder()
+    follower.features([event(0, True), event(1, partition=0)], 0.0, out)
+    follower.labels([label(1, False)], out)
+    forwarded = [(t, k, v) for t, _, k, v in out.sent if t == settings.examples_topic]
+    assert [k for _, k, _ in forwarded] == [b"e0", b"e1"]
+    assert (
+        f_metrics.labels_forwarded._value.get() == 2 and f_metrics.labels_learned._value.get() == 0
+    )
+    follower.labels([label(1, False, offset=1)], out)  # a second label: refused where it was taken
+    assert out.on("dead-letters")[-1]["reason"] == reasons.DUPLICATE_LABEL
+
+    writer, w_metrics, _ = pipeline()
+    records = [Rec(settings.examples_topic, 0, i, k, v) for i, (_, k, v) in enumerate(forwarded)]
+    writer.examples([*records, Rec(settings.examples_topic, 0, 9, None, b"{oops")], Recorder())
+    assert w_metrics.labels_learned._value.get() == 2
+    assert writer.learner.has_learned("e0") and writer.learner.serving.model.examples_learned == 2
+    assert w_metrics.dead_letters.labels(reason=reasons.INVALID_JSON)._value.get() == 1
