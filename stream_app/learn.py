@@ -144,6 +144,8 @@ class Learner:
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
         """A stored version that answers instead of the learner (which keeps learning)."""
+        if settings.model.challenger_factory and model is None:
+            self._start_challenger(settings.model.challenger_factory)
 
     def snapshot(self) -> dict[str, Any]:
         """Return the whole learning state, for a checkpoint (pickled as it is)."""
@@ -280,15 +282,8 @@ class Learner:
             self.challenger = self._contender(self._fresh())
             events.append(self._promote(reason="reset", serving_q=None, challenger_q=None))
         elif policy == "challenger" and self.challenger is None:
-            self.challenger = self._contender(self._fresh())
-            self._duel = (
-                self._quality(self.settings.drift.challenger_window),
-                self._quality(self.settings.drift.challenger_window),
-            )
-            log.info(
-                "challenger v%d learns from the drift point in shadow",
-                self.challenger.model.version,
-            )
+            self._start_challenger(self.settings.model.factory)
+            log.info("challenger learns from the drift point in shadow")
         return events
 
     def _promote(
@@ -325,9 +320,22 @@ class Learner:
         self.serving, self.challenger, self._duel = contender, None, None
         self.monitor.reset()
 
-    def _fresh(self) -> ServingModel:
-        """Build a new model from the factory with the next version number."""
-        return fresh_model(self.settings.model, version=self.allocate_version(0))
+    def _fresh(self, factory: str | None = None) -> ServingModel:
+        """Build a new model from a factory (the configured one by default), numbered next."""
+        model_settings = self.settings.model
+        if factory is not None and factory != model_settings.factory:
+            model_settings = dataclasses.replace(model_settings, factory=factory)
+        return fresh_model(model_settings, version=self.allocate_version(0))
+
+    def _start_challenger(self, factory: str) -> None:
+        """Start a fresh model from ``factory`` learning in shadow, dueling the serving one."""
+        self.challenger = self._contender(self._fresh(factory))
+        if self.challenger.model.task != self.task:
+            raise ValueError(
+                f"challenger factory {factory} builds a {self.challenger.model.task} model"
+            )
+        window = self.settings.drift.challenger_window
+        self._duel = (self._quality(window), self._quality(window))
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard and quality window."""

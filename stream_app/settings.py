@@ -107,6 +107,9 @@ class ModelSettings:
     """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
     task: str = "auto"
     """``classification``, ``regression``, or ``auto`` (derived from the estimator)."""
+    challenger_factory: str = ""
+    """A second factory whose model learns in shadow from the start and takes over once it beats
+    the serving model by ``drift.promotion_margin`` over ``drift.challenger_window`` labels."""
     classes: tuple[Any, ...] = ()
     """Declared classes (classification); a label outside them is dead-lettered as unknown_label.
     Empty: any string, integer or boolean label is a class. For a binary-only estimator (logistic

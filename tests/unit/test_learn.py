@@ -124,3 +124,43 @@ def test_improvement_is_not_drift() -> None:
     monitor = DriftMonitor(DriftSettings(warmup=100, compare_window=50))
     drops = [monitor.update(e) for e in [1.0] * 1000 + [0.0] * 1000]
     assert not any(drops) and monitor.ignored >= 1
+
+
+def agrawal(n: int, seed: int = 1) -> list[tuple[dict[str, object], int]]:
+    return list(synth.Agrawal(classification_function=2, seed=seed).take(n))
+
+
+def test_a_configured_challenger_proves_itself_in_shadow_then_serves() -> None:
+    settings = Settings().replace(
+        guard={"enabled": False}, model={"challenger_factory": "stream_app.models:hoeffding_tree"}
+    )
+    learner = Learner(settings)
+    assert learner.challenger is not None and learner.challenger.model.version == 1
+    _, events = replay(learner, agrawal(6000))  # type: ignore[arg-type]
+    promotions = [event for _, event in events if event.kind == "promotion"]
+    assert len(promotions) == 1 and promotions[0].fields["reason"] == "challenger"
+    assert promotions[0].fields["accuracy_challenger"] > promotions[0].fields["accuracy_previous"]
+    assert learner.serving.model.version == 1 and learner.challenger is None
+
+
+def test_a_challenger_needs_the_margin_and_can_be_promoted_by_hand() -> None:
+    settings = Settings().replace(
+        guard={"enabled": False},
+        model={"challenger_factory": "stream_app.models:hoeffding_tree"},
+        drift={"promotion_margin": 0.9},
+    )
+    learner = Learner(settings)
+    _, events = replay(learner, agrawal(3000))  # type: ignore[arg-type]
+    assert not [e for _, e in events if e.kind == "promotion"]
+    event = learner.promote("manual")
+    assert event.kind == "promotion" and learner.serving.model.version == 1
+    with pytest.raises(ValueError, match="no challenger"):
+        learner.promote("manual")
+
+
+def test_a_challenger_of_another_task_is_refused() -> None:
+    settings = Settings().replace(
+        model={"challenger_factory": "stream_app.models:linear_regression"}
+    )
+    with pytest.raises(ValueError, match="regression model"):
+        Learner(settings)

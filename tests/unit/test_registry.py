@@ -120,3 +120,26 @@ def test_record_json_round_trip_ignores_unknown_fields() -> None:
     raw = orjson.dumps({**orjson.loads(r.to_json()), "from_the_future": True})
     assert VersionRecord.from_json(raw) == r
     assert "sha256" not in r.summary()
+
+
+def test_restore_skips_a_corrupt_newest_version_and_uses_the_previous_good_one() -> None:
+    from stream_app.checkpoint import Checkpointer, restore_learner
+    from stream_app.learn import Learner
+    from stream_app.predict import Prediction
+    from stream_app.settings import Settings
+
+    settings = Settings().replace(guard={"enabled": False})
+    learner, view, checkpointer = Learner(settings), Registry(), Checkpointer(settings)
+    for round_ in range(2):
+        for i in range(50):
+            learner.learn(
+                f"{round_}-{i}", {"x": float(i)}, i % 2 == 0, Prediction(None, {}), None, now=0.0
+            )
+        for key, value in checkpointer.checkpoint(learner, view, "periodic").writes:
+            view.apply(key, value)
+    good, bad = (r.version for r in view.versions("default"))
+    view.apply(chunk_key("default", bad, 0), b"poison")  # the newest blob is corrupt
+    restored, record, skipped = restore_learner(settings, view)
+    assert skipped == 1 and record is not None and record.version == good
+    assert restored.serving.model.version == good and restored.examples_seen == 50
+    assert restored.next_version > bad  # never reuse a number
