@@ -47,7 +47,12 @@ class OneHotStrings(base.Transformer):
     """
 
     def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
-        """Return a copy of ``x`` with each string value replaced by a 1.0 indicator."""
+        """Return ``x`` with each string value replaced by a 1.0 indicator (``x`` if none is)."""
+        for value in x.values():
+            if value.__class__ is str:
+                break
+        else:
+            return x  # all numbers: no copy (the common case, and most of this step's cost)
         return {
             (name if value.__class__ is not str else f"{name}={value}"): (
                 value if value.__class__ is not str else 1.0

@@ -74,6 +74,7 @@ class Pipeline:
         """Learn here (the single writer), or forward labeled examples to the writer."""
         self._taken: OrderedDict[str, float] = OrderedDict()  # ids whose label this worker took
         self._model_errors_logged: set[str] = set()
+        self._children: dict[tuple[int, str], Any] = {}
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after."""
@@ -283,13 +284,21 @@ class Pipeline:
     def _report_quality(self) -> None:
         """Publish the rolling quality of the serving model and of the challenger."""
         quality = self.learner.serving.quality
-        if quality.value is not None:
-            self.metrics.model_quality.labels(quality.metric).set(quality.value)
+        value = quality.value
+        if value is not None:
+            self._gauge(self.metrics.model_quality, quality.metric).set(value)
         challenger = self.learner.challenger
         if challenger is not None and challenger.quality.value is not None:
-            self.metrics.challenger_quality.labels(challenger.quality.metric).set(
-                challenger.quality.value
-            )
+            gauge = self._gauge(self.metrics.challenger_quality, challenger.quality.metric)
+            gauge.set(challenger.quality.value)
+
+    def _gauge(self, family: Any, metric: str) -> Any:
+        """A labelled gauge child, looked up once (``labels()`` costs microseconds per call)."""
+        key = (id(family), metric)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(metric)
+        return child
 
     def report_versions(self) -> None:
         """Publish which versions serve and shadow."""

@@ -1,0 +1,239 @@
+"""Side by side, one run, one broker: the River floor, a hand-written aiokafka loop, stream_app.
+
+    python bench/run.py [--events 50000] [--factory logistic_regression] [--json]
+
+Same events (15 numeric features, inline labels, seeded), same model factory:
+
+(a) floor: the bare in-process River loop, predict_proba_one + learn_one, no Kafka;
+(b) hand-written: getmany -> orjson -> predict_proba_one -> send -> learn_one, what a user writes;
+(c) stream_app: the worker (``python -m stream_app worker``), event mode.
+
+The topics are prefilled, then each consumer drains them; events/s is measured from the first to
+the last output's timestamp. Starts its own broker unless STREAM_APP_BROKER is set. Prints a table
+(or one JSON object); asserts nothing. Batch mode and latency-vs-load come with the performance
+issue's batch path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream_app.broker import LocalKafka, free_port, free_ports
+from stream_app.models import resolve_factory
+from stream_app.settings import BrokerSettings
+
+FEATURES = 15
+
+
+def make_events(n: int, seed: int = 7) -> list[tuple[bytes, bytes, dict[str, float], bool]]:
+    rng = random.Random(seed)
+    weights = [rng.gauss(0, 1) for _ in range(FEATURES)]
+    out = []
+    for i in range(n):
+        x = {f"f{k}": rng.gauss(0, 1) for k in range(FEATURES)}
+        y = sum(w * v for w, v in zip(weights, x.values(), strict=True)) + rng.gauss(0, 0.5) > 0
+        body = orjson.dumps({"id": f"e-{i}", "features": x, "label": y})
+        out.append((f"e-{i}".encode(), body, x, y))
+    return out
+
+
+def floor(events: list[Any], factory: str) -> float:
+    """(a) events/s of the model alone."""
+    model = resolve_factory(factory)()
+    started = time.perf_counter()
+    for _, _, x, y in events:
+        model.predict_proba_one(x)
+        model.learn_one(x, y)
+    return len(events) / (time.perf_counter() - started)
+
+
+async def prefill(bootstrap: str, topic: str, events: list[Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        for key, value, _, _ in events:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def hand_written(bootstrap: str, topic: str, out: str, n: int, factory: str) -> float:
+    """(b) the loop a user would write: returns events/s from first to last output."""
+    model = resolve_factory(factory)()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"hand-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        fetch_max_wait_ms=5,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    done, first, last = 0, 0.0, 0.0
+    try:
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for records in batches.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    x = event["features"]
+                    proba = model.predict_proba_one(x)
+                    await producer.send(
+                        out,
+                        orjson.dumps(
+                            {"id": event["id"], "proba": {str(k): v for k, v in proba.items()}}
+                        ),
+                        key=record.key,
+                    )
+                    model.learn_one(x, event["label"])
+                    done += 1
+                    last = time.perf_counter()
+                    first = first or last
+        await producer.flush()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return n / (last - first)
+
+
+def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir: Path) -> float:
+    """(c) the worker, draining a prefilled topic: events/s from its outputs' served_at."""
+    port = free_port()
+    config = workdir / f"{prefix}.toml"
+    config.write_text(
+        f'[topics]\npartitions = 1\nfeatures = "{prefix}-features"\npredictions = "{prefix}-predictions"\n'
+        f'labels = "{prefix}-labels"\ndead_letters = "{prefix}-dl"\nmodel_events = "{prefix}-me"\n'
+        f'predictions_shadow = "{prefix}-shadow"\n[model]\nfactory = "stream_app.models:{factory}"\n'
+        '[guard]\nenabled = false\n[drift]\npolicy = "none"\n'
+    )
+    env = {
+        **os.environ,
+        "STREAM_APP_BROKER": f"kafka://{bootstrap}",
+        "STREAM_APP_ID": prefix,
+        "STREAM_APP_WEB_PORT": str(port),
+        "STREAM_APP_DATA_DIR": str(workdir / prefix),
+        "STREAM_APP_CONFIG": str(config),
+    }
+    with open(workdir / f"{prefix}.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker", "-l", "warn"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        return asyncio.run(_drain_predictions(bootstrap, f"{prefix}-predictions", n))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+async def _drain_predictions(bootstrap: str, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    first = last = 0.0
+    seen = 0
+    deadline = time.monotonic() + 600
+    try:
+        while seen < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    served_at = orjson.loads(record.value)["served_at"]
+                    first = first or served_at
+                    last = served_at
+                    seen += 1
+    finally:
+        await consumer.stop()
+    if seen < n:
+        raise RuntimeError(f"only {seen} of {n} predictions arrived")
+    return n / (last - first)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--factory", default="logistic_regression")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    events = make_events(args.events)
+    with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = None
+        bootstrap = os.environ.get("STREAM_APP_BROKER", "").removeprefix("kafka://")
+        if not bootstrap:
+            port, controller = free_ports(2)
+            broker = LocalKafka(
+                BrokerSettings(controller_port=controller),
+                workdir / "kafka",
+                port=port,
+                partitions=1,
+            )
+            broker.start()
+            bootstrap = broker.bootstrap
+        try:
+            results = {"floor": floor(events, f"stream_app.models:{args.factory}")}
+            tag = uuid.uuid4().hex[:6]
+            asyncio.run(prefill(bootstrap, f"hand-{tag}", events))
+            results["hand_written"] = asyncio.run(
+                hand_written(
+                    bootstrap,
+                    f"hand-{tag}",
+                    f"hand-{tag}-out",
+                    len(events),
+                    f"stream_app.models:{args.factory}",
+                )
+            )
+            asyncio.run(prefill(bootstrap, f"sa-{tag}-features", events))
+            results["stream_app_event"] = stream_app_worker(
+                bootstrap, f"sa-{tag}", len(events), args.factory, workdir
+            )
+        finally:
+            if broker is not None:
+                broker.stop()
+    report = {
+        "events": args.events,
+        "factory": args.factory,
+        "events_per_s": results,
+        "us_per_event": {k: 1e6 / v for k, v in results.items()},
+        "ratio_to_floor": {k: v / results["floor"] for k, v in results.items()},
+        "ratio_to_hand_written": {k: v / results["hand_written"] for k, v in results.items()},
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"bench/run.py: {args.events} events of {FEATURES} features, inline labels, {args.factory}"
+    )
+    print(f"{'path':18} {'events/s':>10} {'us/event':>9} {'x floor':>8} {'x hand':>7}")
+    for name, rate in results.items():
+        print(
+            f"{name:18} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
+            f"{rate / results['hand_written']:>7.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
