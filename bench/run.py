@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -119,10 +118,18 @@ def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir
     """(c) the worker, draining a prefilled topic: events/s from its outputs' served_at."""
     port = free_port()
     config = workdir / f"{prefix}.toml"
+    keys = [
+        "features",
+        "predictions",
+        "labels",
+        "dead_letters",
+        "model_events",
+        "predictions_shadow",
+    ]
+    topics = "".join(f'{key} = "{prefix}-{key}"\n' for key in keys)
     config.write_text(
-        f'[topics]\npartitions = 1\nfeatures = "{prefix}-features"\npredictions = "{prefix}-predictions"\n'
-        f'labels = "{prefix}-labels"\ndead_letters = "{prefix}-dl"\nmodel_events = "{prefix}-me"\n'
-        f'predictions_shadow = "{prefix}-shadow"\n[model]\nfactory = "stream_app.models:{factory}"\n'
+        f"[topics]\npartitions = 1\n{topics}"
+        f'[model]\nfactory = "stream_app.models:{factory}"\n'
         '[guard]\nenabled = false\n[drift]\npolicy = "none"\n'
     )
     env = {

@@ -293,7 +293,7 @@ class Pipeline:
             gauge.set(challenger.quality.value)
 
     def _gauge(self, family: Any, metric: str) -> Any:
-        """A labelled gauge child, looked up once (``labels()`` costs microseconds per call)."""
+        """Return a labelled gauge child, looked up once (``labels()`` costs microseconds)."""
         key = (id(family), metric)
         child = self._children.get(key)
         if child is None:
