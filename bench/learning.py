@@ -33,6 +33,7 @@ from stream_app.settings import Settings
 
 WINDOW = 500
 RECOVERED_WITHIN = 0.03
+MEANINGFUL_COST = 0.005
 
 
 def make_stream(kind: str, seed: int, n: int, change_at: int) -> list[tuple[dict[str, Any], Any]]:
@@ -144,7 +145,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     cost = clean_off - noisy_off
     out["guard"] = {
         "noise_cost_points": 100 * cost,
-        "recovered_share": (noisy_on - noisy_off) / cost if cost > 0 else None,
+        # Below half a point, the noise costs nothing worth recovering: a share would be noise.
+        "recovered_share": (noisy_on - noisy_off) / cost if cost >= MEANINGFUL_COST else None,
         "clean_cost_points": 100 * (clean_off - clean_on),
     }
     return out
@@ -170,7 +172,7 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
                 f"{r['false_alarms']:5d} {rec:>7} {r['us_per_event']:6.1f}"
             )
         g = out["guard"]
-        share = "-" if g["recovered_share"] is None else f"{g['recovered_share']:.0%}"
+        share = "n/a" if g["recovered_share"] is None else f"{g['recovered_share']:.0%}"
         print(
             f"{kind:14} guard: 20% noise costs {g['noise_cost_points']:.2f} points, the guard "
             f"recovers {share} of it and costs {g['clean_cost_points']:.2f} points on clean data"
