@@ -1,0 +1,134 @@
+"""Faults on the real broker: fuzzed input on both input topics, a poisoned newest checkpoint."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import orjson
+
+from stream_app import reasons
+from stream_app.messages import decode_dead_letter
+from stream_app.registry import chunk_key
+from tests.integration.conftest import Kafka, Names, WorkerFactory
+from tests.integration.support import produce, read_all, read_registry, wait_consumed, wait_for
+from tests.integration.test_learning import feature_messages, sea
+
+FUZZ = 10_000
+MAX_BYTES = 4096
+
+
+def fuzzed(rng: random.Random, i: int) -> bytes:
+    """One seeded nasty message: random bytes, broken or odd JSON, wrong types, edge values."""
+    good = {"id": f"f-{i}", "features": {"x": rng.gauss(0, 1), "c": rng.choice(["a", "b"])}}
+    kind = rng.randrange(14)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 64))
+    if kind == 1:
+        return orjson.dumps(good)[: rng.randrange(1, 20)]  # truncated
+    if kind == 2:
+        return b"[" * 3000 + b"]" * 3000  # deep nesting (and oversized)
+    if kind == 3:
+        return json.dumps(
+            {**good, "features": {"x": rng.choice([float("nan"), float("inf")])}}
+        ).encode()
+    if kind == 4:
+        return b'{"id": "f-%d", "features": {"x": 1e999}}' % i  # a huge number
+    if kind == 5:
+        return orjson.dumps({**good, "features": {"x": rng.choice([None, [1], {"a": 1}])}})
+    if kind == 6:
+        return orjson.dumps({**good, "id": rng.choice([None, 7, "", "x" * 200])})
+    if kind == 7:
+        return orjson.dumps({**good, "features": {"x": "y" * 300}})  # long string
+    if kind == 8:
+        return b'{"id": "f-%d", "id": "g-%d", "features": {"x": 1}}' % (i, i)  # duplicate keys
+    if kind == 9:
+        return orjson.dumps(
+            {**good, "id": rng.choice(["\u00e9\u2603\U0001f600", "\u200b", "\ufeffid"])}
+        )
+    if kind == 10:
+        return orjson.dumps({**good, "pad": "z" * MAX_BYTES})  # oversized
+    if kind == 11:
+        return b'"\\ud800"'  # an unpaired surrogate
+    if kind == 12:
+        return orjson.dumps({**good, "label": rng.choice([1.5, None, [True]])})  # served, label bad
+    return orjson.dumps(good)
+
+
+async def test_fuzzed_features_and_labels_are_each_served_or_dead_lettered(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    worker = worker_factory(extra_config=f"[limits]\nmax_message_bytes = {MAX_BYTES}\n")
+    worker.wait_healthy()
+    rng = random.Random(2026)
+    features = [
+        (None if rng.random() < 0.5 else f"k{i}".encode(), fuzzed(rng, i)) for i in range(FUZZ)
+    ]
+    labels = [(f"f-{i}".encode(), fuzzed(rng, i)) for i in range(FUZZ // 5)]
+    await produce(kafka.bootstrap, names.topics["features"], features)
+    await produce(kafka.bootstrap, names.topics["labels"], labels)
+    group = f"{names.app_id}-serve"
+    await wait_consumed(kafka.bootstrap, group, names.topics["features"], timeout=120)
+    await wait_consumed(kafka.bootstrap, group, names.topics["labels"], timeout=120)
+
+    predictions = await read_all(kafka.bootstrap, names.topics["predictions"])
+    letters = [
+        decode_dead_letter(r.value)
+        for r in await read_all(kafka.bootstrap, names.topics["dead_letters"])
+    ]
+    by_topic = Counter(letter["source"]["topic"] for letter in letters)
+    # Every feature message got exactly one answer: a prediction or a dead letter (an event whose
+    # label was bad got both: its prediction, and a dead letter for the label).
+    label_letters = [
+        d
+        for d in letters
+        if d["source"]["topic"] == names.topics["features"] and d["reason"] == reasons.INVALID_LABEL
+    ]
+    assert len(predictions) + by_topic[names.topics["features"]] - len(label_letters) == FUZZ
+    # Every label message was learned, or dead-lettered with a reason.
+    scraped = worker.metrics()
+    learned = scraped.get("stream_app_labels_learned_total", 0)
+    assert learned + by_topic[names.topics["labels"]] == len(labels)
+    assert all(letter["reason"] in reasons.ALL for letter in letters)
+    assert scraped["stream_app_events_total"] == FUZZ
+    assert scraped["stream_app_predictions_total"] == len(predictions)
+    assert sum(
+        v for k, v in scraped.items() if k.startswith("stream_app_dead_letters_total")
+    ) == len(letters)
+    assert worker.proc.poll() is None and "Traceback" not in worker.log_text()
+    assert worker.wait_healthy()["status"] == "ok"
+
+
+async def test_a_poisoned_newest_checkpoint_falls_back_to_the_previous_good_one(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    config = "[guard]\nenabled = false\n[registry]\ncheckpoint_every_examples = 300\n"
+    first = worker_factory(partitions=1, extra_config=config)
+    first.wait_healthy()
+    messages = feature_messages(sea(900, seed=51), inline=True)
+    for start in (0, 450):  # two rounds: two checkpoints
+        await produce(kafka.bootstrap, names.topics["features"], messages[start : start + 450])
+        await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+
+    async def two_versions() -> object:
+        registry = await read_registry(kafka.bootstrap, names.app_id)
+        return registry if len(registry.versions("default")) >= 2 else None
+
+    registry = await wait_for(two_versions, what="two checkpoints")
+    first.kill()
+    registry = await read_registry(kafka.bootstrap, names.app_id)
+    newest = registry.newest("default")
+    previous = [r for r in registry.versions("default") if r.version < newest.version][-1]
+    # Poison the newest version: a chunk that fails its checksum, written where the writer wrote.
+    await produce(
+        kafka.bootstrap,
+        f"{names.app_id}-models-changelog",
+        [(chunk_key("default", newest.version, 0), b"poison")],
+    )
+
+    second = worker_factory(partitions=1, extra_config=config)
+    health = second.wait_healthy(timeout=90)
+    assert health["serving"] == previous.version
+    assert second.metrics()["stream_app_version_load_failures_total"] >= 1
+    assert f"v{newest.version} cannot be restored" in second.log_text()
