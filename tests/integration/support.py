@@ -188,13 +188,13 @@ async def wait_consumed(bootstrap: str, group: str, topic: str, timeout: float =
 async def read_all(bootstrap: str, topic: str, timeout: float = WAIT_S) -> list[Any]:
     """Every record now in ``topic``, partition by partition, up to the current end offsets."""
     ends = await end_offsets(bootstrap, topic)
+    wanted = [tp for tp, end in ends.items() if end > 0]
+    records: list[Any] = []
+    if not wanted:  # (stopping an aiokafka consumer that never had an assignment can raise)
+        return records
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    records: list[Any] = []
     try:
-        wanted = [tp for tp, end in ends.items() if end > 0]
-        if not wanted:
-            return records
         consumer.assign(wanted)
         await consumer.seek_to_beginning(*wanted)
         deadline = time.monotonic() + timeout

@@ -247,3 +247,21 @@ async def test_two_workers_both_serve_one_learns_and_versions_propagate(
     }
     assert follower_versions == {newest["model_version"]}
     assert len(served) == len(probe)
+
+
+async def test_a_clean_stop_checkpoints_what_was_learned(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    worker = worker_factory(partitions=1, extra_config="[guard]\nenabled = false\n")
+    worker.wait_healthy()
+    await produce(
+        kafka.bootstrap, names.topics["features"], feature_messages(sea(100, seed=71), inline=True)
+    )
+    await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+    assert (await read_registry(kafka.bootstrap, names.app_id)).newest(
+        "default"
+    ) is None  # none due
+    assert worker.stop() == 0
+    final = (await read_registry(kafka.bootstrap, names.app_id)).newest("default")
+    assert final is not None, worker.log_text()[-3000:]
+    assert final.reason == "shutdown" and final.examples_learned == 100
