@@ -230,3 +230,11 @@ async def wait_for(condition: Any, timeout: float = WAIT_S, what: str = "conditi
             return result
         await asyncio.sleep(POLL_S)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def predictions_by_id(
+    bootstrap: str, topic: str, prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """Every prediction in ``topic`` whose id starts with ``prefix``, by id (the latest wins)."""
+    bodies = (orjson.loads(r.value) for r in await read_all(bootstrap, topic))
+    return {body["id"]: body for body in bodies if body["id"].startswith(prefix)}

@@ -14,7 +14,7 @@ from stream_app import reasons
 from stream_app.messages import decode_dead_letter
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
-from tests.integration.support import produce, read_all, wait_consumed
+from tests.integration.support import predictions_by_id, produce, read_all, wait_consumed
 
 ORACLE_EVENTS = 5000
 
@@ -55,13 +55,7 @@ async def test_oracle_every_prediction_equals_rivers_own_loop(
     data = sea(ORACLE_EVENTS, seed=11)
     await produce(kafka.bootstrap, names.topics["features"], feature_messages(data, inline=True))
     await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
-    served = {
-        body["id"]: body
-        for body in (
-            orjson.loads(r.value)
-            for r in await read_all(kafka.bootstrap, names.topics["predictions"])
-        )
-    }
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
     assert len(served) == ORACLE_EVENTS
 
     # The plain River loop: predict, then learn, event by event, with the same factory.

@@ -7,7 +7,14 @@ import orjson
 from stream_app.checkpoint import load_model
 from stream_app.predict import predict_one
 from tests.integration.conftest import Kafka, Names, WorkerFactory
-from tests.integration.support import produce, read_all, read_registry, wait_consumed, wait_for
+from tests.integration.support import (
+    predictions_by_id,
+    produce,
+    read_all,
+    read_registry,
+    wait_consumed,
+    wait_for,
+)
 from tests.integration.test_learning import feature_messages, sea
 
 EVERY = 500
@@ -50,14 +57,7 @@ async def test_restart_after_sigkill_serves_the_last_checkpoint(
         ],
     )
     await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
-    served = {
-        body["id"]: body
-        for body in (
-            orjson.loads(r.value)
-            for r in await read_all(kafka.bootstrap, names.topics["predictions"])
-        )
-        if body["id"].startswith("n-")
-    }
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"], "n-")
     restored = load_model(registry, "default", last.version).model
     for i, (x, _) in enumerate(fresh):
         body = served[f"n-{i}"]
@@ -99,10 +99,7 @@ async def served_after(kafka: Kafka, names: Names, prefix: str, data: list) -> d
     ]
     await produce(kafka.bootstrap, names.topics["features"], messages)
     await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
-    bodies = (
-        orjson.loads(r.value) for r in await read_all(kafka.bootstrap, names.topics["predictions"])
-    )
-    return {b["id"]: b for b in bodies if b["id"].startswith(f"{prefix}-")}
+    return await predictions_by_id(kafka.bootstrap, names.topics["predictions"], f"{prefix}-")
 
 
 def same_as(served: dict[str, dict], model: object, data: list, prefix: str, version: int) -> None:
