@@ -9,15 +9,16 @@ Same events (15 numeric features, inline labels, seeded), same model factory:
 (c) stream_app: the worker (``python -m stream_app worker``), event mode.
 
 The topics are prefilled, then each consumer drains them; events/s is measured from the first to
-the last output's timestamp. Starts its own broker unless STREAM_APP_BROKER is set. Prints a table
-(or one JSON object); asserts nothing. Batch mode and latency-vs-load come with the performance
-issue's batch path.
+the last output's timestamp. Then produce -> prediction latency (p50, p99) of the worker at
+offered loads of 1k and 5k events/s. Starts its own broker unless STREAM_APP_BROKER is set.
+Prints a table (or one JSON object); asserts nothing. Batch mode comes with its batch path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -114,8 +116,8 @@ async def hand_written(bootstrap: str, topic: str, out: str, n: int, factory: st
     return n / (last - first)
 
 
-def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir: Path) -> float:
-    """(c) the worker, draining a prefilled topic: events/s from its outputs' served_at."""
+def start_worker(bootstrap: str, prefix: str, factory: str, workdir: Path) -> tuple[Any, int]:
+    """A worker process on its own topics (1 partition), its web port."""
     port = free_port()
     config = workdir / f"{prefix}.toml"
     keys = [
@@ -147,6 +149,12 @@ def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    return proc, port
+
+
+def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir: Path) -> float:
+    """(c) the worker, draining a prefilled topic: events/s from its outputs' served_at."""
+    proc, _ = start_worker(bootstrap, prefix, factory, workdir)
     try:
         return asyncio.run(_drain_predictions(bootstrap, f"{prefix}-predictions", n))
     finally:
@@ -175,12 +183,82 @@ async def _drain_predictions(bootstrap: str, topic: str, n: int) -> float:
     return n / (last - first)
 
 
+def wait_healthy(port: int, timeout: float = 90.0) -> None:
+    """Poll the worker's /health until it answers 200 (503 and refusals mean: not yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{port}/health"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker on port {port} not healthy in {timeout:.0f}s")
+
+
+def latency(
+    bootstrap: str, prefix: str, factory: str, workdir: Path, rate: float, seconds: float
+) -> dict[str, float]:
+    """p50/p99 produce -> prediction (ms) at an offered load of ``rate`` events/s."""
+    proc, port = start_worker(bootstrap, prefix, factory, workdir)
+    try:
+        wait_healthy(port)
+        return asyncio.run(_offered_load(bootstrap, prefix, rate, seconds))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+async def _offered_load(
+    bootstrap: str, prefix: str, rate: float, seconds: float
+) -> dict[str, float]:
+    events = make_events(int(rate * seconds), seed=9)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    consumer = AIOKafkaConsumer(
+        f"{prefix}-predictions",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=5,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+
+    async def read() -> None:
+        while len(latencies) < len(events):
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.perf_counter()
+                for record in records:
+                    latencies.append(now - sent[orjson.loads(record.value)["id"]])
+
+    reader = asyncio.create_task(read())
+    started = time.perf_counter()
+    for i, (key, value, _, _) in enumerate(events):
+        ahead = started + i / rate - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)  # the offered load's own pace
+        sent[key.decode()] = time.perf_counter()
+        await producer.send(f"{prefix}-features", value, key=key)
+    await asyncio.wait_for(reader, timeout=60)
+    await producer.stop()
+    await consumer.stop()
+    ordered = sorted(latencies)
+    return {
+        "rate": rate,
+        "p50_ms": 1000 * ordered[len(ordered) // 2],
+        "p99_ms": 1000 * ordered[int(len(ordered) * 0.99)],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--factory", default="logistic_regression")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -213,13 +291,20 @@ def main() -> int:
                 )
             )
             asyncio.run(prefill(bootstrap, f"sa-{tag}-features", events))
+            loads = [
+                latency(
+                    bootstrap, f"lat{int(rate)}-{tag}", args.factory, workdir, rate, args.seconds
+                )
+                for rate in (1000.0, 5000.0)
+            ]
             results["stream_app_event"] = stream_app_worker(
                 bootstrap, f"sa-{tag}", len(events), args.factory, workdir
             )
         finally:
             if broker is not None:
                 broker.stop()
-    report = {
+    report: dict[str, Any] = {
+        "latency": loads,
         "events": args.events,
         "factory": args.factory,
         "events_per_s": results,
@@ -238,6 +323,11 @@ def main() -> int:
         print(
             f"{name:18} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
             f"{rate / results['hand_written']:>7.2f}"
+        )
+    for load in loads:
+        print(
+            f"offered {load['rate']:,.0f} events/s: produce -> prediction p50 "
+            f"{load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
         )
     return 0
 
