@@ -67,6 +67,8 @@ class WebSettings:
     host: str = "127.0.0.1"
     """Bind address: loopback unless you mean to expose it."""
     port: int = 6066
+    token: str = ""
+    """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING, Any, Final
 
 from faust.web import Request, Response, View
@@ -13,13 +14,26 @@ from stream_app.ops import OPERATIONS, run_command, version_table
 if TYPE_CHECKING:
     from stream_app.service import StreamApp
 
-__all__ = ["add_views"]
+__all__ = ["add_views", "authorized"]
 
 _OK: Final = 200
+_UNAUTHORIZED: Final = 401
 _NOT_FOUND: Final = 404
 _CONFLICT: Final = 409
 _UNAVAILABLE: Final = 503
 _TIMEOUT: Final = 504
+
+
+def authorized(token: str, header: str | None) -> bool:
+    """Tell whether no token is configured, or the request carries it as a bearer token.
+
+    >>> authorized("", None), authorized("s3cret", "Bearer s3cret"), authorized("s3cret", "s3cret")
+    (True, True, False)
+    """
+    if not token:
+        return True
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
 
 
 def add_views(app: StreamApp) -> None:
@@ -65,6 +79,8 @@ def add_views(app: StreamApp) -> None:
         """``POST /models/unpin``: serve the newest version again."""
 
         async def post(self, request: Request) -> Response:
+            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
+                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
             try:
                 answer = await run_command(app.settings, "unpin", None)
             except StreamAppError as exc:
@@ -85,6 +101,8 @@ def add_views(app: StreamApp) -> None:
         """``POST /models/{version}/rollback|pin|promote`` and ``POST /models/unpin``."""
 
         async def post(self, request: Request, version: str, op: str) -> Response:
+            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
+                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
             if op not in OPERATIONS or (op != "unpin" and not version.isdigit()):
                 return self.json({"error": f"unknown operation {version}/{op}"}, status=_NOT_FOUND)
             target = None if op == "unpin" else int(version)

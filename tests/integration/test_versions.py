@@ -262,3 +262,24 @@ async def test_a_clean_stop_checkpoints_what_was_learned(
     final = (await read_registry(kafka.bootstrap, names.app_id)).newest("default")
     assert final is not None, worker.log_text()[-3000:]
     assert final.reason == "shutdown" and final.examples_learned == 100
+
+
+async def test_model_operations_can_require_a_token(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    worker = worker_factory(partitions=1, extra_config='[web]\ntoken = "s3cret-t0ken"\n')
+    worker.wait_healthy()
+    status, body = worker.http("/models/unpin", method="POST", body={})
+    assert status == 401 and "token" in orjson.loads(body)["error"]
+    status, _ = worker.http("/models/1/pin", method="POST", body={})
+    assert status == 401
+    assert worker.http("/models")[0] == 200  # reading is open
+    import urllib.request
+
+    request = urllib.request.Request(
+        worker.url + "/models/unpin", data=b"{}", method="POST",
+        headers={"Authorization": "Bearer s3cret-t0ken"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    assert "s3cret-t0ken" not in worker.log_text()  # never logged
