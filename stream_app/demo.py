@@ -91,6 +91,7 @@ class _Tally:
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     versions: set[int] = field(default_factory=set)
+    checkpoints: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -103,7 +104,8 @@ class _Tally:
         return (
             f"{elapsed:6.1f}s  in {self.produced:>7}  out {self.predictions:>7} "
             f"({self.predictions / elapsed:7.0f}/s)  latency p50 {p50:6.2f} ms p99 {p99:6.2f} ms  "
-            f"versions {sorted(self.versions)}  dead letters: {letters}"
+            f"versions {sorted(self.versions)}  checkpoints {self.checkpoints}  "
+            f"dead letters: {letters}"
         )
 
 
@@ -194,6 +196,7 @@ async def _stream(settings: Settings, bootstrap: str, options: DemoOptions, tall
     consumer = AIOKafkaConsumer(
         settings.topics.predictions,
         settings.topics.dead_letters,
+        settings.topics.model_events,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
@@ -246,9 +249,38 @@ async def _read(consumer: AIOKafkaConsumer, settings: Settings, tally: _Tally) -
                     tally.predictions += 1
                     tally.latencies.append(body["latency_ms"])
                     tally.versions.add(body["model_version"])
+                elif tp.topic == settings.topics.model_events:
+                    _announce(body, tally)
                 else:
                     tally.dead_letters[body["reason"]] += 1
         del tally.latencies[:-10000]
+
+
+def _announce(event: dict[str, Any], tally: _Tally) -> None:
+    """Print a model event as it happens: drift, promotion, rollback...; count checkpoints.
+
+    >>> _announce({"type": "drift", "model_version": 0, "examples_seen": 5120,
+    ...            "detector": "ADWIN"}, _Tally())
+      >> drift: the error of v0 went up after 5,120 labels (ADWIN)
+    """
+    kind, version = event.get("type"), event.get("model_version")
+    if kind == "checkpoint":
+        tally.checkpoints += 1
+        return
+    if kind == "drift":
+        print(
+            f"  >> drift: the error of v{version} went up after "
+            f"{event.get('examples_seen', 0):,} labels ({event.get('detector')})",
+            flush=True,
+        )
+    elif kind == "promotion":
+        print(
+            f"  >> v{version} now serves (was v{event.get('previous_version')}, "
+            f"{event.get('reason')})",
+            flush=True,
+        )
+    else:
+        print(f"  >> {kind}: v{version}", flush=True)
 
 
 async def _view(tally: _Tally) -> None:
