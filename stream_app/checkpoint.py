@@ -28,7 +28,7 @@ from stream_app.registry import (
 )
 from stream_app.settings import Settings
 
-__all__ = ["Checkpoint", "Checkpointer", "Write", "restore_learner"]
+__all__ = ["Checkpoint", "Checkpointer", "Write", "load_model", "restore_learner"]
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from stream_app.decode import Features
 from stream_app.predict import Prediction
 
-__all__ = ["PendingStore", "Served"]
+__all__ = ["PendingStore", "RecentIds", "Served"]
 
 
 class Served(NamedTuple):
@@ -35,6 +35,41 @@ class Served(NamedTuple):
     model_version: int
     served_at: float
     """Epoch seconds; the TTL counts from here."""
+
+
+class RecentIds:
+    """Ids seen lately: forgotten after ``ttl_s`` or beyond ``max_items``, the oldest first.
+
+    Remembers which labels were taken (by the join) or learned (by the learner), so that a
+    second label for the same event is refused, with memory bounded like the pending store's.
+
+    >>> ids = RecentIds(ttl_s=10.0, max_items=2)
+    >>> ids.add("a", now=0.0); ids.add("b", now=1.0); ids.add("c", now=2.0)
+    >>> "a" in ids, "c" in ids, len(ids)
+    (False, True, 2)
+    >>> ids.add("d", now=11.5); "b" in ids
+    False
+    """
+
+    def __init__(self, ttl_s: float, max_items: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, event_id: str, now: float) -> None:
+        """Remember ``event_id`` as seen at ``now``; forget what is too old or too many."""
+        seen = self._seen
+        seen[event_id] = now
+        seen.move_to_end(event_id)
+        horizon = now - self.ttl_s
+        while seen and (len(seen) > self.max_items or next(iter(seen.values())) < horizon):
+            seen.popitem(last=False)
 
 
 class PendingStore:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any, NamedTuple
 
 from stream_app import reasons
 from stream_app.drift import DriftMonitor
 from stream_app.guard import NoiseGuard, Verdict
+from stream_app.join import RecentIds
 from stream_app.predict import Prediction, ServingModel, fresh_model, predict_one
 from stream_app.settings import Settings
 
@@ -140,7 +141,7 @@ class Learner:
         self.monitor = DriftMonitor(settings.drift)
         self.next_version = self.serving.model.version + 1
         self.examples_seen = 0
-        self._learned: OrderedDict[str, float] = OrderedDict()
+        self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
         """A stored version that answers instead of the learner (which keeps learning)."""
@@ -166,6 +167,8 @@ class Learner:
         learner.challenger = state["challenger"]
         learner.monitor = state["monitor"]
         learner._learned = state["learned"]
+        learner._learned.ttl_s = settings.learn.pending_ttl_s
+        learner._learned.max_items = settings.learn.pending_max
         learner._duel = state["duel"]
         learner.examples_seen = state["examples_seen"]
         learner.next_version = max(next_version, learner.next_version)
@@ -212,7 +215,7 @@ class Learner:
                 False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
             )
         self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
-        self._remember(event_id, now)
+        self._learned.add(event_id, now)
         self.examples_seen += 1
         error = error_of(self.task, served.prediction, label)
         reason, detail = self.serving.learn(features, label, served)
@@ -344,13 +347,3 @@ class Learner:
 
     def _quality(self, window: int) -> Quality:
         return Quality(self.task, window)
-
-    def _remember(self, event_id: str, now: float) -> None:
-        """Record a learned id; forget ids past the pending TTL or beyond the pending bound."""
-        learned = self._learned
-        learned[event_id] = now
-        horizon = now - self.settings.learn.pending_ttl_s
-        while learned and (
-            len(learned) > self.settings.learn.pending_max or next(iter(learned.values())) < horizon
-        ):
-            learned.popitem(last=False)

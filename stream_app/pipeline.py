@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,7 +20,7 @@ import orjson
 from stream_app import reasons
 from stream_app.decode import NO_LABEL, decode_event
 from stream_app.errors import RejectedMessage
-from stream_app.join import PendingStore, Served
+from stream_app.join import PendingStore, RecentIds, Served
 from stream_app.label import check_label, decode_label
 from stream_app.learn import Learner, ModelEvent, Outcome
 from stream_app.messages import (
@@ -72,7 +71,8 @@ class Pipeline:
         """Partitions of the predictions topic; a prediction goes to its event's partition."""
         self.writer = True
         """Learn here (the single writer), or forward labeled examples to the writer."""
-        self._taken: OrderedDict[str, float] = OrderedDict()  # ids whose label this worker took
+        self._taken = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
         self._children: dict[tuple[int, str], Any] = {}
 
@@ -202,7 +202,7 @@ class Pipeline:
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
-        self._take(event_id, now)
+        self._taken.add(event_id, now)
         if self.writer:
             self._apply(out, record, event_id, features, label, served, shadow, now)
             return
@@ -236,17 +236,6 @@ class Pipeline:
         for model_event in outcome.events:
             self._model_event(out, model_event)
         self._report_quality()
-
-    def _take(self, event_id: str, now: float) -> None:
-        """Remember that this worker took a label for ``event_id`` (duplicates are refused)."""
-        taken = self._taken
-        taken[event_id] = now
-        taken.move_to_end(event_id)
-        horizon = now - self.settings.learn.pending_ttl_s
-        while taken and (
-            len(taken) > self.settings.learn.pending_max or next(iter(taken.values())) < horizon
-        ):
-            taken.popitem(last=False)
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float

@@ -176,7 +176,7 @@ class VersionKeeper:
 
     async def _rollback(self, version: int | None) -> dict[str, Any]:
         """Learning continues from ``version``; a new version records the rollback."""
-        return await self._adopt(self._need(version), "rollback", self._publish_nothing)
+        return await self._adopt(self._need(version), "rollback")
 
     async def _promote(self, version: int | None) -> dict[str, Any]:
         """Make a shadow version (the live challenger, or a stored one) the serving model."""
@@ -185,7 +185,7 @@ class VersionKeeper:
         if learner.challenger is not None and learner.challenger.model.version == target:
             learner.promote("manual")
             return await self._store_now("promotion", target)
-        return await self._adopt(target, "promotion", self._publish_nothing)
+        return await self._adopt(target, "promotion")
 
     async def _pin(self, version: int | None) -> dict[str, Any]:
         """Serve ``version`` on every worker while the learner keeps learning."""
@@ -201,7 +201,7 @@ class VersionKeeper:
         await self.store.write([(pin_key(self.settings.model.name), None)])
         return {"model_version": self.learner.serving.model.version, "pinned": None}
 
-    async def _adopt(self, version: int, reason: str, publish: Publish) -> dict[str, Any]:
+    async def _adopt(self, version: int, reason: str) -> dict[str, Any]:
         """Replace the serving contender (or the whole learner) with a stored version."""
         state = self.store.registry.load(self.settings.model.name, version)
         if "learner" in state:
@@ -231,10 +231,6 @@ class VersionKeeper:
         if self.store.registry.record(self.settings.model.name, version) is None:
             raise ValueError(f"version {version} is not stored")
         return version
-
-    @staticmethod
-    async def _publish_nothing(topic: str, key: bytes, value: bytes) -> None:
-        """Operations announce themselves once, in :meth:`command`."""
 
     def _on_change(self, model: str) -> None:
         """Wake :meth:`follow`: the registry changed (called by the store)."""
