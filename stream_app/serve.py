@@ -103,7 +103,11 @@ class ServeLoop(mode.Service):
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=s.serve.auto_offset_reset,
-            fetch_max_wait_ms=s.serve.fetch_max_wait_ms,
+            fetch_max_wait_ms=(
+                max(s.serve.fetch_max_wait_ms, s.inference.max_wait_ms)
+                if s.inference.mode == "batch"
+                else s.serve.fetch_max_wait_ms
+            ),
             max_partition_fetch_bytes=s.serve.max_partition_fetch_bytes,
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(s.app.session_timeout_s * 1000),

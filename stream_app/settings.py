@@ -29,6 +29,7 @@ __all__ = [
     "BrokerSettings",
     "DriftSettings",
     "GuardSettings",
+    "InferenceSettings",
     "LearnSettings",
     "LimitSettings",
     "ModelSettings",
@@ -116,6 +117,25 @@ class ModelSettings:
     """Declared classes (classification); a label outside them is dead-lettered as unknown_label.
     Empty: any string, integer or boolean label is a class. For a binary-only estimator (logistic
     regression) the first class is the negative one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    """How the model is asked: event by event, or once per micro-batch."""
+
+    mode: str = "event"
+    """``event``: predict, emit and learn one event at a time (predict-then-learn exactly).
+    ``batch``: predict a micro-batch at once, then emit and learn its events in order; every
+    prediction of a batch comes from the model as it stood at the batch's start."""
+    max_batch: int = 1000
+    """Largest micro-batch (and the most records one poll takes in batch mode)."""
+    max_wait_ms: int = 20
+    """How long the broker may hold a fetch to fill a batch in batch mode: the added latency."""
+    many_min_rows: int = 500
+    """Smallest batch worth one ``predict_proba_many`` call (building a data frame costs)."""
+    learn_many: bool = False
+    """In batch mode, learn a batch's accepted examples with one ``learn_many`` call. Faster,
+    but one gradient step per batch: a different model from per-event ``learn_one``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +272,7 @@ class Settings:
     topics: TopicSettings = dataclasses.field(default_factory=TopicSettings)
     limits: LimitSettings = dataclasses.field(default_factory=LimitSettings)
     model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    inference: InferenceSettings = dataclasses.field(default_factory=InferenceSettings)
     learn: LearnSettings = dataclasses.field(default_factory=LearnSettings)
     guard: GuardSettings = dataclasses.field(default_factory=GuardSettings)
     drift: DriftSettings = dataclasses.field(default_factory=DriftSettings)
@@ -401,6 +422,10 @@ def _check(s: Settings) -> None:
     """Refuse settings that cannot work together, with a message that names the fix."""
     if s.topics.partitions < 1:
         raise ConfigError("topics.partitions must be at least 1")
+    if s.inference.mode not in {"event", "batch"}:
+        raise ConfigError("inference.mode must be event or batch")
+    if s.inference.max_batch < 1:
+        raise ConfigError("inference.max_batch must be at least 1")
     if s.drift.policy not in {"none", "reset", "challenger"}:
         raise ConfigError("drift.policy must be none, reset or challenger")
     if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:
