@@ -93,6 +93,7 @@ class ServeLoop(mode.Service):
             max_batch_size=s.serve.max_batch_bytes,
         )
         await self._producer.start()
+        self.pipeline.writer = False  # until this worker is given the commands partition
         self.pipeline.output_partitions = len(
             await self._producer.partitions_for(s.topics.predictions)
         )
@@ -165,8 +166,15 @@ class ServeLoop(mode.Service):
 
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""
+        await self.keeper.settle()
         async with self._lock:
-            if self.is_writer and self.keeper.checkpointer.dirty(self.pipeline.learner):
+            dirty = self.keeper.checkpointer.dirty(self.pipeline.learner)
+            log.info(
+                "shutting down (%s, %s)",
+                "the writer" if self.is_writer else "not the writer",
+                "new examples to checkpoint" if dirty else "nothing new learned",
+            )
+            if self.is_writer and dirty:
                 await self.keeper.checkpoint("shutdown", self.publish)
             await self._commit(force=True)
         if self._consumer is not None:
@@ -254,9 +262,18 @@ class ServeLoop(mode.Service):
                     self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        """After a rebalance: forget partitions that left, restore those that arrived."""
+        """After a rebalance: forget partitions that left, restore those that arrived.
+
+        Holds the serve lock: aiokafka may already fetch from the new partitions while this runs,
+        and nothing may be served (or learned) before pending events are restored and the
+        writer has taken over from the stored state.
+        """
+        async with self._lock:
+            await self._assign(frozenset(assigned))
+
+    async def _assign(self, assigned: frozenset[TopicPartition]) -> None:
+        """Take over the assigned partitions (under the serve lock, see :meth:`_on_assigned`)."""
         features = self.settings.topics.features
-        assigned = frozenset(assigned)
         before = {tp.partition for tp in self.assignment or () if tp.topic == features}
         now = {tp.partition for tp in assigned if tp.topic == features}
         for partition in before - now:

@@ -243,6 +243,8 @@ class RegistrySettings:
     compression_level: int = 3
     follow_poll_ms: int = 100
     """How long a follower's fetch waits: bounds how soon other workers see a new version."""
+    encode_in_child: bool = True
+    """Pickle checkpoints in a forked child (copy-on-write snapshot) so serving never waits."""
 
 
 @dataclasses.dataclass(frozen=True)
