@@ -77,6 +77,7 @@ class Pipeline:
         self._children: dict[tuple[int, str], Any] = {}
         self._observe = metrics.predict_latency.observe
         self._served = 0
+        self._learned_count = 0
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after.
@@ -104,6 +105,7 @@ class Pipeline:
         self.metrics.events.inc(len(records))
         self.metrics.predictions.inc(self._served)
         self._served = 0
+        self._report_learning()
 
     def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Decode a micro-batch, predict it with one call, then emit and learn event by event."""
@@ -200,6 +202,7 @@ class Pipeline:
                 continue
             answer = Prediction(served.prediction, served.proba)
             self._learn(out, record, event_id, served.features, label, answer, served.shadow, now)
+        self._report_learning()
 
     def expire(self, now: float) -> None:
         """Drop served events whose labels can no longer arrive in time."""
@@ -224,6 +227,7 @@ class Pipeline:
                 )
                 continue
             self._apply(out, record, event_id, features, label, served, shadow, now)
+        self._report_learning()
 
     def _learn(
         self,
@@ -273,12 +277,11 @@ class Pipeline:
             self._model_error(out, record, exc)
             return
         if outcome.learned:
-            self.metrics.labels_learned.inc()
+            self._learned_count += 1
         elif outcome.reason is not None:
             self._reject_label(out, record, outcome.reason, outcome.detail)
         for model_event in outcome.events:
             self._model_event(out, model_event)
-        self._report_quality()
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
@@ -313,8 +316,15 @@ class Pipeline:
             self.metrics.drift_detected.inc()
         self.report_versions()
 
-    def _report_quality(self) -> None:
-        """Publish the rolling quality of the serving model and of the challenger."""
+    def _report_learning(self) -> None:
+        """Count what a batch learned; publish the serving and challenger models' quality.
+
+        Once per batch, not per event: per event, these metrics cost more than the guard.
+        """
+        if not self._learned_count and not self.learner.examples_seen:
+            return
+        self.metrics.labels_learned.inc(self._learned_count)
+        self._learned_count = 0
         quality = self.learner.serving.quality
         value = quality.value
         if value is not None:
