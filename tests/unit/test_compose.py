@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ from tests.deployment import (
 )
 
 WORKER = "worker"
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
+_DEFAULTED = re.compile(r"\$\{(?P<name>[A-Z_]+):-(?P<default>[^}]*)\}")
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +229,16 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(
     uids = {p["datasource"]["uid"] for p in board["panels"]}
     uids |= {t["datasource"]["uid"] for p in board["panels"] for t in p["targets"]}
     assert uids == {source["uid"]}
+
+
+def test_docs_deploy_lists_every_variable_with_its_default() -> None:
+    """docs/deploy.md's table of variables matches the ``${VAR:-default}`` references."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    in_compose = {m["name"]: m["default"] for m in _DEFAULTED.finditer(text)}
+    rows = re.findall(
+        r"^\| `([A-Z_]+)` \| ([^|]*) \|", DEPLOY_DOC.read_text(encoding="utf-8"), re.M
+    )
+    documented = {
+        name: "" if default.strip() == "(empty)" else default.strip() for name, default in rows
+    }
+    assert documented == in_compose
