@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", "--max", type=int, default=0, help="stop after N messages")
     tail.add_argument("--timeout", type=float, default=0.0, help="stop after S s of silence")
     tail.set_defaults(run=_tail)
+
+    report = commands.add_parser("report", help="charts of quality, latency and model events")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML page")
+    report.add_argument("--png", type=Path, default=None, help="(default: report.png beside it)")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -191,6 +196,16 @@ def _tail(args: argparse.Namespace) -> int:
                 load_settings(), args.topic, max_messages=args.max, timeout=args.timeout, **options
             )
         )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the HTML report and its PNG: see :mod:`stream_app.report`."""
+    from stream_app.charts import report_to
+
+    png = args.png or args.out.with_name("report.png")
+    _, charts = report_to(load_settings(), args.out, png)
+    print(f"report: {args.out} and {png} ({charts.counts['predictions']:,} predictions)")
     return 0
 
 
