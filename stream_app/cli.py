@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import load_settings
+from stream_app.tail import TOPICS
 
 __all__ = ["main"]
 
@@ -85,6 +87,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
     demo.add_argument("--rate", type=float, default=500.0, help="events per second offered")
     demo.set_defaults(run=_demo)
+
+    produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
+    produce.add_argument("file", type=Path)
+    produce.add_argument("--topic", default=None, help="topic (default: topics.features)")
+    produce.add_argument("--label-column", default="label", help="column that is the label")
+    produce.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    produce.add_argument("--rate", type=float, default=0.0, help="messages/s (0: fast)")
+    produce.add_argument("--raw", action="store_true", help="send unparsable lines as they are")
+    produce.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    produce.set_defaults(run=_produce)
+
+    tail = commands.add_parser("tail", help="print a topic's messages readably as they come")
+    tail.add_argument("topic", choices=TOPICS)
+    tail.add_argument("--json", action="store_true", help="print the raw JSON values")
+    tail.add_argument("--from-beginning", action="store_true", help="not only new messages")
+    tail.add_argument("-n", "--max", type=int, default=0, help="stop after N messages")
+    tail.add_argument("--timeout", type=float, default=0.0, help="stop after S s of silence")
+    tail.set_defaults(run=_tail)
+
+    report = commands.add_parser("report", help="charts of quality, latency and model events")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML page")
+    report.add_argument("--png", type=Path, default=None, help="(default: report.png beside it)")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -143,6 +168,45 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(broker=args.broker, events=args.events, rate=args.rate)
     return run_demo(load_settings(), options)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    """Send a file to a topic: see :mod:`stream_app.produce`."""
+    from stream_app.produce import Columns, produce_file
+
+    columns = Columns(label=args.label_column, id=args.id_column)
+    summary = produce_file(
+        load_settings(), args.file, topic=args.topic, columns=columns, rate=args.rate,
+        raw=args.raw, fmt=args.format,
+    )  # fmt: skip
+    print(summary.line(), flush=True)
+    return 0 if summary.sent else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    """Print a topic's messages: see :mod:`stream_app.tail`."""
+    import asyncio
+
+    from stream_app.tail import tail
+
+    options = {"raw_json": args.json, "from_beginning": args.from_beginning}
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        asyncio.run(
+            tail(
+                load_settings(), args.topic, max_messages=args.max, timeout=args.timeout, **options
+            )
+        )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the HTML report and its PNG: see :mod:`stream_app.report`."""
+    from stream_app.charts import report_to
+
+    png = args.png or args.out.with_name("report.png")
+    _, charts = report_to(load_settings(), args.out, png)
+    print(f"report: {args.out} and {png} ({charts.counts['predictions']:,} predictions)")
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "SHORT_ENV",
     "AppSettings",
     "BrokerSettings",
+    "DemoSettings",
     "DriftSettings",
     "GuardSettings",
     "InferenceSettings",
@@ -34,6 +35,7 @@ __all__ = [
     "LimitSettings",
     "ModelSettings",
     "RegistrySettings",
+    "ReportSettings",
     "ServeSettings",
     "Settings",
     "TopicSettings",
@@ -266,6 +268,45 @@ class BrokerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """The demo's stream: River's SEA features, a concept change, noise, late labels; its view."""
+
+    seed: int = 42
+    rate: float = 500.0
+    """Feature events per second offered."""
+    change_at: int = 1500
+    """Event number where the concept changes (x1 + x2 > 8 is positive, then negative)..."""
+    change_every: int = 20000
+    """...and changes back and forth every this many events after it (0: once)."""
+    bad_share: float = 0.03
+    """Share of extra malformed messages (features) and labels for unknown events (labels)."""
+    flip_share: float = 0.03
+    """Share of labels flipped (label noise)."""
+    delayed_share: float = 0.5
+    """Share of events whose label comes later on the labels topic instead of inline."""
+    label_delay: int = 200
+    """How many events later a delayed label is sent."""
+    view_every_s: float = 1.0
+    """How often the live view refreshes."""
+    drain_timeout_s: float = 30.0
+    """Most time waited at the end for the worker to answer everything sent."""
+    report: str = ""
+    """Where the demo writes its report; empty means ``<app.data_dir>/demo-report.html``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSettings:
+    """``stream-app report``: how quality, latency and throughput are summarised over time."""
+
+    quality_window: int = 300
+    """Labelled predictions in the rolling quality (accuracy or MAE) drawn over time."""
+    buckets: int = 60
+    """Time slices for latency percentiles and throughput."""
+    read_timeout_s: float = 60.0
+    """Most time spent reading the topics to their current end."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
 
@@ -281,6 +322,8 @@ class Settings:
     registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+    demo: DemoSettings = dataclasses.field(default_factory=DemoSettings)
+    report: ReportSettings = dataclasses.field(default_factory=ReportSettings)
 
     @property
     def commands_topic(self) -> str:

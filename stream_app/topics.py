@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -10,7 +11,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from stream_app.errors import BrokerError
 from stream_app.settings import Settings, bootstrap_servers
 
-__all__ = ["ensure_topics", "topic_names"]
+__all__ = ["ensure_topics", "topic_names", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,13 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+    """Return the partitions of ``topic`` from fresh metadata (empty if it does not exist).
+
+    ``consumer.partitions_for_topic`` only knows topics the client already tracks.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions: set[int] = cluster.partitions_for_topic(topic) or set()
+    return partitions
