@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=500.0, help="events per second offered")
     demo.set_defaults(run=_demo)
 
+    score = commands.add_parser("score", help="score a JSONL or CSV file with a stored version")
+    score.add_argument("input", type=Path)
+    score.add_argument("--version", type=int, default=None, help="version (default: serving)")
+    score.add_argument("--out", type=Path, required=True, help="JSONL output, one line an event")
+    score.add_argument("--label-column", default="label", help="column that is the label")
+    score.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    score.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    score.set_defaults(run=_score)
+
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
     produce.add_argument("file", type=Path)
     produce.add_argument("--topic", default=None, help="topic (default: topics.features)")
@@ -181,6 +190,20 @@ def _produce(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(summary.line(), flush=True)
     return 0 if summary.sent else 1
+
+
+def _score(args: argparse.Namespace) -> int:
+    """Score a file offline with a stored version: see :mod:`stream_app.score`."""
+    from stream_app.score import load_version, score_file
+
+    settings = load_settings()
+    model = load_version(settings, args.version)
+    summary = score_file(
+        settings, model, args.input, args.out,
+        label_column=args.label_column, id_column=args.id_column, fmt=args.format,
+    )  # fmt: skip
+    print(summary.line(model), flush=True)
+    return 0 if summary.scored else 1
 
 
 def _tail(args: argparse.Namespace) -> int:
