@@ -249,10 +249,10 @@ class Pipeline:
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
-        self._taken.add(event_id, now)
-        if self.writer:
+        if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
             self._apply(out, record, event_id, features, label, served, shadow, now)
             return
+        self._taken.add(event_id, now)
         example = encode_example(event_id, features, label, served, shadow)
         out.keyed(s.examples_topic, event_id.encode(), example)
         self.metrics.labels_forwarded.inc()
