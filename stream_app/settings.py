@@ -206,6 +206,11 @@ class ServeSettings:
     """Idempotent producer (needs acks=all): client retries write no duplicate outputs."""
     retry_backoff_s: float = 0.5
     """Pause after a failed delivery or fetch before reading the same input again."""
+    lag_interval_s: float = 1.0
+    """How often the worker asks the broker for its input partitions' end offsets: this refreshes
+    ``stream_app_consumer_lag`` and is the broker contact that ``/health`` judges."""
+    broker_timeout_s: float = 5.0
+    """``/health`` reports unhealthy once the broker has not answered for this long."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,10 +73,11 @@ class Names:
     app_id: str
     topics: dict[str, str]
 
-    def toml(self, partitions: int, extra: str = "") -> str:
+    def toml(self, partitions: int, extra: str = "", serve: str = "") -> str:
+        """The worker's TOML: these topics, a quick commit, ``serve`` lines, then ``extra``."""
         lines = ["[topics]", f"partitions = {partitions}"]
         lines += [f'{key} = "{name}"' for key, name in self.topics.items()]
-        lines += ["[serve]", "commit_interval_s = 0.2"]
+        lines += ["[serve]", "commit_interval_s = 0.2", serve]
         return "\n".join(lines) + "\n" + extra
 
 
