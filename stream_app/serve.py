@@ -29,7 +29,8 @@ from stream_app.emit import Emitter
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_partition
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 from stream_app.versions import VersionKeeper
 
@@ -103,9 +104,9 @@ class ServeLoop(mode.Service):
         s = self.settings
         await ensure_topics(s)
         await ensure_topics(s, [s.commands_topic, s.examples_topic], partitions=1)
-        servers = bootstrap_servers(s.app.broker)
+        connection = client_kwargs(s)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             acks=-1 if s.serve.acks == "all" else int(s.serve.acks),
             enable_idempotence=s.serve.idempotence,
@@ -118,7 +119,7 @@ class ServeLoop(mode.Service):
         )
         self._emitter = Emitter(self._producer)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             group_id=self.group_id,
             enable_auto_commit=False,

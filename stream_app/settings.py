@@ -18,7 +18,7 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from stream_app.errors import ConfigError
 
@@ -33,6 +33,7 @@ __all__ = [
     "LimitSettings",
     "ModelSettings",
     "RegistrySettings",
+    "SecuritySettings",
     "ServeSettings",
     "Settings",
     "TopicSettings",
@@ -43,6 +44,22 @@ __all__ = [
 
 ENV_PREFIX: Final = "STREAM_APP_"
 DEFAULT_CONFIG_FILE: Final = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+MASK: Final = "***"
+
+
+class _MaskedRepr:
+    """A repr that shows ``***`` for the secrets a section names, so a logged repr leaks nothing."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={MASK if f.name in self.SECRETS and value else repr(value)}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +77,11 @@ class AppSettings:
     """How long the group waits for a silent worker before giving its partitions to others."""
 
 
-@dataclasses.dataclass(frozen=True)
-class WebSettings:
+@dataclasses.dataclass(frozen=True, repr=False)
+class WebSettings(_MaskedRepr):
     """The worker's HTTP server (health, metrics, model operations)."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("token",)
 
     host: str = "127.0.0.1"
     """Bind address: loopback unless you mean to expose it."""
@@ -248,6 +267,32 @@ class BrokerSettings:
     stop_timeout_s: float = 30.0
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
+class SecuritySettings(_MaskedRepr):
+    """How every Kafka client of the service authenticates and encrypts (Faust's and our own).
+
+    Secrets (``sasl_password``, ``ssl_key_password``) are best given in the environment, e.g.
+    ``STREAM_APP_SECURITY__SASL_PASSWORD``; reprs show them as ``***`` and nothing logs them.
+    """
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("sasl_password", "ssl_key_password")
+
+    protocol: str = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+    sasl_mechanism: str = "PLAIN"
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (for the SASL protocols)."""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    """CA bundle that signed the brokers' certificates; empty means the system's defaults."""
+    ssl_certfile: str = ""
+    """Client certificate (PEM) for brokers that require one (mutual TLS); empty for none."""
+    ssl_keyfile: str = ""
+    ssl_key_password: str = ""
+    ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host we connect to."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """All settings, one section per concern."""
@@ -263,6 +308,7 @@ class Settings:
     registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+    security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
 
     @property
     def commands_topic(self) -> str:
@@ -289,6 +335,9 @@ class Settings:
         """
         return _build(_merge(self.as_dict(), dict(sections), "replace()", strings=False))
 
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
     "STREAM_APP_BROKER": ("app", "broker"),
@@ -424,6 +473,12 @@ def _check(s: Settings) -> None:
         raise ConfigError("serve.auto_offset_reset must be earliest or latest")
     if not s.app.broker.startswith("kafka://"):
         raise ConfigError("app.broker must look like kafka://host:port")
+    if s.security.protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if s.security.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"security.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+    if s.security.protocol.startswith("SASL_") and not s.security.sasl_username:
+        raise ConfigError(f"security.protocol {s.security.protocol} needs security.sasl_username")
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")
