@@ -83,7 +83,12 @@ class Names:
 
 @pytest.fixture
 def names() -> Names:
-    app_id = f"t-{uuid.uuid4().hex[:10]}"
+    return make_names()
+
+
+def make_names(prefix: str = "t") -> Names:
+    """A fresh app id and its own topics (also used by the bench/ scripts)."""
+    app_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
     keys = [
         "features",
         "labels",
@@ -104,7 +109,11 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
     started: list[WorkerProcess] = []
 
     def start(
-        command: list[str] | None = None, *, partitions: int = 4, extra_config: str = ""
+        command: list[str] | None = None,
+        *,
+        partitions: int = 4,
+        extra_config: str = "",
+        serve: str = "",
     ) -> WorkerProcess:
         worker = start_worker(
             command or faust_command(),
@@ -112,7 +121,7 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
             bootstrap=kafka.bootstrap,
             web_port=free_port(),
             data_dir=tmp_path / f"worker-{len(started)}",
-            config=names.toml(partitions, extra_config),
+            config=names.toml(partitions, extra_config, serve),
             topics=names.topics,
         )
         started.append(worker)
