@@ -5,10 +5,10 @@
 One worker (4 partitions) on its own topics; events go in chunks of ``--chunk``, and 80% of each
 chunk is labeled once the worker has served it (two chunks later), the rest never, so the pending
 store fills to ``learn.pending_max`` and must evict. Prints the worker's RSS at 100k events and at
-the end, the growth between them, the largest ``stream_app_pending_events`` seen against its
-bound, ERROR lines logged during the run, and events/s (first event sent -> last one served).
-Starts its own broker unless STREAM_APP_BROKER is set. Asserts nothing; not part of make test
-(tests/integration/test_soak.py is the short version).
+the end, the growth between them and the growth after the store reached its bound, the largest
+``stream_app_pending_events`` seen against its bound, ERROR lines logged during the run, and
+events/s (first event sent -> last one served). Starts its own broker unless STREAM_APP_BROKER
+is set. Asserts nothing; not part of make test (tests/integration/test_soak.py is the short one).
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def main() -> int:
         )
         scraped = worker.metrics()
     mark = min(MARK, args.events)
+    # Once the pending store is full, its memory is spent: growth after that is what could leak.
+    full = next(
+        (i for i, n in enumerate(observed.pending) if n >= args.pending_max),
+        len(observed.pending) - 1,
+    )
+    full_at, full_kb = observed.rss_kb[full]
     report = {
         "events": args.events,
         "labels_sent": observed.labels,
@@ -66,6 +72,9 @@ def main() -> int:
         "mark": mark,
         "rss_mb_end": observed.rss_kb[-1][1] / MB,
         "rss_growth_mb": (observed.rss_kb[-1][1] - observed.rss_at(mark)) / MB,
+        "store_full_at_events": full_at,
+        "rss_mb_store_full": full_kb / MB,
+        "rss_growth_mb_after_full": (observed.rss_kb[-1][1] - full_kb) / MB,
         "pending_max_seen": max(observed.pending),
         "pending_bound": args.pending_max,
         "error_lines": len(observed.errors),
@@ -79,6 +88,11 @@ def main() -> int:
     print(
         f"worker RSS at {mark:,} events {report['rss_mb_at_mark']:.1f} MB, at the end "
         f"{report['rss_mb_end']:.1f} MB: growth {report['rss_growth_mb']:+.1f} MB"
+    )
+    print(
+        f"the pending store reached its bound at {full_at:,} events served (RSS "
+        f"{report['rss_mb_store_full']:.1f} MB); growth after that "
+        f"{report['rss_growth_mb_after_full']:+.1f} MB"
     )
     print(
         f"pending store: at most {report['pending_max_seen']:,.0f} of its bound "

@@ -127,6 +127,7 @@ async def test_the_worker_rides_out_a_broker_restart(
             return (status, body) if status not in (0, 200) else None
 
         status, body = await wait_for(unhealthy, timeout=OUTAGE_S, what="/health to turn 503")
+        noticed_s = time.monotonic() - went_away
         assert status == 503 and "broker" in body["reason"]
         assert worker.proc.poll() is None
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - went_away)))  # the fault
@@ -134,12 +135,14 @@ async def test_the_worker_rides_out_a_broker_restart(
         acked_during_outage = len(producer.acked)
 
         await asyncio.to_thread(own_kafka.start)  # the same data dir and port
+        restarted = time.monotonic()
 
         async def healthy() -> Any:
             status, body = health(worker)
             return body if status == 200 else None
 
         back = await wait_for(healthy, timeout=90, what="/health to turn 200 again")
+        recovered_s = time.monotonic() - restarted
         assert back["reason"] is None
 
         async def produced_after_restart() -> bool:
@@ -155,8 +158,9 @@ async def test_the_worker_rides_out_a_broker_restart(
         assert not missing, f"{len(missing)} acknowledged events never answered"
         assert worker.proc.poll() is None  # reconnected by itself, no restart
         print(
-            f"broker {how} for {OUTAGE_S:.0f}s: {len(producer.acked)} events, all answered; "
-            f"{producer.retried} producer chunk retries"
+            f"broker {how} for {OUTAGE_S:.0f}s: /health 503 after {noticed_s:.1f}s, 200 again "
+            f"{recovered_s:.1f}s after the broker was ready; {len(producer.acked)} events, all "
+            f"answered; {producer.retried} producer chunk retries"
         )
     finally:
         worker.stop()
