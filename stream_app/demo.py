@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.broker import LocalKafka, free_port, free_ports
 from stream_app.errors import StreamAppError
+from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 
 __all__ = ["DemoOptions", "demo_stream", "run_demo"]
@@ -192,12 +193,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 async def _stream(settings: Settings, bootstrap: str, options: DemoOptions, tally: _Tally) -> None:
     """Produce the demo stream, read the outputs, and print the view until done."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    connection = client_kwargs(settings.replace(app={"broker": f"kafka://{bootstrap}"}))
+    producer = AIOKafkaProducer(**connection, linger_ms=5)
     consumer = AIOKafkaConsumer(
         settings.topics.predictions,
         settings.topics.dead_letters,
         settings.topics.model_events,
-        bootstrap_servers=bootstrap,
+        **connection,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
     )

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.errors import StreamAppError
 from stream_app.registry import Registry
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
 __all__ = ["OPERATIONS", "read_registry", "run_command", "version_table"]
 
@@ -29,9 +30,7 @@ async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
     """Read the registry changelog to its current end into a fresh view."""
     registry = Registry()
     topic = f"{settings.app.id}-models-changelog"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         if topic not in await consumer.topics():
@@ -58,10 +57,10 @@ async def run_command(
     """Send one operation to the writer and return its answer (a ``model-events`` message)."""
     if op not in OPERATIONS:
         raise StreamAppError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
-    servers = bootstrap_servers(settings.app.broker)
+    connection = client_kwargs(settings)
     request_id = uuid.uuid4().hex
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    consumer = AIOKafkaConsumer(**connection, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**connection)
     await consumer.start()
     await producer.start()
     try:

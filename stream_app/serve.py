@@ -29,7 +29,8 @@ from stream_app.emit import Emitter
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_partition
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 from stream_app.versions import VersionKeeper
 
@@ -64,6 +65,9 @@ class ServeLoop(mode.Service):
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._lag_reported: set[TopicPartition] = set()
+        self._last_contact = time.monotonic()
+        """When the broker last answered the watcher (monotonic seconds)."""
+        self._outage_logged = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
@@ -74,18 +78,35 @@ class ServeLoop(mode.Service):
         return TopicPartition(self.settings.commands_topic, 0) in (self.assignment or ())
 
     @property
+    def broker_silence_s(self) -> float:
+        """Seconds since the broker last answered (the watcher asks every ``lag_interval_s``)."""
+        return time.monotonic() - self._last_contact
+
+    @property
+    def unhealthy_reason(self) -> str | None:
+        """Why this worker cannot serve now (starting, stopping, broker away), or None if it can."""
+        if self.should_stop:
+            return "stopping"
+        silence, limit = self.broker_silence_s, self.settings.serve.broker_timeout_s
+        if silence > limit:
+            return f"the broker has not answered for {silence:.1f}s (more than {limit:g}s)"
+        if self.assignment is None:
+            return "starting: not yet given partitions by the consumer group"
+        return None
+
+    @property
     def healthy(self) -> bool:
-        """True once the worker has joined its group and was given its share of partitions."""
-        return self.assignment is not None and not self.should_stop
+        """True while the worker holds its share of partitions and the broker answers."""
+        return self.unhealthy_reason is None
 
     async def on_start(self) -> None:
         """Create missing topics, then start the producer and the consumer."""
         s = self.settings
         await ensure_topics(s)
         await ensure_topics(s, [s.commands_topic, s.examples_topic], partitions=1)
-        servers = bootstrap_servers(s.app.broker)
+        connection = client_kwargs(s)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             acks=-1 if s.serve.acks == "all" else int(s.serve.acks),
             enable_idempotence=s.serve.idempotence,
@@ -99,7 +120,7 @@ class ServeLoop(mode.Service):
         )
         self._emitter = Emitter(self._producer)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -119,6 +140,7 @@ class ServeLoop(mode.Service):
             topics += [s.topics.labels, s.examples_topic]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
+        self._last_contact = time.monotonic()
         model = self.pipeline.learner.serving.model
         log.info(
             "serving %s -> %s as group %s (model %s v%d, %s, learning %s)",
@@ -153,6 +175,40 @@ class ServeLoop(mode.Service):
                     await self._commit(force=False)
         finally:
             self.set_shutdown()
+
+    @mode.Service.task
+    async def _watch_broker(self) -> None:
+        """Every ``lag_interval_s``: ask the broker for end offsets, report lag and contact."""
+        s = self.settings.serve
+        while not self.should_stop:
+            await self.sleep(s.lag_interval_s)
+            try:
+                await asyncio.wait_for(self._report_lag(), timeout=s.broker_timeout_s)
+            except (KafkaError, TimeoutError) as exc:
+                if not self._outage_logged and self.broker_silence_s > s.broker_timeout_s:
+                    self._outage_logged = True
+                    log.warning("the broker is unreachable (%s); reconnecting", repr(exc))
+                continue
+            if self._outage_logged:
+                self._outage_logged = False
+                log.info("the broker answers again")
+
+    async def _report_lag(self) -> None:
+        """Set ``consumer_lag`` of each assigned partition from its end offset and our position."""
+        assert self._consumer is not None
+        assigned = set(self._consumer.assignment())
+        # With no partition to ask about, the first features partition still proves contact.
+        probe = assigned or {TopicPartition(self.settings.topics.features, 0)}
+        ends = await self._consumer.end_offsets(sorted(probe))
+        self._last_contact = time.monotonic()
+        for tp in self._lag_reported - assigned:
+            self._lag_reported.discard(tp)
+            self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        for tp in sorted(assigned):
+            if tp in ends and tp in self._consumer.assignment():
+                lag = max(ends[tp] - await self._consumer.position(tp), 0)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                self._lag_reported.add(tp)
 
     @mode.Service.task
     async def _follow_versions(self) -> None:
@@ -200,10 +256,6 @@ class ServeLoop(mode.Service):
             else:
                 for record in records:
                     await self.keeper.command(record.value, self.publish)
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max((self._consumer.highwater(tp) or 0) - records[-1].offset - 1, 0)
-            )
-            self._lag_reported.add(tp)
         self.pipeline.expire(time.time())
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)

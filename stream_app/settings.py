@@ -18,7 +18,7 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from stream_app.errors import ConfigError
 
@@ -36,6 +36,7 @@ __all__ = [
     "ModelSettings",
     "RegistrySettings",
     "ReportSettings",
+    "SecuritySettings",
     "ServeSettings",
     "Settings",
     "TopicSettings",
@@ -46,6 +47,22 @@ __all__ = [
 
 ENV_PREFIX: Final = "STREAM_APP_"
 DEFAULT_CONFIG_FILE: Final = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+MASK: Final = "***"
+
+
+class _MaskedRepr:
+    """A repr that shows ``***`` for the secrets a section names, so a logged repr leaks nothing."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={MASK if f.name in self.SECRETS and value else repr(value)}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +80,11 @@ class AppSettings:
     """How long the group waits for a silent worker before giving its partitions to others."""
 
 
-@dataclasses.dataclass(frozen=True)
-class WebSettings:
+@dataclasses.dataclass(frozen=True, repr=False)
+class WebSettings(_MaskedRepr):
     """The worker's HTTP server (health, metrics, model operations)."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("token",)
 
     host: str = "127.0.0.1"
     """Bind address: loopback unless you mean to expose it."""
@@ -228,6 +247,11 @@ class ServeSettings:
     """Idempotent producer (needs acks=all): client retries write no duplicate outputs."""
     retry_backoff_s: float = 0.5
     """Pause after a failed delivery or fetch before reading the same input again."""
+    lag_interval_s: float = 1.0
+    """How often the worker asks the broker for its input partitions' end offsets: this refreshes
+    ``stream_app_consumer_lag`` and is the broker contact that ``/health`` judges."""
+    broker_timeout_s: float = 5.0
+    """``/health`` reports unhealthy once the broker has not answered for this long."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +289,32 @@ class BrokerSettings:
     """Where the jars are kept; empty means ``$XDG_CACHE_HOME/stream_app`` (~/.cache)."""
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class SecuritySettings(_MaskedRepr):
+    """How every Kafka client of the service authenticates and encrypts (Faust's and our own).
+
+    Secrets (``sasl_password``, ``ssl_key_password``) are best given in the environment, e.g.
+    ``STREAM_APP_SECURITY__SASL_PASSWORD``; reprs show them as ``***`` and nothing logs them.
+    """
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("sasl_password", "ssl_key_password")
+
+    protocol: str = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+    sasl_mechanism: str = "PLAIN"
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (for the SASL protocols)."""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    """CA bundle that signed the brokers' certificates; empty means the system's defaults."""
+    ssl_certfile: str = ""
+    """Client certificate (PEM) for brokers that require one (mutual TLS); empty for none."""
+    ssl_keyfile: str = ""
+    ssl_key_password: str = ""
+    ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host we connect to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +374,7 @@ class Settings:
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
     demo: DemoSettings = dataclasses.field(default_factory=DemoSettings)
     report: ReportSettings = dataclasses.field(default_factory=ReportSettings)
+    security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
 
     @property
     def commands_topic(self) -> str:
@@ -350,6 +401,9 @@ class Settings:
         """
         return _build(_merge(self.as_dict(), dict(sections), "replace()", strings=False))
 
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
     "STREAM_APP_BROKER": ("app", "broker"),
@@ -489,6 +543,12 @@ def _check(s: Settings) -> None:
         raise ConfigError("serve.auto_offset_reset must be earliest or latest")
     if not s.app.broker.startswith("kafka://"):
         raise ConfigError("app.broker must look like kafka://host:port")
+    if s.security.protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if s.security.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"security.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+    if s.security.protocol.startswith("SASL_") and not s.security.sasl_username:
+        raise ConfigError(f"security.protocol {s.security.protocol} needs security.sasl_username")
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")

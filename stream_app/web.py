@@ -41,12 +41,15 @@ def add_views(app: StreamApp) -> None:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        """200 once this worker serves its share of partitions, 503 before (or while stopping)."""
+        """200 while this worker serves its partitions and the broker answers; 503 with a reason."""
         serve = app.serve_loop
         model = app.pipeline.learner.serving.model
         features = app.settings.topics.features
+        reason = serve.unhealthy_reason
         body = {
-            "status": "ok" if serve.healthy else "starting",
+            "status": "ok" if reason is None else "unavailable",
+            "reason": reason,
+            "broker_silence_s": round(serve.broker_silence_s, 3),
             "app_id": app.settings.app.id,
             "group": serve.group_id,
             "partitions": sorted(
@@ -55,7 +58,7 @@ def add_views(app: StreamApp) -> None:
             "model": model.name,
             **app.keeper.describe(),
         }
-        return web.json(body, status=_OK if serve.healthy else _UNAVAILABLE)
+        return web.json(body, status=_OK if reason is None else _UNAVAILABLE)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
