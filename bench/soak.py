@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' load drivers
 
+from stream_app.settings import LearnSettings
 from tests.integration.load import bench_worker, soak
 
 MB = 1024.0
@@ -36,7 +37,9 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=10_000)
-    parser.add_argument("--pending-max", type=int, default=100_000)
+    parser.add_argument(
+        "--pending-max", type=int, default=LearnSettings().pending_max, help="learn.pending_max"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = f"[learn]\npending_max = {args.pending_max}\n"

@@ -166,7 +166,7 @@ class LearnSettings:
     enabled: bool = True
     pending_ttl_s: float = 3600.0
     """How long a served event waits for its delayed label."""
-    pending_max: int = 100000
+    pending_max: int = 50000
     """Most served events kept for delayed labels per worker (~1 KB each for 15 features)."""
     quality_window: int = 1000
     """Labels in the rolling quality figure (accuracy or MAE)."""
