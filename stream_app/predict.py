@@ -89,12 +89,14 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
     if not proba:
         return NO_ANSWER
     # River's predict_one is the argmax of predict_proba_one; take it from the same call.
-    best = max(proba, key=proba.__getitem__)
     decode = model.labels.from_model
-    return Prediction(
-        decode(best),
-        {class_key(decode(c)): float(p) for c, p in proba.items() if decode(c) is not None},
-    )
+    decoded = [(decode(c), p) for c, p in proba.items()]
+    best = max(decoded, key=_probability)[0]  # the first of equals, as River's argmax
+    return Prediction(best, {class_key(c): float(p) for c, p in decoded if c is not None})
+
+
+def _probability(pair: tuple[Any, float]) -> float:
+    return pair[1]
 
 
 def predict_many(
