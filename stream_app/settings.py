@@ -70,6 +70,10 @@ class WebSettings:
     port: int = 6066
     token: str = ""
     """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
+    max_batch_events: int = 10000
+    """Most events one ``POST /predict/batch`` may carry; more is refused as ``oversized``."""
+    max_batch_bytes: int = 33554432
+    """Largest ``POST /predict/batch`` body (a single event's is ``limits.max_message_bytes``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,6 +448,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("serve.auto_offset_reset must be earliest or latest")
     if not s.app.broker.startswith("kafka://"):
         raise ConfigError("app.broker must look like kafka://host:port")
+    if s.web.max_batch_events < 1 or s.web.max_batch_bytes < 1:
+        raise ConfigError("web.max_batch_events and web.max_batch_bytes must be positive")
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")
