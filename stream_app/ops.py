@@ -66,10 +66,8 @@ async def run_command(
     await producer.start()
     try:
         # Listen from the current end before asking, so the answer cannot slip past.
-        partitions = consumer.partitions_for_topic(settings.topics.model_events)
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(settings.topics.model_events) or {0}
+        # (The consumer's metadata may not know the topic yet; the producer's waits for it.)
+        partitions = await producer.partitions_for(settings.topics.model_events)
         tps = [TopicPartition(settings.topics.model_events, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
