@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     ):
         ops.add_parser(op, help=text).add_argument("version", type=int)
     ops.add_parser("unpin", help="serve the newest version again")
+    export = ops.add_parser("export", help="write version V as a file (stream_app.artifact)")
+    export.add_argument("version", type=int)
+    export.add_argument("--out", type=Path, required=True, help="the file to write")
+    ops.add_parser("import", help="store a file as a new shadow version").add_argument(
+        "path", type=Path
+    )
     models.set_defaults(run=_models)
 
     demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
@@ -147,7 +153,23 @@ def _models(args: argparse.Namespace) -> int:
         else:
             _print_versions(name, rows)
         return 0
-    answer = run(run_command(settings, args.op, getattr(args, "version", None)))
+    if args.op == "export":
+        from stream_app.transfer import export_version
+
+        registry = run(read_registry(settings))
+        args.out.write_bytes(export_version(registry, name, args.version))
+        print(f"wrote {name} v{args.version} to {args.out}")
+        return 0
+    if args.op == "import":
+        from stream_app.ops import import_artifact
+
+        try:
+            data = args.path.read_bytes()
+        except OSError as exc:
+            raise StreamAppError(f"cannot read {args.path}: {exc.strerror}") from None
+        answer = run(import_artifact(settings, data))
+    else:
+        answer = run(run_command(settings, args.op, getattr(args, "version", None)))
     print(orjson.dumps(answer).decode())
     return 0 if answer.get("ok") else 1
 

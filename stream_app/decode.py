@@ -32,6 +32,7 @@ __all__ = [
     "Features",
     "check_id",
     "decode_event",
+    "expect_object",
     "json_type",
     "parse_json",
     "validate_event",
@@ -73,13 +74,22 @@ def decode_event(raw: bytes | None, limits: LimitSettings) -> FeatureEvent:
     ...
     stream_app.errors.RejectedMessage: not_an_object: the message is a JSON array; ...
     """
-    obj = parse_json(raw, limits)
+    return validate_event(expect_object(parse_json(raw, limits)), limits)
+
+
+def expect_object(obj: Any) -> dict[str, Any]:
+    """Return a parsed message if it is a JSON object, else raise ``not_an_object``.
+
+    >>> expect_object("hi")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.RejectedMessage: not_an_object: the message is a JSON string; ...
+    """
     if type(obj) is not dict:
-        kind = json_type(obj)
         raise RejectedMessage(
-            reasons.NOT_AN_OBJECT, f"the message is a JSON {kind}; expected an object"
+            reasons.NOT_AN_OBJECT, f"the message is a JSON {json_type(obj)}; expected an object"
         )
-    return validate_event(obj, limits)
+    return obj
 
 
 def parse_json(raw: bytes | None, limits: LimitSettings) -> Any:

@@ -137,6 +137,7 @@ class Contender:
         answer = served.proba if self.model.task == "classification" else served.prediction
         verdict = self.guard.review(features, label, answer)
         if verdict.reason is None:
+            self.model.feature_names.update(features)
             if self.deferred is None:
                 self.model.estimator.learn_one(features, self.model.labels.to_model(label))
             else:
@@ -387,13 +388,17 @@ class Learner:
 
     def _start_challenger(self, factory: str) -> None:
         """Start a fresh model from ``factory`` learning in shadow, dueling the serving one."""
-        self.challenger = self._contender(self._fresh(factory))
-        if self.challenger.model.task != self.task:
-            raise ValueError(
-                f"challenger factory {factory} builds a {self.challenger.model.task} model"
-            )
+        self.challenge(self._fresh(factory))
+
+    def challenge(self, model: ServingModel) -> Contender:
+        """Let ``model`` (a fresh or an imported one) learn in shadow and duel the serving model."""
+        if model.task != self.task:
+            raise ValueError(f"a {model.task} model cannot challenge a {self.task} model")
+        self.flush()
+        self.challenger = self._contender(model)
         window = self.settings.drift.challenger_window
         self._duel = (self._quality(window), self._quality(window))
+        return self.challenger
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard and quality window."""

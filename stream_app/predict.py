@@ -51,6 +51,13 @@ class ServingModel:
     task: str
     labels: LabelCodec
     examples_learned: int = 0
+    feature_names: set[str] = dataclasses.field(default_factory=set)
+    """Names of the features of the examples it learned (for exported artifacts)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also versions stored before ``feature_names`` existed."""
+        state.setdefault("feature_names", set())
+        self.__dict__.update(state)
 
 
 class Prediction(NamedTuple):

@@ -31,7 +31,8 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from stream_app.errors import StreamAppError
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
 __all__ = [
     "Columns",
@@ -267,9 +268,7 @@ async def _send(
     from rich.progress import Progress
 
     console = Console(stderr=True)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), linger_ms=5
-    )
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
     await producer.start()
     started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []

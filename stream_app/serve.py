@@ -26,6 +26,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from stream_app.emit import Emitter
+from stream_app.errors import StreamAppError
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_partition
@@ -219,6 +220,13 @@ class ServeLoop(mode.Service):
         """Send one message now and wait for Kafka's acknowledgement (model events)."""
         assert self._producer is not None
         await self._producer.send_and_wait(topic, value, key=key)
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+        """Send one message (a label from ``POST /learn``); return its partition and offset."""
+        if self._producer is None:
+            raise StreamAppError("the worker's producer has not started yet")
+        meta = await self._producer.send_and_wait(topic, value, key=key)
+        return int(meta.partition), int(meta.offset)
 
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""

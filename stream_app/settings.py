@@ -91,6 +91,10 @@ class WebSettings(_MaskedRepr):
     port: int = 6066
     token: str = ""
     """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
+    max_batch_events: int = 10000
+    """Most events one ``POST /predict/batch`` may carry; more is refused as ``oversized``."""
+    max_batch_bytes: int = 33554432
+    """Largest ``POST /predict/batch`` body (a single event's is ``limits.max_message_bytes``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,6 +553,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"security.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
     if s.security.protocol.startswith("SASL_") and not s.security.sasl_username:
         raise ConfigError(f"security.protocol {s.security.protocol} needs security.sasl_username")
+    if s.web.max_batch_events < 1 or s.web.max_batch_bytes < 1:
+        raise ConfigError("web.max_batch_events and web.max_batch_bytes must be positive")
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")

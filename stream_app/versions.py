@@ -32,6 +32,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.registry import CorruptVersion, pack, pin_key
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
+from stream_app.transfer import Assembler, admit
 
 __all__ = ["VersionKeeper"]
 
@@ -60,6 +61,7 @@ class VersionKeeper:
         self._writing = asyncio.Lock()
         """One checkpoint at a time: numbering and retirement assume the previous one is done."""
         self._background: asyncio.Task[None] | None = None
+        self.assembler = Assembler()
         self.changed = asyncio.Event()
         self.loaded_at: float | None = None
         """Epoch seconds when this worker last took a version another worker made."""
@@ -183,7 +185,7 @@ class VersionKeeper:
         try:
             body = orjson.loads(raw or b"")
             op, version, request = body["op"], body.get("version"), str(body.get("request_id", ""))
-            if op not in self._ops:
+            if op not in self._ops and op != "import":
                 raise ValueError(f"unknown operation {op!r}")
             if version is not None and type(version) is not int:
                 raise ValueError("version must be an integer")
@@ -191,7 +193,9 @@ class VersionKeeper:
             log.warning("ignoring a malformed model command: %s", exc)
             return
         try:
-            outcome = await self._ops[op](version)
+            outcome = await (self._import(body) if op == "import" else self._ops[op](version))
+            if outcome is None:
+                return  # an import chunk: the answer comes with the last one
             fields: dict[str, Any] = {"ok": True, **outcome}
         except (CorruptVersion, ValueError) as exc:
             fields = {"ok": False, "error": str(exc)}
@@ -201,6 +205,17 @@ class VersionKeeper:
             op, name, fields.pop("model_version", current), request_id=request, **fields
         )
         await publish(self.settings.topics.model_events, name.encode(), event)
+
+    async def _import(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        """Take a chunk of an artifact; with the last one, store it as a shadow version."""
+        data = self.assembler.add(command)
+        if data is None:
+            return None
+        record, writes = admit(self.settings, self.learner, self.store.registry, data)
+        await self.store.write(writes)
+        self.pipeline.report_versions()
+        log.info("model %s v%d imported; it answers in shadow", record.model, record.version)
+        return {"model_version": record.version, "status": record.status}
 
     async def _rollback(self, version: int | None) -> dict[str, Any]:
         """Learning continues from ``version``; a new version records the rollback."""
