@@ -76,6 +76,7 @@ class AppSettings:
     data_dir: str = ".stream_app"
     """Local state: the Faust table store, the local broker's log dirs."""
     log_level: str = "info"
+    """Worker log level: debug, info, warning, error."""
     session_timeout_s: float = 10.0
     """How long the group waits for a silent worker before giving its partitions to others."""
 
@@ -89,6 +90,7 @@ class WebSettings(_MaskedRepr):
     host: str = "127.0.0.1"
     """Bind address: loopback unless you mean to expose it."""
     port: int = 6066
+    """Port of the health, metrics, model-operation and predict endpoints."""
     token: str = ""
     """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
     max_batch_events: int = 10000
@@ -102,11 +104,17 @@ class TopicSettings:
     """Topic names and how the app creates them when they are missing."""
 
     features: str = "features"
+    """Input: feature events (JSON objects with id and features)."""
     labels: str = "labels"
+    """Input: delayed labels, key = event id."""
     predictions: str = "predictions"
+    """Output: one prediction per served event, same partition number as the event."""
     predictions_shadow: str = "predictions-shadow"
+    """Output: the challenger's answers to the same events (gradual rollout)."""
     dead_letters: str = "dead-letters"
+    """Output: every message not served or not learned, with its reason and bytes."""
     model_events: str = "model-events"
+    """Output: drift, promotion, checkpoint and operation events, key = model name."""
     commands: str = ""
     """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
     examples: str = ""
@@ -114,6 +122,7 @@ class TopicSettings:
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1
+    """Replication of the topics the app creates (1 for a single broker)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +131,11 @@ class LimitSettings:
 
     max_message_bytes: int = 65536
     max_features: int = 1000
+    """Most features in one event (more: ``too_many_features``)."""
     max_id_chars: int = 128
+    """Longest event id."""
     max_string_chars: int = 256
+    """Longest string feature value, feature name or string label."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +143,7 @@ class ModelSettings:
     """Which estimator to serve and learn."""
 
     name: str = "default"
+    """Model name: the registry key, the ``model`` field of predictions."""
     factory: str = "stream_app.models:logistic_regression"
     """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
     task: str = "auto"
@@ -168,6 +181,7 @@ class LearnSettings:
     """Learning from labels: the join of delayed labels and the quality window."""
 
     enabled: bool = True
+    """Learn from labels; off = serve only (no pending store, no labels topic)."""
     pending_ttl_s: float = 3600.0
     """How long a served event waits for its delayed label."""
     pending_max: int = 50000
@@ -183,12 +197,15 @@ class GuardSettings:
     """The noise guard: which examples are predicted but not learned."""
 
     enabled: bool = True
+    """The noise guard as a whole; each rule below can be switched on its own."""
     warmup: int = 200
     """Learned examples before any rule may hold an example out."""
     outliers: bool = True
+    """Rule: hold out examples with a feature far outside its running statistics."""
     outlier_z: float = 8.0
     """A numeric feature this many standard deviations from its running mean is an outlier."""
     noisy_labels: bool = True
+    """Rule: hold out labels the model contradicts with high confidence."""
     label_confidence: float = 0.85
     """Classification: hold out a label the model gave less than 1 - this probability."""
     residual_scale: float = 6.0
@@ -196,6 +213,7 @@ class GuardSettings:
     cap_share: float = 0.3
     """Stand down when more than this share of the recent window is flagged (the world changed)."""
     cap_window: int = 500
+    """Reviewed examples over which the held-out share is measured."""
     cap_ratio: float = 2.0
     """Also stand down when the recent flagged share exceeds this multiple of the long-run share."""
     cap_floor: float = 0.05
@@ -245,6 +263,7 @@ class ServeSettings:
     auto_offset_reset: str = "earliest"
     """Where a new consumer group starts: ``earliest`` also serves what came before the worker."""
     max_partition_fetch_bytes: int = 1048576
+    """Most bytes fetched per partition per request (the consumer setting)."""
     max_batch_bytes: int = 900000
     """Largest output batch: one batch per partition per poll keeps round trips few."""
     idempotence: bool = True
@@ -271,6 +290,7 @@ class RegistrySettings:
     chunk_bytes: int = 524288
     """Largest piece of a blob in one message (below the broker's 1 MB default)."""
     compression_level: int = 3
+    """zlib level of checkpoint blobs (1 fast .. 9 small)."""
     follow_poll_ms: int = 100
     """How long a follower's fetch waits: bounds how soon other workers see a new version."""
     encode_in_child: bool = True
@@ -282,17 +302,23 @@ class BrokerSettings:
     """The local single-node KRaft Apache Kafka that ``stream-app broker`` and the tests start."""
 
     port: int = 9092
+    """Listener port of the local broker (``stream-app broker --port``)."""
     controller_port: int = 0
     """0 means ``port + 1``."""
     kafka_version: str = "3.9.1"
+    """Apache Kafka version whose jars are fetched from Maven Central."""
     scala_version: str = "2.13"
+    """Scala version of the Kafka jars."""
     heap: str = "512m"
+    """JVM heap of the local broker."""
     data_dir: str = ""
     """Empty means ``<app.data_dir>/kafka``."""
     cache_dir: str = ""
     """Where the jars are kept; empty means ``$XDG_CACHE_HOME/stream_app`` (~/.cache)."""
     start_timeout_s: float = 60.0
+    """Most time to wait for the local broker to say it started."""
     stop_timeout_s: float = 30.0
+    """Most time to wait for a clean broker stop before killing it."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -310,12 +336,14 @@ class SecuritySettings(_MaskedRepr):
     sasl_mechanism: str = "PLAIN"
     """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (for the SASL protocols)."""
     sasl_username: str = ""
+    """SASL user name (needed with SASL_PLAINTEXT and SASL_SSL)."""
     sasl_password: str = ""
     ssl_cafile: str = ""
     """CA bundle that signed the brokers' certificates; empty means the system's defaults."""
     ssl_certfile: str = ""
     """Client certificate (PEM) for brokers that require one (mutual TLS); empty for none."""
     ssl_keyfile: str = ""
+    """Private key of the client certificate."""
     ssl_key_password: str = ""
     ssl_check_hostname: bool = True
     """Check that the broker's certificate names the host we connect to."""
@@ -326,6 +354,7 @@ class DemoSettings:
     """The demo's stream: River's SEA features, a concept change, noise, late labels; its view."""
 
     seed: int = 42
+    """Seed of the demo stream (the same seed, the same events)."""
     rate: float = 500.0
     """Feature events per second offered."""
     change_at: int = 1500
