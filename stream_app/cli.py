@@ -105,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
 
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
     produce.add_argument("file", type=Path)
-    produce.add_argument("--topic", default=None, help="topic (default: topics.features)")
+    produce.add_argument(
+        "--topic",
+        default=None,
+        help="features, labels (as configured) or a topic name (default: features)",
+    )
     produce.add_argument("--label-column", default="label", help="column that is the label")
     produce.add_argument("--id-column", default=None, help="id column (default: id, or made)")
     produce.add_argument("--rate", type=float, default=0.0, help="messages/s (0: fast)")

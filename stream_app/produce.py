@@ -246,7 +246,12 @@ def produce_file(
     """Send ``path`` to ``topic`` (default: the features topic) at ``rate`` messages/s (0: fast)."""
     if not path.is_file():
         raise StreamAppError(f"no such file: {path}")
-    summary = Summary(topic or settings.topics.features)
+    from stream_app.tail import TOPICS, topic_name
+
+    # A contract name (``labels``) means the topic configured for it; anything else is literal.
+    summary = Summary(
+        topic_name(settings, topic) if topic in TOPICS else (topic or settings.topics.features)
+    )
     with path.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
     items = read_items(path, columns or Columns(), fmt)
