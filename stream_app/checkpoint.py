@@ -88,6 +88,8 @@ class Checkpointer:
         self.settings = settings
         self._last_at = time.monotonic()
         self._last_seen = 0
+        self.last_bytes: int | None = None
+        """Encoded size of the last checkpoint's serving state; None until one is known."""
 
     def due(self, learner: Learner, now: float) -> bool:
         """Tell whether enough was learned, or enough time passed with something learned."""
@@ -97,9 +99,18 @@ class Checkpointer:
             since >= s.checkpoint_every_examples or now - self._last_at >= s.checkpoint_every_s
         )
 
-    def start_from(self, learner: Learner) -> None:
-        """Count from a restored learner: what it knew is stored already."""
+    def start_from(self, learner: Learner, stored_bytes: int | None = None) -> None:
+        """Count from a restored learner: what it knew is stored already (in ``stored_bytes``)."""
         self._last_at, self._last_seen = time.monotonic(), learner.examples_seen
+        if stored_bytes is not None:
+            self.last_bytes = stored_bytes
+
+    def in_child(self) -> bool:
+        """Tell whether the next checkpoint is big enough to be worth encoding in a child."""
+        s = self.settings.registry
+        return s.encode_in_child and (
+            self.last_bytes is None or self.last_bytes >= s.child_min_bytes
+        )
 
     def dirty(self, learner: Learner) -> bool:
         """Tell whether something was learned since the last checkpoint."""
@@ -178,6 +189,7 @@ class Checkpointer:
             retired = replace(previous, status="retired")
             writes.append((record_key(name, previous.version), retired.to_json()))
         writes += self._expired(registry, records)
+        self.last_bytes = records[0].size
         return Checkpoint(records, writes, total, time.perf_counter() - plan.started)
 
     def _expired(self, registry: Registry, new: list[VersionRecord]) -> list[Write]:

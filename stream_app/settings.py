@@ -295,6 +295,9 @@ class RegistrySettings:
     """How long a follower's fetch waits: bounds how soon other workers see a new version."""
     encode_in_child: bool = True
     """Pickle checkpoints in a forked child (copy-on-write snapshot) so serving never waits."""
+    child_min_bytes: int = 1048576
+    """Encode in the child only once the last checkpoint was this big: forking costs a few ms,
+    more than pickling a small model on the spot. The first checkpoint always uses the child."""
 
 
 @dataclasses.dataclass(frozen=True)

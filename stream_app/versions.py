@@ -85,7 +85,7 @@ class VersionKeeper:
         if skipped:
             self.metrics.version_load_failures.inc(skipped)
         self.pipeline.learner = learner
-        self.checkpointer.start_from(learner)
+        self.checkpointer.start_from(learner, record.size if record else None)
         self._apply_pin()
         name = self.settings.model.name
         if record is None:
@@ -118,7 +118,7 @@ class VersionKeeper:
         async with self._writing:
             plan = self.checkpointer.plan(self.learner, registry)
             level = self.settings.registry.compression_level
-            if self.settings.registry.encode_in_child:
+            if self.checkpointer.in_child():
                 packed = await encode_in_child(plan.states, level)
             else:
                 packed = [pack(state, level) for state in plan.states]
@@ -324,7 +324,7 @@ class VersionKeeper:
             return
         learner.pinned = self.learner.pinned
         self.pipeline.learner = learner
-        self.checkpointer.start_from(learner)
+        self.checkpointer.start_from(learner, record.size)
         self.loaded_at = time.time()
         log.info("now serving model %s v%d, checkpointed by the writer", name, record.version)
         self.pipeline.report_versions()

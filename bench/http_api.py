@@ -1,6 +1,6 @@
 """HTTP serving on one worker, side by side with the floor of the web stack.
 
-    python bench/http.py [--seconds 3] [--connections 4] [--train 5000] [--json]
+    python bench/http_api.py [--seconds 3] [--connections 4] [--train 5000] [--json]
 
 Targets, same River model (the worker's checkpointed version, exported with
 ``stream-app models export`` and loaded with ``stream_app.artifact``):
@@ -17,39 +17,33 @@ Starts its own broker unless STREAM_APP_BROKER is set.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+import uuid
 from pathlib import Path
+from typing import Any
 
-# This file is named like the standard library's ``http`` package: drop its folder from the path
-# before anything imports ``http`` (aiohttp, urllib).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import aiohttp
+import orjson
+from aiohttp import web
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
+from stream_app.artifact import load
+from stream_app.broker import LocalKafka, free_port, free_ports
+from stream_app.predict import predict_many, predict_one
+from stream_app.settings import BrokerSettings, Settings
+from stream_app.transfer import serving_model
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-from stream_app.artifact import load  # noqa: E402
-from stream_app.broker import LocalKafka, free_port, free_ports  # noqa: E402
-from stream_app.predict import predict_many, predict_one  # noqa: E402
-from stream_app.settings import BrokerSettings, Settings  # noqa: E402
-from stream_app.transfer import serving_model  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("bench_run", _HERE / "run.py")
+_spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).parent / "run.py")
 assert _spec is not None and _spec.loader is not None
 run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(run)
@@ -249,7 +243,7 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     print(
-        f"bench/http.py: {args.connections} connections, {args.seconds:.0f} s per row, "
+        f"bench/http_api.py: {args.connections} connections, {args.seconds:.0f} s per row, "
         f"15 features, logistic_regression; same answers from both: {agree}"
     )
     print(
