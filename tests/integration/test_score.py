@@ -24,15 +24,17 @@ async def test_score_a_csv_with_an_older_version_matches_that_version(
 ) -> None:
     worker = worker_factory(partitions=1, extra_config=CONFIG)
     worker.wait_healthy()
-    await produce(
-        kafka.bootstrap, names.topics["features"], feature_messages(sea(1500, 71), inline=True)
-    )
+    messages = feature_messages(sea(1600, 71), inline=True)
+    for stored in (1, 2):  # a checkpoint comes after a fetched batch: send two rounds, get two
+        await produce(
+            kafka.bootstrap, names.topics["features"], messages[800 * (stored - 1) :][:800]
+        )
 
-    async def two_versions() -> object:
-        registry = await read_registry(kafka.bootstrap, names.app_id)
-        return registry if len(registry.versions("default")) >= 2 else None
+        async def versions(n: int = stored) -> object:
+            registry = await read_registry(kafka.bootstrap, names.app_id)
+            return registry if len(registry.versions("default")) >= n else None
 
-    registry = await wait_for(two_versions, what="two checkpoints")
+        registry = await wait_for(versions, what=f"{stored} checkpoint(s)")
     older = registry.versions("default")[0]
     model = load_model(registry, "default", older.version).model
 
