@@ -218,8 +218,8 @@ th{{background:#eee;text-align:left}}img{{max-width:100%}}</style></head><body>
 def _details(event: dict[str, Any]) -> str:
     """Return the fields of a model event beyond type, model and version, as ``k=v``.
 
-    >>> _details({"type": "drift", "model": "m", "model_version": 0, "examples_seen": 9})
-    'examples_seen=9'
+    >>> _details({"type": "promotion", "model": "m", "model_version": 1, "accuracy": 0.154000001})
+    'accuracy=0.154'
     """
-    rest = (f"{k}={v}" for k, v in event.items() if k not in ("type", "model", "model_version"))
-    return " ".join(rest)
+    rest = {k: v for k, v in event.items() if k not in ("type", "model", "model_version")}
+    return " ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in rest.items())
