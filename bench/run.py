@@ -1,17 +1,20 @@
 """Side by side, one run, one broker: the River floor, a hand-written aiokafka loop, stream_app.
 
-    python bench/run.py [--events 50000] [--factory logistic_regression] [--json]
+    python bench/run.py [--events 50000] [--factories logistic_regression,hoeffding_tree]
+                        [--seconds 5] [--plot bench/latency.png] [--json]
 
 Same events (15 numeric features, inline labels, seeded), same model factory:
 
 (a) floor: the bare in-process River loop, predict_proba_one + learn_one, no Kafka;
 (b) hand-written: getmany -> orjson -> predict_proba_one -> send -> learn_one, what a user writes;
-(c) stream_app: the worker (``python -m stream_app worker``), event mode.
+(c) stream_app: the worker (``python -m stream_app worker``), event mode;
+(d) stream_app in batch mode (``inference.mode = "batch"``).
 
 The topics are prefilled, then each consumer drains them; events/s is measured from the first to
-the last output's timestamp. Then produce -> prediction latency (p50, p99) of the worker at
-offered loads of 1k and 5k events/s. Starts its own broker unless STREAM_APP_BROKER is set.
-Prints a table (or one JSON object); asserts nothing. Batch mode comes with its batch path.
+the last output's timestamp; the worker's RSS is read before and after. Then produce ->
+prediction latency (p50, p99) of the worker, in both modes, at offered loads of 1k and 5k
+events/s, drawn as a PNG. Starts its own broker unless STREAM_APP_BROKER is set. Prints a table
+(or one JSON object); asserts nothing.
 """
 
 from __future__ import annotations
@@ -116,8 +119,10 @@ async def hand_written(bootstrap: str, topic: str, out: str, n: int, factory: st
     return n / (last - first)
 
 
-def start_worker(bootstrap: str, prefix: str, factory: str, workdir: Path) -> tuple[Any, int]:
-    """A worker process on its own topics (1 partition), its web port."""
+def start_worker(
+    bootstrap: str, prefix: str, factory: str, workdir: Path, mode: str = "event"
+) -> tuple[Any, int]:
+    """A worker process on its own topics (1 partition) in the given inference mode; its port."""
     port = free_port()
     config = workdir / f"{prefix}.toml"
     keys = [
@@ -133,6 +138,7 @@ def start_worker(bootstrap: str, prefix: str, factory: str, workdir: Path) -> tu
         f"[topics]\npartitions = 1\n{topics}"
         f'[model]\nfactory = "stream_app.models:{factory}"\n'
         '[guard]\nenabled = false\n[drift]\npolicy = "none"\n'
+        f'[inference]\nmode = "{mode}"\n'
     )
     env = {
         **os.environ,
@@ -152,14 +158,28 @@ def start_worker(bootstrap: str, prefix: str, factory: str, workdir: Path) -> tu
     return proc, port
 
 
-def stream_app_worker(bootstrap: str, prefix: str, n: int, factory: str, workdir: Path) -> float:
-    """(c) the worker, draining a prefilled topic: events/s from its outputs' served_at."""
-    proc, _ = start_worker(bootstrap, prefix, factory, workdir)
+def stream_app_worker(
+    bootstrap: str, prefix: str, n: int, factory: str, workdir: Path, mode: str
+) -> tuple[float, int, int]:
+    """(c, d) the worker draining a prefilled topic: events/s from its outputs' served_at, and
+    its RSS in bytes once ready (before) and after the drain."""
+    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode)
     try:
-        return asyncio.run(_drain_predictions(bootstrap, f"{prefix}-predictions", n))
+        wait_healthy(port)
+        before = rss(proc.pid)
+        rate = asyncio.run(_drain_predictions(bootstrap, f"{prefix}-predictions", n))
+        return rate, before, rss(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process in bytes (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def _drain_predictions(bootstrap: str, topic: str, n: int) -> float:
@@ -196,13 +216,19 @@ def wait_healthy(port: int, timeout: float = 90.0) -> None:
 
 
 def latency(
-    bootstrap: str, prefix: str, factory: str, workdir: Path, rate: float, seconds: float
-) -> dict[str, float]:
+    bootstrap: str,
+    prefix: str,
+    factory: str,
+    workdir: Path,
+    rate: float,
+    seconds: float,
+    mode: str,
+) -> dict[str, Any]:
     """p50/p99 produce -> prediction (ms) at an offered load of ``rate`` events/s."""
-    proc, port = start_worker(bootstrap, prefix, factory, workdir)
+    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode)
     try:
         wait_healthy(port)
-        return asyncio.run(_offered_load(bootstrap, prefix, rate, seconds))
+        return {"mode": mode, **asyncio.run(_offered_load(bootstrap, prefix, rate, seconds))}
     finally:
         proc.terminate()
         proc.wait(60)
@@ -252,13 +278,101 @@ async def _offered_load(
     }
 
 
+def run_factory(
+    bootstrap: str, factory: str, events: list[Any], workdir: Path, seconds: float
+) -> dict[str, Any]:
+    """Every path for one model factory: throughput, RSS, latency at 1k and 5k events/s."""
+    path = f"stream_app.models:{factory}"
+    results = {"floor": floor(events, path)}
+    tag = uuid.uuid4().hex[:6]
+    asyncio.run(prefill(bootstrap, f"hand-{tag}", events))
+    results["hand_written"] = asyncio.run(
+        hand_written(bootstrap, f"hand-{tag}", f"hand-{tag}-out", len(events), path)
+    )
+    memory: dict[str, dict[str, int]] = {}
+    for mode in ("event", "batch"):
+        prefix = f"sa{mode}-{tag}"
+        asyncio.run(prefill(bootstrap, f"{prefix}-features", events))
+        rate, before, after = stream_app_worker(
+            bootstrap, prefix, len(events), factory, workdir, mode
+        )
+        results[f"stream_app_{mode}"] = rate
+        memory[mode] = {"rss_before": before, "rss_after": after}
+    loads = [
+        latency(bootstrap, f"lat{mode}{int(r)}-{tag}", factory, workdir, r, seconds, mode)
+        for mode in ("event", "batch")
+        for r in (1000.0, 5000.0)
+    ]
+    return {
+        "factory": factory,
+        "events_per_s": results,
+        "us_per_event": {k: 1e6 / v for k, v in results.items()},
+        "ratio_to_floor": {k: v / results["floor"] for k, v in results.items()},
+        "ratio_to_hand_written": {k: v / results["hand_written"] for k, v in results.items()},
+        "rss": memory,
+        "latency": loads,
+    }
+
+
+def plot(reports: list[dict[str, Any]], path: Path) -> None:
+    """Latency percentiles against offered load, one panel per factory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4), squeeze=False)
+    for ax, report in zip(axes[0], reports, strict=True):
+        for mode, color in (("event", "tab:blue"), ("batch", "tab:orange")):
+            loads = [x for x in report["latency"] if x["mode"] == mode]
+            rates = [x["rate"] for x in loads]
+            ax.plot(rates, [x["p50_ms"] for x in loads], "o-", color=color, label=f"{mode} p50")
+            ax.plot(rates, [x["p99_ms"] for x in loads], "s--", color=color, label=f"{mode} p99")
+        ax.axhline(5, color="grey", lw=0.8, ls=":", label="target p50 5 ms")
+        ax.axhline(25, color="grey", lw=0.8, ls="-.", label="target p99 25 ms")
+        ax.set(
+            title=f"produce -> prediction, {report['factory']}",
+            xlabel="offered load (events/s)",
+            ylabel="latency (ms, log)",
+            yscale="log",
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_report(report: dict[str, Any], n: int) -> None:
+    """One factory's table for people."""
+    results = report["events_per_s"]
+    print(f"\n{n} events of {FEATURES} features, inline labels, {report['factory']}")
+    print(f"{'path':18} {'events/s':>10} {'us/event':>9} {'x floor':>8} {'x hand':>7}")
+    for name, rate in results.items():
+        print(
+            f"{name:18} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
+            f"{rate / results['hand_written']:>7.2f}"
+        )
+    for mode, mem in report["rss"].items():
+        grown = (mem["rss_after"] - mem["rss_before"]) / 2**20
+        print(
+            f"worker RSS ({mode}): {mem['rss_before'] / 2**20:.0f} MB ready, "
+            f"{mem['rss_after'] / 2**20:.0f} MB after {n} events ({grown:+.0f} MB)"
+        )
+    for load in report["latency"]:
+        print(
+            f"{load['mode']:5} mode, offered {load['rate']:,.0f} events/s: produce -> prediction "
+            f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--factory", default="logistic_regression")
+    parser.add_argument("--factories", default="logistic_regression,hoeffding_tree")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
+    parser.add_argument("--plot", type=Path, default=Path("bench/latency.png"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -278,57 +392,20 @@ def main() -> int:
             broker.start()
             bootstrap = broker.bootstrap
         try:
-            results = {"floor": floor(events, f"stream_app.models:{args.factory}")}
-            tag = uuid.uuid4().hex[:6]
-            asyncio.run(prefill(bootstrap, f"hand-{tag}", events))
-            results["hand_written"] = asyncio.run(
-                hand_written(
-                    bootstrap,
-                    f"hand-{tag}",
-                    f"hand-{tag}-out",
-                    len(events),
-                    f"stream_app.models:{args.factory}",
-                )
-            )
-            asyncio.run(prefill(bootstrap, f"sa-{tag}-features", events))
-            loads = [
-                latency(
-                    bootstrap, f"lat{int(rate)}-{tag}", args.factory, workdir, rate, args.seconds
-                )
-                for rate in (1000.0, 5000.0)
+            reports = [
+                run_factory(bootstrap, factory, events, workdir, args.seconds)
+                for factory in args.factories.split(",")
             ]
-            results["stream_app_event"] = stream_app_worker(
-                bootstrap, f"sa-{tag}", len(events), args.factory, workdir
-            )
         finally:
             if broker is not None:
                 broker.stop()
-    report: dict[str, Any] = {
-        "latency": loads,
-        "events": args.events,
-        "factory": args.factory,
-        "events_per_s": results,
-        "us_per_event": {k: 1e6 / v for k, v in results.items()},
-        "ratio_to_floor": {k: v / results["floor"] for k, v in results.items()},
-        "ratio_to_hand_written": {k: v / results["hand_written"] for k, v in results.items()},
-    }
+    plot(reports, args.plot)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps({"events": args.events, "plot": str(args.plot), "factories": reports}))
         return 0
-    print(
-        f"bench/run.py: {args.events} events of {FEATURES} features, inline labels, {args.factory}"
-    )
-    print(f"{'path':18} {'events/s':>10} {'us/event':>9} {'x floor':>8} {'x hand':>7}")
-    for name, rate in results.items():
-        print(
-            f"{name:18} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
-            f"{rate / results['hand_written']:>7.2f}"
-        )
-    for load in loads:
-        print(
-            f"offered {load['rate']:,.0f} events/s: produce -> prediction p50 "
-            f"{load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
-        )
+    for report in reports:
+        print_report(report, args.events)
+    print(f"\nlatency plot: {args.plot}")
     return 0
 
 

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -69,10 +70,10 @@ log4j.logger.state.change.logger=WARN
 _SERVER: Final = """process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{sasl_listener}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dirs}
 num.partitions={partitions}
@@ -82,6 +83,11 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
+"""
+
+_SASL: Final = """sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required {users};
 """
 
 
@@ -175,12 +181,18 @@ class LocalKafka:
         *,
         port: int | None = None,
         partitions: int = 4,
+        sasl_port: int | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = Path(data_dir)
         self.port = settings.port if port is None else port
         self.controller_port = settings.controller_port or self.port + 1
         self.partitions = partitions
+        self.sasl_port = sasl_port
+        """If set, a second listener: SASL_PLAINTEXT, mechanism PLAIN, for ``sasl_users``."""
+        self.sasl_users = dict(sasl_users or {})
+        """User name -> password accepted on the SASL listener (tests of client security)."""
         self.log_file = self.data_dir / "server.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -276,14 +288,18 @@ class LocalKafka:
         """Write server.properties and log4j.properties for this start's ports."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "log4j.properties").write_text(_LOG4J.format(log_file=self.log_file))
-        (self.data_dir / "server.properties").write_text(
-            _SERVER.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dirs=self.data_dir / "logs",
-                partitions=self.partitions,
-            )
+        sasl = self.sasl_port is not None
+        server = _SERVER.format(
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dirs=self.data_dir / "logs",
+            partitions=self.partitions,
+            sasl_listener=f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}" if sasl else "",
         )
+        if sasl:
+            users = " ".join(f'user_{name}="{pw}"' for name, pw in self.sasl_users.items())
+            server += _SASL.format(users=users)
+        (self.data_dir / "server.properties").write_text(server)
 
     def _format(self, classpath: str) -> None:
         """Format KRaft storage once, with a fresh cluster id."""

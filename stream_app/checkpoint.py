@@ -11,30 +11,64 @@ the retention: a reader never sees a record whose chunks are not there yet.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
+from stream_app.errors import CheckpointError
 from stream_app.learn import Contender, Learner
 from stream_app.registry import (
     CorruptVersion,
     Registry,
     VersionRecord,
     chunk_key,
-    encode_blob,
+    pack,
     record_key,
     retained,
+    split_blob,
 )
 from stream_app.settings import Settings
 
-__all__ = ["Checkpoint", "Checkpointer", "Write", "load_model", "restore_learner"]
+__all__ = [
+    "Checkpoint",
+    "Checkpointer",
+    "Plan",
+    "Write",
+    "encode_in_child",
+    "load_model",
+    "restore_learner",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT: Final = 1
 Write = tuple[bytes, bytes | None]
 """A table write: key and value (``None`` deletes)."""
+
+
+@dataclass(frozen=True)
+class _Version:
+    """What a version's record will say, taken when the snapshot was."""
+
+    status: str
+    number: int
+    parent: int
+    examples_learned: int
+    quality: dict[str, Any]
+    task: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A snapshot to encode (one state per version) and what its records will say."""
+
+    versions: list[_Version]
+    states: list[Any]
+    started: float
 
 
 @dataclass(frozen=True)
@@ -72,12 +106,18 @@ class Checkpointer:
         return learner.examples_seen > self._last_seen
 
     def checkpoint(self, learner: Learner, registry: Registry, reason: str) -> Checkpoint:
-        """Snapshot the learner as new versions; return the writes that store them."""
-        started = time.perf_counter()
-        s, name = self.settings, self.settings.model.name
-        previous = registry.newest(name, "serving")
-        records: list[VersionRecord] = []
-        writes: list[Write] = []
+        """Snapshot the learner as new versions and encode them here, on the caller's thread."""
+        plan = self.plan(learner, registry)
+        level = self.settings.registry.compression_level
+        return self.finish(plan, [pack(state, level) for state in plan.states], registry, reason)
+
+    def plan(self, learner: Learner, registry: Registry) -> Plan:
+        """Give the new versions numbers and take the snapshot; encoding may happen elsewhere.
+
+        The snapshot holds the live objects: encode it before the learner learns again (in a
+        forked child, see :func:`encode_in_child`, the fork is that instant).
+        """
+        name = self.settings.model.name
         challenger = learner.challenger
         # New numbers first: the snapshot must carry the versions it is stored as.
         parents = {"serving": learner.serving.model.version}
@@ -85,45 +125,60 @@ class Checkpointer:
         if challenger is not None:
             parents["shadow"] = challenger.model.version
             challenger.model.version = learner.allocate_version(registry.latest(name))
-        blobs: list[tuple[str, Contender, Any]] = [
-            ("serving", learner.serving, {"format": FORMAT, "learner": learner.snapshot()})
-        ]
+        contenders = [("serving", learner.serving)]
+        states: list[Any] = [{"format": FORMAT, "learner": learner.snapshot()}]
         if challenger is not None:
-            blobs.append(("shadow", challenger, {"format": FORMAT, "contender": challenger}))
+            contenders.append(("shadow", challenger))
+            states.append({"format": FORMAT, "contender": challenger})
+        versions = [
+            _Version(
+                status,
+                c.model.version,
+                parents[status],
+                c.model.examples_learned,
+                {"metric": c.quality.metric, "value": c.quality.value, "window": len(c.quality)},
+                c.model.task,
+            )
+            for status, c in contenders
+        ]
+        self._last_at, self._last_seen = time.monotonic(), learner.examples_seen
+        return Plan(versions, states, time.perf_counter())
+
+    def finish(
+        self, plan: Plan, packed: list[bytes], registry: Registry, reason: str
+    ) -> Checkpoint:
+        """Turn the encoded snapshot into table writes: chunks, records, retirement, tombstones."""
+        s, name = self.settings, self.settings.model.name
+        previous = registry.newest(name, "serving")
+        records: list[VersionRecord] = []
+        writes: list[Write] = []
         total = 0
-        for status, contender, state in blobs:
-            blob = encode_blob(state, s.registry.chunk_bytes, s.registry.compression_level)
-            model = contender.model
-            writes += [(chunk_key(name, model.version, i), c) for i, c in enumerate(blob.chunks)]
-            parent = parents[status]
+        for version, data in zip(plan.versions, packed, strict=True):
+            blob = split_blob(data, s.registry.chunk_bytes)
+            writes += [(chunk_key(name, version.number, i), c) for i, c in enumerate(blob.chunks)]
             record = VersionRecord(
                 model=name,
-                version=model.version,
-                parent=parent if registry.record(name, parent) is not None else None,
+                version=version.number,
+                parent=version.parent if registry.record(name, version.parent) else None,
                 created_at=time.time(),
-                examples_learned=model.examples_learned,
-                quality={
-                    "metric": contender.quality.metric,
-                    "value": contender.quality.value,
-                    "window": len(contender.quality),
-                },
+                examples_learned=version.examples_learned,
+                quality=version.quality,
                 reason=reason,
-                status=status,
+                status=version.status,
                 size=blob.size,
                 sha256=blob.sha256,
                 chunks=len(blob.chunks),
                 factory=s.model.factory,
-                task=model.task,
+                task=version.task,
             )
-            writes.append((record_key(name, model.version), record.to_json()))
+            writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)
             total += blob.size
         if previous is not None and previous.status == "serving":
             retired = replace(previous, status="retired")
             writes.append((record_key(name, previous.version), retired.to_json()))
         writes += self._expired(registry, records)
-        self._last_at, self._last_seen = time.monotonic(), learner.examples_seen
-        return Checkpoint(records, writes, total, time.perf_counter() - started)
+        return Checkpoint(records, writes, total, time.perf_counter() - plan.started)
 
     def _expired(self, registry: Registry, new: list[VersionRecord]) -> list[Write]:
         """Tombstones for the versions that fall out of the retention."""
@@ -181,3 +236,57 @@ def load_model(registry: Registry, name: str, version: int) -> Contender:
         contender = state["contender"]
     contender.model.version = version
     return contender
+
+
+async def encode_in_child(states: list[Any], level: int) -> list[bytes]:
+    """Pickle and compress ``states`` in a forked child, so serving goes on meanwhile.
+
+    The fork is the snapshot's instant: the child sees the learner exactly as it was (copy on
+    write) while the parent keeps learning. Pickling a large model (an adaptive random forest:
+    tens of MB, about a second) would otherwise stop the event loop for that long.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: encode, write, exit without running the parent's cleanup
+        _child_encode(read_fd, write_fd, states, level)
+    os.close(write_fd)
+    return await asyncio.to_thread(_collect, pid, read_fd, len(states))
+
+
+def _child_encode(read_fd: int, write_fd: int, states: list[Any], level: int) -> NoReturn:
+    """Run in the forked child: write each packed state, length first, then exit."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)  # the parent's event loop must not hear the child's signals
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(read_fd)
+        with os.fdopen(write_fd, "wb") as pipe:
+            for state in states:
+                data = pack(state, level)
+                pipe.write(len(data).to_bytes(8, "big"))
+                pipe.write(data)
+        code = 0
+    except BaseException as exc:  # report it on stderr; the parent sees the exit code
+        os.write(2, f"checkpoint encoder failed: {type(exc).__name__}: {exc}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _collect(pid: int, read_fd: int, count: int) -> list[bytes]:
+    """Read the child's packed states (in a thread: reading releases the GIL), then reap it."""
+    out: list[bytes] = []
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            for _ in range(count):
+                size = int.from_bytes(pipe.read(8) or b"\0", "big")
+                data = pipe.read(size)
+                if len(data) != size or not size:
+                    break
+                out.append(data)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0 or len(out) != count:
+        raise CheckpointError(f"the checkpoint encoder exited with {code}")
+    return out

@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     ):
         ops.add_parser(op, help=text).add_argument("version", type=int)
     ops.add_parser("unpin", help="serve the newest version again")
+    export = ops.add_parser("export", help="write version V as a file (stream_app.artifact)")
+    export.add_argument("version", type=int)
+    export.add_argument("--out", type=Path, required=True, help="the file to write")
+    ops.add_parser("import", help="store a file as a new shadow version").add_argument(
+        "path", type=Path
+    )
     models.set_defaults(run=_models)
 
     demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
@@ -89,9 +95,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", type=Path, default=None, help="report file (HTML; PNG beside)")
     demo.set_defaults(run=_demo)
 
+    score = commands.add_parser("score", help="score a JSONL or CSV file with a stored version")
+    score.add_argument("input", type=Path)
+    score.add_argument("--version", type=int, default=None, help="version (default: serving)")
+    score.add_argument("--out", type=Path, required=True, help="JSONL output, one line an event")
+    score.add_argument("--label-column", default="label", help="column that is the label")
+    score.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    score.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    score.set_defaults(run=_score)
+
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
     produce.add_argument("file", type=Path)
-    produce.add_argument("--topic", default=None, help="topic (default: topics.features)")
+    produce.add_argument(
+        "--topic",
+        default=None,
+        help="features, labels (as configured) or a topic name (default: features)",
+    )
     produce.add_argument("--label-column", default="label", help="column that is the label")
     produce.add_argument("--id-column", default=None, help="id column (default: id, or made)")
     produce.add_argument("--rate", type=float, default=0.0, help="messages/s (0: fast)")
@@ -139,7 +158,23 @@ def _models(args: argparse.Namespace) -> int:
         else:
             _print_versions(name, rows)
         return 0
-    answer = run(run_command(settings, args.op, getattr(args, "version", None)))
+    if args.op == "export":
+        from stream_app.transfer import export_version
+
+        registry = run(read_registry(settings))
+        args.out.write_bytes(export_version(registry, name, args.version))
+        print(f"wrote {name} v{args.version} to {args.out}")
+        return 0
+    if args.op == "import":
+        from stream_app.ops import import_artifact
+
+        try:
+            data = args.path.read_bytes()
+        except OSError as exc:
+            raise StreamAppError(f"cannot read {args.path}: {exc.strerror}") from None
+        answer = run(import_artifact(settings, data))
+    else:
+        answer = run(run_command(settings, args.op, getattr(args, "version", None)))
     print(orjson.dumps(answer).decode())
     return 0 if answer.get("ok") else 1
 
@@ -182,6 +217,20 @@ def _produce(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(summary.line(), flush=True)
     return 0 if summary.sent else 1
+
+
+def _score(args: argparse.Namespace) -> int:
+    """Score a file offline with a stored version: see :mod:`stream_app.score`."""
+    from stream_app.score import load_version, score_file
+
+    settings = load_settings()
+    model = load_version(settings, args.version)
+    summary = score_file(
+        settings, model, args.input, args.out,
+        label_column=args.label_column, id_column=args.id_column, fmt=args.format,
+    )  # fmt: skip
+    print(summary.line(model), flush=True)
+    return 0 if summary.scored else 1
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "Features",
     "check_id",
     "decode_event",
+    "expect_object",
     "json_type",
     "parse_json",
     "validate_event",
@@ -73,13 +74,22 @@ def decode_event(raw: bytes | None, limits: LimitSettings) -> FeatureEvent:
     ...
     stream_app.errors.RejectedMessage: not_an_object: the message is a JSON array; ...
     """
-    obj = parse_json(raw, limits)
+    return validate_event(expect_object(parse_json(raw, limits)), limits)
+
+
+def expect_object(obj: Any) -> dict[str, Any]:
+    """Return a parsed message if it is a JSON object, else raise ``not_an_object``.
+
+    >>> expect_object("hi")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.RejectedMessage: not_an_object: the message is a JSON string; ...
+    """
     if type(obj) is not dict:
-        kind = json_type(obj)
         raise RejectedMessage(
-            reasons.NOT_AN_OBJECT, f"the message is a JSON {kind}; expected an object"
+            reasons.NOT_AN_OBJECT, f"the message is a JSON {json_type(obj)}; expected an object"
         )
-    return validate_event(obj, limits)
+    return obj
 
 
 def parse_json(raw: bytes | None, limits: LimitSettings) -> Any:
@@ -186,8 +196,37 @@ def check_id(obj: dict[str, Any], limits: LimitSettings) -> str:
     return event_id
 
 
+_NUMERIC: Final = frozenset({float, int, bool})
+
+
+def _plainly_numeric(features: dict[str, Any], max_chars: int) -> bool:
+    """Tell, at C speed, that every value is a finite number or boolean and every name fits.
+
+    The common case on the hot path; anything else (strings, a sum that overflows) gets the
+    exact check, which names the offending feature.
+
+    >>> _plainly_numeric({"a": 1.5, "b": 2, "c": True}, 256), _plainly_numeric({"a": "x"}, 256)
+    (True, False)
+    >>> _plainly_numeric({"a": float("nan")}, 256), _plainly_numeric({"a": 10**400}, 256)
+    (False, False)
+    """
+    values = features.values()
+    if not set(map(type, values)) <= _NUMERIC:
+        return False
+    try:
+        total = sum(values)  # NaN or infinity anywhere makes the sum non-finite
+        return (
+            math.isfinite(total)
+            and 0 < min(map(len, features)) <= max(map(len, features)) <= max_chars
+        )
+    except OverflowError:  # an int beyond a double's range: the exact check reports it
+        return False
+
+
 def _check_features(features: dict[str, Any], max_chars: int) -> None:
     """Raise ``RejectedMessage`` for the first feature name or value that breaks the contract."""
+    if _plainly_numeric(features, max_chars):
+        return
     for name, value in features.items():
         kind = type(value)
         if kind is float:

@@ -31,7 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream_app.broker import LocalKafka, _die_with_parent, free_port, free_ports
 from stream_app.errors import StreamAppError
 from stream_app.report import ReportData, quality_around, scored, task_of
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.synth import DemoMessage, DemoStream, concept
 from stream_app.view import Tally, announce, scrape
 
@@ -227,13 +228,13 @@ async def _stream(
     from rich.live import Live
 
     t = settings.topics
-    servers = bootstrap_servers(settings.app.broker)
-    producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=5)
+    connection = client_kwargs(settings)
+    producer = AIOKafkaProducer(**connection, linger_ms=5)
     consumer = AIOKafkaConsumer(
         t.predictions,
         t.dead_letters,
         t.model_events,
-        bootstrap_servers=servers,
+        **connection,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
     )
@@ -299,9 +300,9 @@ async def _send(producer: AIOKafkaProducer, topic: str, message: DemoMessage, ta
 async def _drain(settings: Settings, worker_id: str, web_port: int, tally: Tally) -> None:
     """Wait until the worker committed everything sent: its outputs are then in Kafka."""
     t = settings.topics
-    servers = bootstrap_servers(settings.app.broker)
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    connection = client_kwargs(settings)
+    consumer = AIOKafkaConsumer(**connection)
+    admin = AIOKafkaAdminClient(**connection)
     await consumer.start()
     await admin.start()
     try:

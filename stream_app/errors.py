@@ -6,12 +6,20 @@
     ├── ConfigError          a setting is missing, malformed or inconsistent
     ├── RejectedMessage      an input message cannot be served or learned (has a dead-letter reason)
     ├── ModelError           a model factory or estimator misbehaved
-    └── BrokerError          the local Kafka broker could not be fetched, started or reached
+    ├── BrokerError          the local Kafka broker could not be fetched, started or reached
+    └── CheckpointError      a model version could not be encoded or stored
 """
 
 from __future__ import annotations
 
-__all__ = ["BrokerError", "ConfigError", "ModelError", "RejectedMessage", "StreamAppError"]
+__all__ = [
+    "BrokerError",
+    "CheckpointError",
+    "ConfigError",
+    "ModelError",
+    "RejectedMessage",
+    "StreamAppError",
+]
 
 
 class StreamAppError(Exception):
@@ -40,3 +48,7 @@ class ModelError(StreamAppError):
 
 class BrokerError(StreamAppError):
     """The local Kafka broker could not be fetched, started or reached."""
+
+
+class CheckpointError(StreamAppError):
+    """A checkpoint could not be encoded or written; serving goes on with the last good version."""

@@ -19,7 +19,7 @@ import math
 from typing import Any, NamedTuple
 
 from stream_app import reasons
-from stream_app.decode import check_id, json_type, parse_json
+from stream_app.decode import check_id, expect_object, json_type, parse_json
 from stream_app.errors import RejectedMessage
 from stream_app.settings import LimitSettings
 
@@ -37,11 +37,7 @@ class LabelEvent(NamedTuple):
 
 def decode_label(raw: bytes | None, limits: LimitSettings) -> LabelEvent:
     """Turn a ``labels`` message into a :class:`LabelEvent`, or raise ``RejectedMessage``."""
-    obj = parse_json(raw, limits)
-    if type(obj) is not dict:
-        raise RejectedMessage(
-            reasons.NOT_AN_OBJECT, f"the message is a JSON {json_type(obj)}; expected an object"
-        )
+    obj = expect_object(parse_json(raw, limits))
     event_id = check_id(obj, limits)
     label = obj.get("label", _MISSING)
     if label is _MISSING:

@@ -19,13 +19,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from stream_app import reasons
 from stream_app.drift import DriftMonitor
 from stream_app.guard import NoiseGuard, Verdict
 from stream_app.join import RecentIds
-from stream_app.predict import Prediction, ServingModel, fresh_model, predict_one
+from stream_app.models import supports_many
+from stream_app.predict import (
+    Prediction,
+    ServingModel,
+    fresh_model,
+    numeric_matrix,
+    predict_many,
+    predict_one,
+)
 from stream_app.settings import Settings
 
 __all__ = ["Contender", "Learner", "ModelEvent", "Outcome", "Quality", "error_of"]
@@ -116,6 +125,8 @@ class Contender:
     guard: NoiseGuard
     quality: Quality
     labels: int = 0
+    deferred: list[tuple[dict[str, Any], Any]] | None = None
+    """Accepted examples waiting for one ``learn_many`` call; ``None`` = learn each at once."""
 
     def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
         """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
@@ -126,9 +137,31 @@ class Contender:
         answer = served.proba if self.model.task == "classification" else served.prediction
         verdict = self.guard.review(features, label, answer)
         if verdict.reason is None:
-            self.model.estimator.learn_one(features, self.model.labels.to_model(label))
+            self.model.feature_names.update(features)
+            if self.deferred is None:
+                self.model.estimator.learn_one(features, self.model.labels.to_model(label))
+            else:
+                self.deferred.append((features, self.model.labels.to_model(label)))
             self.model.examples_learned += 1
         return verdict
+
+    def flush(self) -> None:
+        """Learn the deferred examples: one ``learn_many`` call where possible, else in order."""
+        batch, estimator = self.deferred, self.model.estimator
+        if not batch:
+            return
+        self.deferred = []
+        matrix = None
+        if supports_many(estimator, self.model.task, "learn_many"):
+            matrix = numeric_matrix([x for x, _ in batch])
+        if matrix is None:
+            for x, y in batch:
+                estimator.learn_one(x, y)
+            return
+        import pandas as pd  # only learn_many needs a data frame library
+
+        frame = pd.DataFrame(matrix[1], columns=matrix[0], copy=False)
+        estimator.learn_many(frame, pd.Series([y for _, y in batch]))
 
 
 class Learner:
@@ -150,6 +183,7 @@ class Learner:
 
     def snapshot(self) -> dict[str, Any]:
         """Return the whole learning state, for a checkpoint (pickled as it is)."""
+        self.flush()
         return {
             "serving": self.serving,
             "challenger": self.challenger,
@@ -175,6 +209,7 @@ class Learner:
         for contender in (learner.serving, learner.challenger):
             if contender is not None:
                 contender.guard.settings = settings.guard
+                contender.deferred = learner._deferred()
         learner.monitor.settings = settings.drift
         return learner
 
@@ -199,6 +234,23 @@ class Learner:
         if self.challenger is None:
             return served, None
         return served, predict_one(self.challenger.model, features)
+
+    def answer_many(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> list[tuple[Prediction, Prediction | None]]:
+        """Like :meth:`answer` for a micro-batch: one vectorised call per model where it pays."""
+        min_rows = self.settings.inference.many_min_rows
+        served = predict_many(self.pinned or self.serving.model, rows, min_rows)
+        if self.challenger is None:
+            return [(answer, None) for answer in served]
+        shadow = predict_many(self.challenger.model, rows, min_rows)
+        return list(zip(served, shadow, strict=True))
+
+    def flush(self) -> None:
+        """Learn what ``inference.learn_many`` deferred (after a batch, before a swap or a save)."""
+        for contender in (self.serving, self.challenger):
+            if contender is not None:
+                contender.flush()
 
     def learn(
         self,
@@ -261,6 +313,7 @@ class Learner:
 
     def _on_drift(self, now: float) -> list[ModelEvent]:
         """Report the drift and apply the policy: none, reset, or start a challenger."""
+        self.flush()
         model = self.serving.model
         events = [
             ModelEvent(
@@ -294,6 +347,7 @@ class Learner:
     ) -> ModelEvent:
         """Make the challenger serve; the old model is retired. Returns the promotion event."""
         assert self.challenger is not None
+        self.flush()
         previous = self.serving.model.version
         self.serving, self.challenger, self._duel = self.challenger, None, None
         self.monitor.reset()
@@ -319,7 +373,9 @@ class Learner:
 
     def replace_serving(self, contender: Contender) -> None:
         """Serve and learn with a stored contender from now on (rollback, promotion)."""
+        self.flush()
         contender.guard.settings = self.settings.guard
+        contender.deferred = self._deferred()
         self.serving, self.challenger, self._duel = contender, None, None
         self.monitor.reset()
 
@@ -332,18 +388,28 @@ class Learner:
 
     def _start_challenger(self, factory: str) -> None:
         """Start a fresh model from ``factory`` learning in shadow, dueling the serving one."""
-        self.challenger = self._contender(self._fresh(factory))
-        if self.challenger.model.task != self.task:
-            raise ValueError(
-                f"challenger factory {factory} builds a {self.challenger.model.task} model"
-            )
+        self.challenge(self._fresh(factory))
+
+    def challenge(self, model: ServingModel) -> Contender:
+        """Let ``model`` (a fresh or an imported one) learn in shadow and duel the serving model."""
+        if model.task != self.task:
+            raise ValueError(f"a {model.task} model cannot challenge a {self.task} model")
+        self.flush()
+        self.challenger = self._contender(model)
         window = self.settings.drift.challenger_window
         self._duel = (self._quality(window), self._quality(window))
+        return self.challenger
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard and quality window."""
         guard = NoiseGuard(self.settings.guard, model.task)
-        return Contender(model, guard, Quality(model.task, self.settings.learn.quality_window))
+        quality = Quality(model.task, self.settings.learn.quality_window)
+        return Contender(model, guard, quality, deferred=self._deferred())
+
+    def _deferred(self) -> list[tuple[dict[str, Any], Any]] | None:
+        """Return an empty deferral list when batch mode learns with ``learn_many``, else None."""
+        inference = self.settings.inference
+        return [] if inference.mode == "batch" and inference.learn_many else None
 
     def _quality(self, window: int) -> Quality:
         return Quality(self.task, window)

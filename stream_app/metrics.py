@@ -110,6 +110,24 @@ class Metrics:
             "Output batches Kafka did not acknowledge; their input is re-read, not lost.",
             registry=r,
         )
+        self.http_requests = Counter(
+            "stream_app_http_requests",
+            "Requests to the predict and learn endpoints, by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "stream_app_http_request_latency_seconds",
+            "Time from reading a predict or learn request to its answer, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_predictions = Counter(
+            "stream_app_http_predictions",
+            "Predictions answered over HTTP (not written to Kafka, not counted as events).",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """Return the Prometheus text exposition of every metric."""

@@ -30,6 +30,7 @@ __all__ = [
     "linear_regression",
     "logistic_regression",
     "resolve_factory",
+    "supports_many",
     "task_of",
 ]
 
@@ -59,6 +60,15 @@ class OneHotStrings(base.Transformer):
             )
             for name, value in x.items()
         }
+
+    def transform_many(self, X: Any) -> Any:
+        """Return a numeric frame unchanged: batch inference sends only numeric features here."""
+        if any(dtype.kind not in "biuf" for dtype in X.dtypes):
+            raise TypeError("OneHotStrings.transform_many takes numeric columns only")
+        return X
+
+    def learn_many(self, X: Any) -> None:
+        """Learn nothing: the encoding has no state (present so pipelines can ``learn_many``)."""
 
 
 def logistic_regression() -> Any:
@@ -106,6 +116,28 @@ def final_step(estimator: Any) -> Any:
     while isinstance(final, compose.Pipeline):
         final = list(final.steps.values())[-1]
     return final
+
+
+def supports_many(estimator: Any, task: str, method: str = "") -> bool:
+    """Tell whether every step of ``estimator`` has the vectorised (``*_many``) method needed.
+
+    ``method`` is the final step's (default: ``predict_proba_many`` for classifiers,
+    ``predict_many`` for regressors); earlier steps need ``transform_many`` too, and
+    ``learn_many`` when ``method`` is ``learn_many``.
+
+    >>> supports_many(logistic_regression(), "classification")
+    True
+    >>> supports_many(hoeffding_tree(), "classification", "learn_many")
+    False
+    """
+    final = method or ("predict_proba_many" if task == "classification" else "predict_many")
+    if not isinstance(estimator, compose.Pipeline):
+        return hasattr(estimator, final)
+    *steps, last = estimator.steps.values()
+    needed = ("transform_many", "learn_many") if final == "learn_many" else ("transform_many",)
+    return all(hasattr(step, name) for step in steps for name in needed) and supports_many(
+        last, task, method
+    )
 
 
 def is_binary(estimator: Any) -> bool:

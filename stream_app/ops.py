@@ -17,9 +17,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.errors import StreamAppError
 from stream_app.registry import Registry
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
-__all__ = ["OPERATIONS", "read_registry", "run_command", "version_table"]
+__all__ = ["OPERATIONS", "import_artifact", "read_registry", "run_command", "version_table"]
 
 OPERATIONS: Final = ("rollback", "pin", "unpin", "promote")
 _POLL_MS: Final = 200
@@ -29,9 +30,7 @@ async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
     """Read the registry changelog to its current end into a fresh view."""
     registry = Registry()
     topic = f"{settings.app.id}-models-changelog"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         if topic not in await consumer.topics():
@@ -58,32 +57,43 @@ async def run_command(
     """Send one operation to the writer and return its answer (a ``model-events`` message)."""
     if op not in OPERATIONS:
         raise StreamAppError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
-    servers = bootstrap_servers(settings.app.broker)
     request_id = uuid.uuid4().hex
-    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    command = {"op": op, "version": version, "model": settings.model.name, "request_id": request_id}
+    return await _exchange(settings, [command], request_id, timeout)
+
+
+async def import_artifact(settings: Settings, data: bytes, timeout: float = 60.0) -> dict[str, Any]:
+    """Send an artifact to the writer in chunks; return its answer (the new shadow version)."""
+    from stream_app.transfer import import_commands  # loads River: only this command needs it
+
+    request_id = uuid.uuid4().hex
+    chunk = settings.registry.chunk_bytes
+    commands = import_commands(data, settings.model.name, request_id, chunk)
+    return await _exchange(settings, commands, request_id, timeout)
+
+
+async def _exchange(
+    settings: Settings, commands: list[dict[str, Any]], request_id: str, timeout: float
+) -> dict[str, Any]:
+    """Send commands to the writer in order; return the answer that carries ``request_id``."""
+    connection = client_kwargs(settings)
+    consumer = AIOKafkaConsumer(**connection, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**connection)
     await consumer.start()
     await producer.start()
     try:
         # Listen from the current end before asking, so the answer cannot slip past.
-        partitions = consumer.partitions_for_topic(settings.topics.model_events)
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(settings.topics.model_events) or {0}
+        # (The consumer's metadata may not know the topic yet; the producer's waits for it.)
+        partitions = await producer.partitions_for(settings.topics.model_events)
         tps = [TopicPartition(settings.topics.model_events, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-        command = {
-            "op": op,
-            "version": version,
-            "model": settings.model.name,
-            "request_id": request_id,
-        }
-        await producer.send_and_wait(
-            settings.commands_topic, orjson.dumps(command), key=settings.model.name.encode()
-        )
+        for command in commands:
+            await producer.send_and_wait(
+                settings.commands_topic, orjson.dumps(command), key=settings.model.name.encode()
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=_POLL_MS)).values():
@@ -91,6 +101,7 @@ async def run_command(
                     event: dict[str, Any] = orjson.loads(record.value)
                     if event.get("request_id") == request_id:
                         return event
+        op = commands[-1]["op"]
         raise StreamAppError(f"no answer to {op} within {timeout:.0f}s: is a worker running?")
     finally:
         await producer.stop()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from stream_app import reasons
-from stream_app.decode import NO_LABEL, decode_event
+from stream_app.decode import NO_LABEL, FeatureEvent, decode_event
 from stream_app.errors import RejectedMessage
 from stream_app.join import PendingStore, RecentIds, Served
 from stream_app.label import check_label, decode_label
@@ -75,60 +75,105 @@ class Pipeline:
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
         self._children: dict[tuple[int, str], Any] = {}
+        self._observe = metrics.predict_latency.observe
+        self._served = 0
+        self._learned_count = 0
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
-        """Serve one partition's feature events in order; learn inline labels right after."""
-        s = self.settings
-        learner, metrics, pending = self.learner, self.metrics, self.pending
-        learning = s.learn.enabled
-        topic = s.topics.predictions
-        partition = records[0].partition if records else 0
-        out_partition = partition if partition < self.output_partitions else None
-        observe = metrics.predict_latency.observe
-        served_count = 0
+        """Serve one partition's feature events in order; learn inline labels right after.
+
+        Event mode asks the model once per event, so each prediction sees every label learned
+        before it. Batch mode asks once per micro-batch of ``inference.max_batch`` events.
+        """
+        inference = self.settings.inference
+        if inference.mode == "batch":
+            size = inference.max_batch
+            for start in range(0, len(records), size):
+                self._serve_batch(records[start : start + size], received, out)
+        else:
+            for record in records:
+                try:
+                    event = decode_event(record.value, self.settings.limits)
+                    served, shadow = self.learner.answer(event.features)
+                except RejectedMessage as rejected:
+                    self._dead_letter(out, record, rejected.reason, rejected.detail)
+                    continue
+                except Exception as exc:  # the estimator raised: dead-letter it, keep serving
+                    self._model_error(out, record, exc)
+                    continue
+                self._emit(out, record, event, served, shadow, received)
+        self.metrics.events.inc(len(records))
+        self.metrics.predictions.inc(self._served)
+        self._served = 0
+        self._report_learning()
+
+    def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
+        """Decode a micro-batch, predict it with one call, then emit and learn event by event."""
+        decoded: list[tuple[Record, FeatureEvent]] = []
         for record in records:
             try:
-                event = decode_event(record.value, s.limits)
-                served, shadow = learner.answer(event.features)
+                decoded.append((record, decode_event(record.value, self.settings.limits)))
             except RejectedMessage as rejected:
                 self._dead_letter(out, record, rejected.reason, rejected.detail)
-                continue
-            except Exception as exc:  # the estimator raised: dead-letter the event, keep serving
-                self._model_error(out, record, exc)
-                continue
-            latency = time.perf_counter() - received
-            now = time.time()
-            key = event.id.encode()
-            model = learner.pinned or learner.serving.model
-            latency_ms = round(latency * 1000.0, 3)
-            value = encode_prediction(
-                event.id,
-                served.prediction,
-                served.proba,
-                model.name,
-                model.version,
-                now,
-                latency_ms,
+        answers: list[tuple[Prediction, Prediction | None] | None]
+        try:
+            answers = list(self.learner.answer_many([event.features for _, event in decoded]))
+        except Exception:  # one bad row spoils a vectorised call: find it event by event
+            log.debug("batch prediction raised; answering this batch event by event")
+            answers = []
+            for record, event in decoded:
+                try:
+                    answers.append(self.learner.answer(event.features))
+                except Exception as exc:
+                    self._model_error(out, record, exc)
+                    answers.append(None)
+        for (record, event), answer in zip(decoded, answers, strict=True):
+            if answer is not None:
+                self._emit(out, record, event, answer[0], answer[1], received)
+        self.learner.flush()
+
+    def _emit(
+        self,
+        out: Outputs,
+        record: Record,
+        event: FeatureEvent,
+        served: Prediction,
+        shadow: Prediction | None,
+        received: float,
+    ) -> None:
+        """Emit one prediction (and the shadow one) to the event's partition; then keep or learn."""
+        latency = time.perf_counter() - received
+        now = time.time()
+        learner = self.learner
+        model = learner.pinned or learner.serving.model
+        value = encode_prediction(
+            event.id,
+            served.prediction,
+            served.proba,
+            model.name,
+            model.version,
+            now,
+            round(latency * 1000.0, 3),
+        )
+        partition, key = record.partition, event.id.encode()
+        out_partition = partition if partition < self.output_partitions else None
+        if out_partition is None:
+            out.keyed(self.settings.topics.predictions, key, value)
+        else:
+            out.to_partition(self.settings.topics.predictions, out_partition, key, value)
+        if shadow is not None:
+            self._shadow(out, out_partition, event.id, shadow, now)
+        self._observe(latency)
+        self._served += 1
+        if not self.settings.learn.enabled:
+            return
+        if event.label is NO_LABEL:
+            kept = Served(
+                event.features, served.prediction, served.proba, shadow, model.version, now
             )
-            if out_partition is None:
-                out.keyed(topic, key, value)
-            else:
-                out.to_partition(topic, out_partition, key, value)
-            if shadow is not None:
-                self._shadow(out, out_partition, event.id, shadow, now)
-            observe(latency)
-            served_count += 1
-            if not learning:
-                continue
-            if event.label is NO_LABEL:
-                kept = Served(
-                    event.features, served.prediction, served.proba, shadow, model.version, now
-                )
-                pending.put(partition, event.id, kept)
-            else:
-                self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
-        metrics.events.inc(len(records))
-        metrics.predictions.inc(served_count)
+            self.pending.put(partition, event.id, kept)
+        else:
+            self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
 
     def labels(self, records: Sequence[Record], out: Outputs) -> None:
         """Join each delayed label to what was served for its event, then learn it."""
@@ -157,6 +202,7 @@ class Pipeline:
                 continue
             answer = Prediction(served.prediction, served.proba)
             self._learn(out, record, event_id, served.features, label, answer, served.shadow, now)
+        self._report_learning()
 
     def expire(self, now: float) -> None:
         """Drop served events whose labels can no longer arrive in time."""
@@ -181,6 +227,7 @@ class Pipeline:
                 )
                 continue
             self._apply(out, record, event_id, features, label, served, shadow, now)
+        self._report_learning()
 
     def _learn(
         self,
@@ -202,10 +249,10 @@ class Pipeline:
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
-        self._taken.add(event_id, now)
-        if self.writer:
+        if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
             self._apply(out, record, event_id, features, label, served, shadow, now)
             return
+        self._taken.add(event_id, now)
         example = encode_example(event_id, features, label, served, shadow)
         out.keyed(s.examples_topic, event_id.encode(), example)
         self.metrics.labels_forwarded.inc()
@@ -230,12 +277,11 @@ class Pipeline:
             self._model_error(out, record, exc)
             return
         if outcome.learned:
-            self.metrics.labels_learned.inc()
+            self._learned_count += 1
         elif outcome.reason is not None:
             self._reject_label(out, record, outcome.reason, outcome.detail)
         for model_event in outcome.events:
             self._model_event(out, model_event)
-        self._report_quality()
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
@@ -270,8 +316,15 @@ class Pipeline:
             self.metrics.drift_detected.inc()
         self.report_versions()
 
-    def _report_quality(self) -> None:
-        """Publish the rolling quality of the serving model and of the challenger."""
+    def _report_learning(self) -> None:
+        """Count what a batch learned; publish the serving and challenger models' quality.
+
+        Once per batch, not per event: per event, these metrics cost more than the guard.
+        """
+        if not self._learned_count and not self.learner.examples_seen:
+            return
+        self.metrics.labels_learned.inc(self._learned_count)
+        self._learned_count = 0
         quality = self.learner.serving.quality
         value = quality.value
         if value is not None:

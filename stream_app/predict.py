@@ -11,19 +11,34 @@ Prediction(prediction=None, proba={})
 >>> answer = predict_one(model, {"x": 1.0})
 >>> answer.prediction, sorted(answer.proba)
 (True, ['false', 'true'])
+
+A batch gets one answer per event, from one vectorised call when it is large and uniform:
+
+>>> [p.prediction for p in predict_many(model, [{"x": 1.0}, {"x": 2.0}], min_rows=2)]
+[True, True]
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
 from stream_app.label import LabelCodec
-from stream_app.models import is_binary, resolve_factory, task_of
+from stream_app.models import is_binary, resolve_factory, supports_many, task_of
 from stream_app.settings import ModelSettings
 
-__all__ = ["Prediction", "ServingModel", "class_key", "fresh_model", "predict_one"]
+__all__ = [
+    "NO_ANSWER",
+    "Prediction",
+    "ServingModel",
+    "class_key",
+    "fresh_model",
+    "numeric_matrix",
+    "predict_many",
+    "predict_one",
+]
 
 
 @dataclasses.dataclass
@@ -36,6 +51,13 @@ class ServingModel:
     task: str
     labels: LabelCodec
     examples_learned: int = 0
+    feature_names: set[str] = dataclasses.field(default_factory=set)
+    """Names of the features of the examples it learned (for exported artifacts)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also versions stored before ``feature_names`` existed."""
+        state.setdefault("feature_names", set())
+        self.__dict__.update(state)
 
 
 class Prediction(NamedTuple):
@@ -43,6 +65,10 @@ class Prediction(NamedTuple):
 
     prediction: Any
     proba: dict[str, float]
+
+
+NO_ANSWER = Prediction(None, {})
+"""What a model that has learned nothing says."""
 
 
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
@@ -63,19 +89,78 @@ def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
 def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
     """Predict one event; classifiers also return class probabilities keyed by :func:`class_key`."""
     if model.examples_learned == 0:
-        return Prediction(None, {})
+        return NO_ANSWER
     if model.task == "regression":
         return Prediction(float(model.estimator.predict_one(features)), {})
     proba = model.estimator.predict_proba_one(features)
     if not proba:
-        return Prediction(None, {})
+        return NO_ANSWER
     # River's predict_one is the argmax of predict_proba_one; take it from the same call.
-    best = max(proba, key=proba.__getitem__)
     decode = model.labels.from_model
-    return Prediction(
-        decode(best),
-        {class_key(decode(c)): float(p) for c, p in proba.items() if decode(c) is not None},
-    )
+    decoded = [(decode(c), p) for c, p in proba.items()]
+    best = max(decoded, key=_probability)[0]  # the first of equals, as River's argmax
+    return Prediction(best, {class_key(c): float(p) for c, p in decoded if c is not None})
+
+
+def _probability(pair: tuple[Any, float]) -> float:
+    return pair[1]
+
+
+def predict_many(
+    model: ServingModel, rows: Sequence[dict[str, Any]], min_rows: int
+) -> list[Prediction]:
+    """Predict a batch with one vectorised call, or event by event where that is not faster.
+
+    The vectorised call pays for building a data frame, so it serves batches of at least
+    ``min_rows`` events with the same numeric features, on estimators that support it; any other
+    batch is answered by :func:`predict_one`, event by event. Both give the same answers.
+    """
+    if model.examples_learned == 0:
+        return [NO_ANSWER] * len(rows)
+    matrix = numeric_matrix(rows) if len(rows) >= min_rows else None
+    if matrix is None or not supports_many(model.estimator, model.task):
+        return [predict_one(model, x) for x in rows]
+    import pandas as pd  # only batch inference needs a data frame library
+
+    frame = pd.DataFrame(matrix[1], columns=matrix[0], copy=False)
+    if model.task == "regression":
+        return [Prediction(float(y), {}) for y in model.estimator.predict_many(frame).tolist()]
+    probas = model.estimator.predict_proba_many(frame)
+    decode = model.labels.from_model
+    labels = [decode(c) for c in probas.columns]
+    keep = [(j, class_key(label)) for j, label in enumerate(labels) if label is not None]
+    values = probas.to_numpy().tolist()
+    answers = []
+    for row in values:
+        best = max(range(len(row)), key=row.__getitem__)  # the first of equals, as predict_one
+        answers.append(Prediction(labels[best], {key: float(row[j]) for j, key in keep}))
+    return answers
+
+
+def numeric_matrix(rows: Sequence[dict[str, Any]]) -> tuple[list[str], Any] | None:
+    """Return (columns, float matrix) when every row has the same numeric features, else None.
+
+    >>> numeric_matrix([{"a": 1, "b": 2.5}, {"b": 0.0, "a": 3}])
+    (['a', 'b'], array([[1. , 2.5],
+           [3. , 0. ]]))
+    >>> numeric_matrix([{"a": 1}, {"b": 2}]) is None, numeric_matrix([{"a": "red"}]) is None
+    (True, True)
+    """
+    import numpy as np
+
+    columns = list(rows[0]) if rows else []
+    width = len(columns)
+    try:
+        table = [[x[c] for c in columns] for x in rows if len(x) == width]
+    except KeyError:
+        return None
+    if len(table) != len(rows):
+        return None
+    for row in table:
+        for value in row:
+            if value.__class__ is not float and value.__class__ is not int:
+                return None  # strings need one-hot encoding, booleans stay booleans: per event
+    return columns, np.array(table, dtype=np.float64)
 
 
 def class_key(label: Any) -> str:

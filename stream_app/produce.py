@@ -31,7 +31,8 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from stream_app.errors import StreamAppError
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
 __all__ = [
     "Columns",
@@ -245,7 +246,12 @@ def produce_file(
     """Send ``path`` to ``topic`` (default: the features topic) at ``rate`` messages/s (0: fast)."""
     if not path.is_file():
         raise StreamAppError(f"no such file: {path}")
-    summary = Summary(topic or settings.topics.features)
+    from stream_app.tail import TOPICS, topic_name
+
+    # A contract name (``labels``) means the topic configured for it; anything else is literal.
+    summary = Summary(
+        topic_name(settings, topic) if topic in TOPICS else (topic or settings.topics.features)
+    )
     with path.open("rb") as handle:
         total = sum(1 for line in handle if line.strip())
     items = read_items(path, columns or Columns(), fmt)
@@ -267,9 +273,7 @@ async def _send(
     from rich.progress import Progress
 
     console = Console(stderr=True)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), linger_ms=5
-    )
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
     await producer.start()
     started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []

@@ -38,9 +38,11 @@ __all__ = [
     "chunk_key",
     "decode_blob",
     "encode_blob",
+    "pack",
     "pin_key",
     "record_key",
     "retained",
+    "split_blob",
 ]
 
 REASONS: Final = (
@@ -101,7 +103,21 @@ class Blob(NamedTuple):
 
 def encode_blob(state: Any, chunk_bytes: int, level: int = 3) -> Blob:
     """Pickle, compress, checksum and split ``state``."""
-    packed = zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), level)
+    return split_blob(pack(state, level), chunk_bytes)
+
+
+def pack(state: Any, level: int = 3) -> bytes:
+    """Pickle and compress ``state``: the costly half of encoding (checkpoints do it off-loop)."""
+    return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), level)
+
+
+def split_blob(packed: bytes, chunk_bytes: int) -> Blob:
+    """Checksum packed bytes and split them into chunks of at most ``chunk_bytes``.
+
+    >>> blob = split_blob(b"abcde", 2)
+    >>> blob.chunks, blob.size
+    ([b'ab', b'cd', b'e'], 5)
+    """
     chunks = [packed[i : i + chunk_bytes] for i in range(0, len(packed), chunk_bytes)] or [b""]
     return Blob(chunks, hashlib.sha256(packed).hexdigest(), len(packed))
 

@@ -31,7 +31,8 @@ import orjson
 
 from stream_app.errors import StreamAppError
 from stream_app.learn import error_of
-from stream_app.settings import ReportSettings, Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import ReportSettings, Settings
 
 __all__ = [
     "MARKED",
@@ -310,9 +311,7 @@ async def _read_to_end(settings: Settings, topics: list[str], since: float) -> d
     from stream_app.topics import topic_partitions
 
     out: dict[str, list[Any]] = {topic: [] for topic in topics}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [

@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app.decode import NO_LABEL, decode_event
 from stream_app.errors import RejectedMessage
 from stream_app.join import PendingStore, Served
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
 __all__ = ["rebuild", "restore_partition"]
 
@@ -78,7 +79,7 @@ async def restore_partition(
     features = TopicPartition(settings.topics.features, partition)
     predictions = TopicPartition(settings.topics.predictions, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker),
+        **client_kwargs(settings),
         enable_auto_commit=False,
         client_id=f"{settings.app.id}-restore",
     )

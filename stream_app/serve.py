@@ -26,10 +26,12 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from stream_app.emit import Emitter
+from stream_app.errors import StreamAppError
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_partition
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 from stream_app.versions import VersionKeeper
 
@@ -64,6 +66,9 @@ class ServeLoop(mode.Service):
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._lag_reported: set[TopicPartition] = set()
+        self._last_contact = time.monotonic()
+        """When the broker last answered the watcher (monotonic seconds)."""
+        self._outage_logged = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
@@ -74,18 +79,35 @@ class ServeLoop(mode.Service):
         return TopicPartition(self.settings.commands_topic, 0) in (self.assignment or ())
 
     @property
+    def broker_silence_s(self) -> float:
+        """Seconds since the broker last answered (the watcher asks every ``lag_interval_s``)."""
+        return time.monotonic() - self._last_contact
+
+    @property
+    def unhealthy_reason(self) -> str | None:
+        """Why this worker cannot serve now (starting, stopping, broker away), or None if it can."""
+        if self.should_stop:
+            return "stopping"
+        silence, limit = self.broker_silence_s, self.settings.serve.broker_timeout_s
+        if silence > limit:
+            return f"the broker has not answered for {silence:.1f}s (more than {limit:g}s)"
+        if self.assignment is None:
+            return "starting: not yet given partitions by the consumer group"
+        return None
+
+    @property
     def healthy(self) -> bool:
-        """True once the worker has joined its group and was given its share of partitions."""
-        return self.assignment is not None and not self.should_stop
+        """True while the worker holds its share of partitions and the broker answers."""
+        return self.unhealthy_reason is None
 
     async def on_start(self) -> None:
         """Create missing topics, then start the producer and the consumer."""
         s = self.settings
         await ensure_topics(s)
         await ensure_topics(s, [s.commands_topic, s.examples_topic], partitions=1)
-        servers = bootstrap_servers(s.app.broker)
+        connection = client_kwargs(s)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             acks=-1 if s.serve.acks == "all" else int(s.serve.acks),
             enable_idempotence=s.serve.idempotence,
@@ -93,17 +115,22 @@ class ServeLoop(mode.Service):
             max_batch_size=s.serve.max_batch_bytes,
         )
         await self._producer.start()
+        self.pipeline.writer = False  # until this worker is given the commands partition
         self.pipeline.output_partitions = len(
             await self._producer.partitions_for(s.topics.predictions)
         )
         self._emitter = Emitter(self._producer)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
+            **connection,
             client_id=f"{s.app.id}-serve",
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset=s.serve.auto_offset_reset,
-            fetch_max_wait_ms=s.serve.fetch_max_wait_ms,
+            fetch_max_wait_ms=(
+                max(s.serve.fetch_max_wait_ms, s.inference.max_wait_ms)
+                if s.inference.mode == "batch"
+                else s.serve.fetch_max_wait_ms
+            ),
             max_partition_fetch_bytes=s.serve.max_partition_fetch_bytes,
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=int(s.app.session_timeout_s * 1000),
@@ -114,6 +141,7 @@ class ServeLoop(mode.Service):
             topics += [s.topics.labels, s.examples_topic]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
+        self._last_contact = time.monotonic()
         model = self.pipeline.learner.serving.model
         log.info(
             "serving %s -> %s as group %s (model %s v%d, %s, learning %s)",
@@ -150,6 +178,40 @@ class ServeLoop(mode.Service):
             self.set_shutdown()
 
     @mode.Service.task
+    async def _watch_broker(self) -> None:
+        """Every ``lag_interval_s``: ask the broker for end offsets, report lag and contact."""
+        s = self.settings.serve
+        while not self.should_stop:
+            await self.sleep(s.lag_interval_s)
+            try:
+                await asyncio.wait_for(self._report_lag(), timeout=s.broker_timeout_s)
+            except (KafkaError, TimeoutError) as exc:
+                if not self._outage_logged and self.broker_silence_s > s.broker_timeout_s:
+                    self._outage_logged = True
+                    log.warning("the broker is unreachable (%s); reconnecting", repr(exc))
+                continue
+            if self._outage_logged:
+                self._outage_logged = False
+                log.info("the broker answers again")
+
+    async def _report_lag(self) -> None:
+        """Set ``consumer_lag`` of each assigned partition from its end offset and our position."""
+        assert self._consumer is not None
+        assigned = set(self._consumer.assignment())
+        # With no partition to ask about, the first features partition still proves contact.
+        probe = assigned or {TopicPartition(self.settings.topics.features, 0)}
+        ends = await self._consumer.end_offsets(sorted(probe))
+        self._last_contact = time.monotonic()
+        for tp in self._lag_reported - assigned:
+            self._lag_reported.discard(tp)
+            self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        for tp in sorted(assigned):
+            if tp in ends and tp in self._consumer.assignment():
+                lag = max(ends[tp] - await self._consumer.position(tp), 0)
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                self._lag_reported.add(tp)
+
+    @mode.Service.task
     async def _follow_versions(self) -> None:
         """Apply pins and the writer's new versions as the registry changes."""
         await self.keeper.follow(self._lock)
@@ -159,10 +221,24 @@ class ServeLoop(mode.Service):
         assert self._producer is not None
         await self._producer.send_and_wait(topic, value, key=key)
 
+    async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+        """Send one message (a label from ``POST /learn``); return its partition and offset."""
+        if self._producer is None:
+            raise StreamAppError("the worker's producer has not started yet")
+        meta = await self._producer.send_and_wait(topic, value, key=key)
+        return int(meta.partition), int(meta.offset)
+
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""
+        await self.keeper.settle()
         async with self._lock:
-            if self.is_writer and self.keeper.checkpointer.dirty(self.pipeline.learner):
+            dirty = self.keeper.checkpointer.dirty(self.pipeline.learner)
+            log.info(
+                "shutting down (%s, %s)",
+                "the writer" if self.is_writer else "not the writer",
+                "new examples to checkpoint" if dirty else "nothing new learned",
+            )
+            if self.is_writer and dirty:
                 await self.keeper.checkpoint("shutdown", self.publish)
             await self._commit(force=True)
         if self._consumer is not None:
@@ -188,10 +264,6 @@ class ServeLoop(mode.Service):
             else:
                 for record in records:
                     await self.keeper.command(record.value, self.publish)
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max((self._consumer.highwater(tp) or 0) - records[-1].offset - 1, 0)
-            )
-            self._lag_reported.add(tp)
         self.pipeline.expire(time.time())
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
@@ -250,9 +322,18 @@ class ServeLoop(mode.Service):
                     self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def _on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        """After a rebalance: forget partitions that left, restore those that arrived."""
+        """After a rebalance: forget partitions that left, restore those that arrived.
+
+        Holds the serve lock: aiokafka may already fetch from the new partitions while this runs,
+        and nothing may be served (or learned) before pending events are restored and the
+        writer has taken over from the stored state.
+        """
+        async with self._lock:
+            await self._assign(frozenset(assigned))
+
+    async def _assign(self, assigned: frozenset[TopicPartition]) -> None:
+        """Take over the assigned partitions (under the serve lock, see :meth:`_on_assigned`)."""
         features = self.settings.topics.features
-        assigned = frozenset(assigned)
         before = {tp.partition for tp in self.assignment or () if tp.topic == features}
         now = {tp.partition for tp in assigned if tp.topic == features}
         for partition in before - now:

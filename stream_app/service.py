@@ -14,6 +14,7 @@ import faust
 from stream_app.learn import Learner
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
+from stream_app.security import broker_credentials
 from stream_app.serve import ServeLoop
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
@@ -47,6 +48,7 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
     app = StreamApp(
         settings.app.id,
         broker=settings.app.broker,
+        broker_credentials=broker_credentials(settings),
         web_host=settings.web.host,
         web_bind=settings.web.host,
         web_port=settings.web.port,

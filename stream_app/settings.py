@@ -18,7 +18,7 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from stream_app.errors import ConfigError
 
@@ -30,11 +30,13 @@ __all__ = [
     "DemoSettings",
     "DriftSettings",
     "GuardSettings",
+    "InferenceSettings",
     "LearnSettings",
     "LimitSettings",
     "ModelSettings",
     "RegistrySettings",
     "ReportSettings",
+    "SecuritySettings",
     "ServeSettings",
     "Settings",
     "TopicSettings",
@@ -45,6 +47,22 @@ __all__ = [
 
 ENV_PREFIX: Final = "STREAM_APP_"
 DEFAULT_CONFIG_FILE: Final = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+MASK: Final = "***"
+
+
+class _MaskedRepr:
+    """A repr that shows ``***`` for the secrets a section names, so a logged repr leaks nothing."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            shown.append(f"{f.name}={MASK if f.name in self.SECRETS and value else repr(value)}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,19 +76,27 @@ class AppSettings:
     data_dir: str = ".stream_app"
     """Local state: the Faust table store, the local broker's log dirs."""
     log_level: str = "info"
+    """Worker log level: debug, info, warning, error."""
     session_timeout_s: float = 10.0
     """How long the group waits for a silent worker before giving its partitions to others."""
 
 
-@dataclasses.dataclass(frozen=True)
-class WebSettings:
+@dataclasses.dataclass(frozen=True, repr=False)
+class WebSettings(_MaskedRepr):
     """The worker's HTTP server (health, metrics, model operations)."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("token",)
 
     host: str = "127.0.0.1"
     """Bind address: loopback unless you mean to expose it."""
     port: int = 6066
+    """Port of the health, metrics, model-operation and predict endpoints."""
     token: str = ""
     """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
+    max_batch_events: int = 10000
+    """Most events one ``POST /predict/batch`` may carry; more is refused as ``oversized``."""
+    max_batch_bytes: int = 33554432
+    """Largest ``POST /predict/batch`` body (a single event's is ``limits.max_message_bytes``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +104,17 @@ class TopicSettings:
     """Topic names and how the app creates them when they are missing."""
 
     features: str = "features"
+    """Input: feature events (JSON objects with id and features)."""
     labels: str = "labels"
+    """Input: delayed labels, key = event id."""
     predictions: str = "predictions"
+    """Output: one prediction per served event, same partition number as the event."""
     predictions_shadow: str = "predictions-shadow"
+    """Output: the challenger's answers to the same events (gradual rollout)."""
     dead_letters: str = "dead-letters"
+    """Output: every message not served or not learned, with its reason and bytes."""
     model_events: str = "model-events"
+    """Output: drift, promotion, checkpoint and operation events, key = model name."""
     commands: str = ""
     """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
     examples: str = ""
@@ -90,6 +122,7 @@ class TopicSettings:
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1
+    """Replication of the topics the app creates (1 for a single broker)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +131,11 @@ class LimitSettings:
 
     max_message_bytes: int = 65536
     max_features: int = 1000
+    """Most features in one event (more: ``too_many_features``)."""
     max_id_chars: int = 128
+    """Longest event id."""
     max_string_chars: int = 256
+    """Longest string feature value, feature name or string label."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +143,7 @@ class ModelSettings:
     """Which estimator to serve and learn."""
 
     name: str = "default"
+    """Model name: the registry key, the ``model`` field of predictions."""
     factory: str = "stream_app.models:logistic_regression"
     """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
     task: str = "auto"
@@ -121,13 +158,33 @@ class ModelSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    """How the model is asked: event by event, or once per micro-batch."""
+
+    mode: str = "event"
+    """``event``: predict, emit and learn one event at a time (predict-then-learn exactly).
+    ``batch``: predict a micro-batch at once, then emit and learn its events in order; every
+    prediction of a batch comes from the model as it stood at the batch's start."""
+    max_batch: int = 1000
+    """Largest micro-batch (and the most records one poll takes in batch mode)."""
+    max_wait_ms: int = 20
+    """How long the broker may hold a fetch to fill a batch in batch mode: the added latency."""
+    many_min_rows: int = 500
+    """Smallest batch worth one ``predict_proba_many`` call (building a data frame costs)."""
+    learn_many: bool = False
+    """In batch mode, learn a batch's accepted examples with one ``learn_many`` call. Faster,
+    but one gradient step per batch: a different model from per-event ``learn_one``."""
+
+
+@dataclasses.dataclass(frozen=True)
 class LearnSettings:
     """Learning from labels: the join of delayed labels and the quality window."""
 
     enabled: bool = True
+    """Learn from labels; off = serve only (no pending store, no labels topic)."""
     pending_ttl_s: float = 3600.0
     """How long a served event waits for its delayed label."""
-    pending_max: int = 100000
+    pending_max: int = 50000
     """Most served events kept for delayed labels per worker (~1 KB each for 15 features)."""
     quality_window: int = 1000
     """Labels in the rolling quality figure (accuracy or MAE)."""
@@ -140,12 +197,15 @@ class GuardSettings:
     """The noise guard: which examples are predicted but not learned."""
 
     enabled: bool = True
+    """The noise guard as a whole; each rule below can be switched on its own."""
     warmup: int = 200
     """Learned examples before any rule may hold an example out."""
     outliers: bool = True
+    """Rule: hold out examples with a feature far outside its running statistics."""
     outlier_z: float = 8.0
     """A numeric feature this many standard deviations from its running mean is an outlier."""
     noisy_labels: bool = True
+    """Rule: hold out labels the model contradicts with high confidence."""
     label_confidence: float = 0.85
     """Classification: hold out a label the model gave less than 1 - this probability."""
     residual_scale: float = 6.0
@@ -153,6 +213,7 @@ class GuardSettings:
     cap_share: float = 0.3
     """Stand down when more than this share of the recent window is flagged (the world changed)."""
     cap_window: int = 500
+    """Reviewed examples over which the held-out share is measured."""
     cap_ratio: float = 2.0
     """Also stand down when the recent flagged share exceeds this multiple of the long-run share."""
     cap_floor: float = 0.05
@@ -202,12 +263,18 @@ class ServeSettings:
     auto_offset_reset: str = "earliest"
     """Where a new consumer group starts: ``earliest`` also serves what came before the worker."""
     max_partition_fetch_bytes: int = 1048576
+    """Most bytes fetched per partition per request (the consumer setting)."""
     max_batch_bytes: int = 900000
     """Largest output batch: one batch per partition per poll keeps round trips few."""
     idempotence: bool = True
     """Idempotent producer (needs acks=all): client retries write no duplicate outputs."""
     retry_backoff_s: float = 0.5
     """Pause after a failed delivery or fetch before reading the same input again."""
+    lag_interval_s: float = 1.0
+    """How often the worker asks the broker for its input partitions' end offsets: this refreshes
+    ``stream_app_consumer_lag`` and is the broker contact that ``/health`` judges."""
+    broker_timeout_s: float = 5.0
+    """``/health`` reports unhealthy once the broker has not answered for this long."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +290,11 @@ class RegistrySettings:
     chunk_bytes: int = 524288
     """Largest piece of a blob in one message (below the broker's 1 MB default)."""
     compression_level: int = 3
+    """zlib level of checkpoint blobs (1 fast .. 9 small)."""
     follow_poll_ms: int = 100
     """How long a follower's fetch waits: bounds how soon other workers see a new version."""
+    encode_in_child: bool = True
+    """Pickle checkpoints in a forked child (copy-on-write snapshot) so serving never waits."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,17 +302,51 @@ class BrokerSettings:
     """The local single-node KRaft Apache Kafka that ``stream-app broker`` and the tests start."""
 
     port: int = 9092
+    """Listener port of the local broker (``stream-app broker --port``)."""
     controller_port: int = 0
     """0 means ``port + 1``."""
     kafka_version: str = "3.9.1"
+    """Apache Kafka version whose jars are fetched from Maven Central."""
     scala_version: str = "2.13"
+    """Scala version of the Kafka jars."""
     heap: str = "512m"
+    """JVM heap of the local broker."""
     data_dir: str = ""
     """Empty means ``<app.data_dir>/kafka``."""
     cache_dir: str = ""
     """Where the jars are kept; empty means ``$XDG_CACHE_HOME/stream_app`` (~/.cache)."""
     start_timeout_s: float = 60.0
+    """Most time to wait for the local broker to say it started."""
     stop_timeout_s: float = 30.0
+    """Most time to wait for a clean broker stop before killing it."""
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class SecuritySettings(_MaskedRepr):
+    """How every Kafka client of the service authenticates and encrypts (Faust's and our own).
+
+    Secrets (``sasl_password``, ``ssl_key_password``) are best given in the environment, e.g.
+    ``STREAM_APP_SECURITY__SASL_PASSWORD``; reprs show them as ``***`` and nothing logs them.
+    """
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("sasl_password", "ssl_key_password")
+
+    protocol: str = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+    sasl_mechanism: str = "PLAIN"
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` (for the SASL protocols)."""
+    sasl_username: str = ""
+    """SASL user name (needed with SASL_PLAINTEXT and SASL_SSL)."""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    """CA bundle that signed the brokers' certificates; empty means the system's defaults."""
+    ssl_certfile: str = ""
+    """Client certificate (PEM) for brokers that require one (mutual TLS); empty for none."""
+    ssl_keyfile: str = ""
+    """Private key of the client certificate."""
+    ssl_key_password: str = ""
+    ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host we connect to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +354,7 @@ class DemoSettings:
     """The demo's stream: River's SEA features, a concept change, noise, late labels; its view."""
 
     seed: int = 42
+    """Seed of the demo stream (the same seed, the same events)."""
     rate: float = 500.0
     """Feature events per second offered."""
     change_at: int = 1500
@@ -293,6 +398,7 @@ class Settings:
     topics: TopicSettings = dataclasses.field(default_factory=TopicSettings)
     limits: LimitSettings = dataclasses.field(default_factory=LimitSettings)
     model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    inference: InferenceSettings = dataclasses.field(default_factory=InferenceSettings)
     learn: LearnSettings = dataclasses.field(default_factory=LearnSettings)
     guard: GuardSettings = dataclasses.field(default_factory=GuardSettings)
     drift: DriftSettings = dataclasses.field(default_factory=DriftSettings)
@@ -301,6 +407,7 @@ class Settings:
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
     demo: DemoSettings = dataclasses.field(default_factory=DemoSettings)
     report: ReportSettings = dataclasses.field(default_factory=ReportSettings)
+    security: SecuritySettings = dataclasses.field(default_factory=SecuritySettings)
 
     @property
     def commands_topic(self) -> str:
@@ -327,6 +434,9 @@ class Settings:
         """
         return _build(_merge(self.as_dict(), dict(sections), "replace()", strings=False))
 
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
     "STREAM_APP_BROKER": ("app", "broker"),
@@ -444,6 +554,10 @@ def _check(s: Settings) -> None:
     """Refuse settings that cannot work together, with a message that names the fix."""
     if s.topics.partitions < 1:
         raise ConfigError("topics.partitions must be at least 1")
+    if s.inference.mode not in {"event", "batch"}:
+        raise ConfigError("inference.mode must be event or batch")
+    if s.inference.max_batch < 1:
+        raise ConfigError("inference.max_batch must be at least 1")
     if s.drift.policy not in {"none", "reset", "challenger"}:
         raise ConfigError("drift.policy must be none, reset or challenger")
     if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:
@@ -462,6 +576,14 @@ def _check(s: Settings) -> None:
         raise ConfigError("serve.auto_offset_reset must be earliest or latest")
     if not s.app.broker.startswith("kafka://"):
         raise ConfigError("app.broker must look like kafka://host:port")
+    if s.security.protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if s.security.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"security.sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}")
+    if s.security.protocol.startswith("SASL_") and not s.security.sasl_username:
+        raise ConfigError(f"security.protocol {s.security.protocol} needs security.sasl_username")
+    if s.web.max_batch_events < 1 or s.web.max_batch_bytes < 1:
+        raise ConfigError("web.max_batch_events and web.max_batch_bytes must be positive")
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")

@@ -20,7 +20,8 @@ from aiokafka.errors import KafkaError
 
 from stream_app.checkpoint import Write
 from stream_app.registry import Registry
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
 __all__ = ["TABLE_NAME", "RegistryStore"]
@@ -86,7 +87,7 @@ class RegistryStore(mode.Service):
             self.settings, [self.topic], partitions=1, config={"cleanup.policy": "compact"}
         )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.settings.app.broker),
+            **client_kwargs(self.settings),
             client_id=f"{self.settings.app.id}-registry",
             enable_auto_commit=False,
             fetch_max_wait_ms=self.settings.registry.follow_poll_ms,

@@ -24,7 +24,8 @@ from typing import Any, Final
 import orjson
 
 from stream_app.errors import StreamAppError
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 from stream_app.topics import topic_partitions
 
 __all__ = ["TOPICS", "describe", "tail", "topic_name"]
@@ -144,9 +145,7 @@ async def tail(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     topic = topic_name(settings, kind)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.app.broker), enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     printed = 0
     try:

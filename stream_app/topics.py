@@ -9,7 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from stream_app.errors import BrokerError
-from stream_app.settings import Settings, bootstrap_servers
+from stream_app.security import client_kwargs
+from stream_app.settings import Settings
 
 __all__ = ["ensure_topics", "topic_names", "topic_partitions"]
 
@@ -44,7 +45,7 @@ async def ensure_topics(
 
     By default: the service's topics with ``topics.partitions`` partitions.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.app.broker))
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

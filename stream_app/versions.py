@@ -18,14 +18,21 @@ from typing import Any
 
 import orjson
 
-from stream_app.checkpoint import Checkpointer, load_model, restore_learner
+from stream_app.checkpoint import (
+    Checkpoint,
+    Checkpointer,
+    encode_in_child,
+    load_model,
+    restore_learner,
+)
 from stream_app.learn import Learner
 from stream_app.messages import encode_model_event
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
-from stream_app.registry import CorruptVersion, pin_key
+from stream_app.registry import CorruptVersion, pack, pin_key
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
+from stream_app.transfer import Assembler, admit
 
 __all__ = ["VersionKeeper"]
 
@@ -51,6 +58,10 @@ class VersionKeeper:
         self.metrics = metrics
         self.is_writer = is_writer
         self.checkpointer = Checkpointer(settings)
+        self._writing = asyncio.Lock()
+        """One checkpoint at a time: numbering and retirement assume the previous one is done."""
+        self._background: asyncio.Task[None] | None = None
+        self.assembler = Assembler()
         self.changed = asyncio.Event()
         self.loaded_at: float | None = None
         """Epoch seconds when this worker last took a version another worker made."""
@@ -90,22 +101,41 @@ class VersionKeeper:
         self.pipeline.report_versions()
 
     async def maybe_checkpoint(self, publish: Publish) -> None:
-        """Checkpoint if one is due and this worker is the writer."""
+        """Start a checkpoint in the background if one is due and this worker is the writer."""
+        if self._background is not None and not self._background.done():
+            return  # one at a time; the next is due again once this one has finished
         if self.is_writer() and self.checkpointer.due(self.learner, time.monotonic()):
-            await self.checkpoint("periodic", publish)
+            self._background = asyncio.create_task(self.checkpoint("periodic", publish))
+
+    async def settle(self) -> None:
+        """Wait for a background checkpoint to finish (before shutting down)."""
+        if self._background is not None:
+            await asyncio.shield(self._background)
+
+    async def _store(self, reason: str) -> Checkpoint:
+        """Snapshot, encode (in a forked child unless disabled), and write new versions."""
+        registry = self.store.registry
+        async with self._writing:
+            plan = self.checkpointer.plan(self.learner, registry)
+            level = self.settings.registry.compression_level
+            if self.settings.registry.encode_in_child:
+                packed = await encode_in_child(plan.states, level)
+            else:
+                packed = [pack(state, level) for state in plan.states]
+            done = self.checkpointer.finish(plan, packed, registry, reason)
+            await self.store.write(done.writes)
+        return done
 
     async def checkpoint(self, reason: str, publish: Publish) -> None:
         """Store the learner as new versions; count and announce it. Failures keep serving."""
         name = self.settings.model.name
         try:
-            done = self.checkpointer.checkpoint(self.learner, self.store.registry, reason)
-            started = time.perf_counter()
-            await self.store.write(done.writes)
+            done = await self._store(reason)
         except Exception as exc:  # a checkpoint must never take serving down
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint of model %s failed: %s", name, exc, exc_info=exc)
             return
-        seconds = done.seconds + time.perf_counter() - started
+        seconds = done.seconds
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_bytes.set(done.bytes)
         for record in done.records:
@@ -155,7 +185,7 @@ class VersionKeeper:
         try:
             body = orjson.loads(raw or b"")
             op, version, request = body["op"], body.get("version"), str(body.get("request_id", ""))
-            if op not in self._ops:
+            if op not in self._ops and op != "import":
                 raise ValueError(f"unknown operation {op!r}")
             if version is not None and type(version) is not int:
                 raise ValueError("version must be an integer")
@@ -163,7 +193,9 @@ class VersionKeeper:
             log.warning("ignoring a malformed model command: %s", exc)
             return
         try:
-            outcome = await self._ops[op](version)
+            outcome = await (self._import(body) if op == "import" else self._ops[op](version))
+            if outcome is None:
+                return  # an import chunk: the answer comes with the last one
             fields: dict[str, Any] = {"ok": True, **outcome}
         except (CorruptVersion, ValueError) as exc:
             fields = {"ok": False, "error": str(exc)}
@@ -173,6 +205,17 @@ class VersionKeeper:
             op, name, fields.pop("model_version", current), request_id=request, **fields
         )
         await publish(self.settings.topics.model_events, name.encode(), event)
+
+    async def _import(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        """Take a chunk of an artifact; with the last one, store it as a shadow version."""
+        data = self.assembler.add(command)
+        if data is None:
+            return None
+        record, writes = admit(self.settings, self.learner, self.store.registry, data)
+        await self.store.write(writes)
+        self.pipeline.report_versions()
+        log.info("model %s v%d imported; it answers in shadow", record.model, record.version)
+        return {"model_version": record.version, "status": record.status}
 
     async def _rollback(self, version: int | None) -> dict[str, Any]:
         """Learning continues from ``version``; a new version records the rollback."""
@@ -216,8 +259,7 @@ class VersionKeeper:
     async def _store_now(self, reason: str, source: int) -> dict[str, Any]:
         """Checkpoint at once so the change is a version of its own; report it."""
         name = self.settings.model.name
-        done = self.checkpointer.checkpoint(self.learner, self.store.registry, reason)
-        await self.store.write(done.writes)
+        done = await self._store(reason)
         self.metrics.checkpoints.inc()
         self.pipeline.report_versions()
         made = done.records[0].version

@@ -1,14 +1,21 @@
-"""HTTP views on the worker's own (Faust) web server: health, metrics, and model operations."""
+"""HTTP views on the worker's own (Faust) web server: health, metrics, model operations, predict.
+
+This module only routes; the predict and learn endpoints are :mod:`stream_app.http_api`'s, the
+document at ``/openapi.json`` is :mod:`stream_app.openapi`'s.
+"""
 
 from __future__ import annotations
 
 import hmac
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
 from faust.web import Request, Response, View
 
 from stream_app.errors import StreamAppError
+from stream_app.http_api import ENDPOINTS, HttpApi
 from stream_app.metrics import CONTENT_TYPE
+from stream_app.openapi import document
 from stream_app.ops import OPERATIONS, run_command, version_table
 
 if TYPE_CHECKING:
@@ -22,6 +29,7 @@ _NOT_FOUND: Final = 404
 _CONFLICT: Final = 409
 _UNAVAILABLE: Final = 503
 _TIMEOUT: Final = 504
+_JSON: Final = "application/json"
 
 
 def authorized(token: str, header: str | None) -> bool:
@@ -41,12 +49,15 @@ def add_views(app: StreamApp) -> None:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        """200 once this worker serves its share of partitions, 503 before (or while stopping)."""
+        """200 while this worker serves its partitions and the broker answers; 503 with a reason."""
         serve = app.serve_loop
         model = app.pipeline.learner.serving.model
         features = app.settings.topics.features
+        reason = serve.unhealthy_reason
         body = {
-            "status": "ok" if serve.healthy else "starting",
+            "status": "ok" if reason is None else "unavailable",
+            "reason": reason,
+            "broker_silence_s": round(serve.broker_silence_s, 3),
             "app_id": app.settings.app.id,
             "group": serve.group_id,
             "partitions": sorted(
@@ -55,7 +66,7 @@ def add_views(app: StreamApp) -> None:
             "model": model.name,
             **app.keeper.describe(),
         }
-        return web.json(body, status=_OK if serve.healthy else _UNAVAILABLE)
+        return web.json(body, status=_OK if reason is None else _UNAVAILABLE)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -111,3 +122,33 @@ def add_views(app: StreamApp) -> None:
             except StreamAppError as exc:
                 return self.json({"error": str(exc)}, status=_TIMEOUT)
             return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+
+    add_serving_views(app)
+
+
+def add_serving_views(app: StreamApp) -> None:
+    """Register ``POST /predict``, ``/predict/batch``, ``/learn`` and ``GET /openapi.json``."""
+    serve = app.serve_loop
+    api = HttpApi(
+        app.settings, app.pipeline, app.metrics, send=serve.send, ready=lambda: serve.healthy
+    )
+    spec = orjson.dumps(document(app.settings))
+
+    for endpoint, path in ENDPOINTS.items():
+
+        class Serving(View):
+            """One of the serving endpoints, answered by :class:`~stream_app.http_api.HttpApi`."""
+
+            endpoint_name = endpoint
+
+            async def post(self, request: Request) -> Response:
+                aio: Any = request  # aiohttp's request, under Faust's aiohttp driver
+                answer = await api.handle(self.endpoint_name, aio.content, aio.content_length)
+                return self.bytes(answer.body, content_type=_JSON, status=answer.status)
+
+        app.page(path, name=f"serving-{endpoint}")(Serving)
+
+    @app.page("/openapi.json")
+    async def openapi(web: Any, request: Any) -> Any:
+        """Serve the OpenAPI 3.1 document of these endpoints."""
+        return web.bytes(spec, content_type=_JSON)

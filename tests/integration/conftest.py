@@ -73,16 +73,22 @@ class Names:
     app_id: str
     topics: dict[str, str]
 
-    def toml(self, partitions: int, extra: str = "") -> str:
+    def toml(self, partitions: int, extra: str = "", serve: str = "") -> str:
+        """The worker's TOML: these topics, a quick commit, ``serve`` lines, then ``extra``."""
         lines = ["[topics]", f"partitions = {partitions}"]
         lines += [f'{key} = "{name}"' for key, name in self.topics.items()]
-        lines += ["[serve]", "commit_interval_s = 0.2"]
+        lines += ["[serve]", "commit_interval_s = 0.2", serve]
         return "\n".join(lines) + "\n" + extra
 
 
 @pytest.fixture
 def names() -> Names:
-    app_id = f"t-{uuid.uuid4().hex[:10]}"
+    return make_names()
+
+
+def make_names(prefix: str = "t") -> Names:
+    """A fresh app id and its own topics (also used by the bench/ scripts)."""
+    app_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
     keys = [
         "features",
         "labels",
@@ -103,7 +109,11 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
     started: list[WorkerProcess] = []
 
     def start(
-        command: list[str] | None = None, *, partitions: int = 4, extra_config: str = ""
+        command: list[str] | None = None,
+        *,
+        partitions: int = 4,
+        extra_config: str = "",
+        serve: str = "",
     ) -> WorkerProcess:
         worker = start_worker(
             command or faust_command(),
@@ -111,7 +121,7 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
             bootstrap=kafka.bootstrap,
             web_port=free_port(),
             data_dir=tmp_path / f"worker-{len(started)}",
-            config=names.toml(partitions, extra_config),
+            config=names.toml(partitions, extra_config, serve),
             topics=names.topics,
         )
         started.append(worker)

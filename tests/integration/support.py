@@ -113,13 +113,18 @@ def start_worker(
     data_dir: Path,
     config: str,
     topics: dict[str, str],
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """Start a worker process whose settings come from env vars and a TOML file, as a user's do."""
+    """Start a worker process whose settings come from env vars and a TOML file, as a user's do.
+
+    ``env`` adds variables (e.g. ``STREAM_APP_SECURITY__SASL_PASSWORD``) to the worker's.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "config.toml"
     config_path.write_text(config)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")},
+        **(env or {}),
         "STREAM_APP_BROKER": f"kafka://{bootstrap}",
         "STREAM_APP_ID": app_id,
         "STREAM_APP_WEB_PORT": str(web_port),

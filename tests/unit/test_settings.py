@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -92,3 +93,17 @@ def test_replace_validates_like_a_file() -> None:
     assert Settings().replace(topics={"partitions": 2}).topics.partitions == 2
     with pytest.raises(ConfigError):
         Settings().replace(topics={"partitions": "two"})
+
+
+def test_the_settings_reference_page_is_current() -> None:
+    """docs/settings.md is what stream_app.reference renders: every setting, env var and why."""
+    from stream_app.reference import render
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    assert page == render(), "run: python -m stream_app.reference > docs/settings.md"
+    for section in dataclasses.fields(Settings):
+        for field in dataclasses.fields(type(getattr(Settings(), section.name))):
+            row = next(
+                r for r in page.splitlines() if r.startswith(f"| `{section.name}.{field.name}`")
+            )
+            assert not row.endswith("|  |"), f"{section.name}.{field.name} has no description"
