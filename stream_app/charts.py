@@ -16,7 +16,7 @@ from typing import Any, Final
 from stream_app.report import Charts, ReportData, build, collect
 from stream_app.settings import Settings
 
-__all__ = ["draw_png", "report_to", "write_report"]
+__all__ = ["caption_rows", "draw_png", "report_to", "write_report"]
 
 _COLOURS: Final = {
     "change": "#222222",
@@ -30,6 +30,11 @@ _COLOURS: Final = {
 _STYLES: Final = {"change": ":", "drift": "--"}
 _SIZE_IN: Final = (12.0, 9.0)
 _DPI: Final = 110
+_CAPTION_PT: Final = 8.5
+_CHAR_WIDTH: Final = 0.6
+"""An average character's width, in font sizes (to keep captions apart)."""
+_ROW_HEIGHT: Final = 0.07
+"""Height of a row of captions, in fractions of the chart."""
 
 
 def draw_png(charts: Charts, title: str) -> bytes:
@@ -93,7 +98,10 @@ def _draw_marks(axes: Any, charts: Charts, *, captions: bool) -> None:
     from matplotlib.transforms import blended_transform_factory
 
     top = blended_transform_factory(axes.transData, axes.transAxes)
-    for i, mark in enumerate(charts.marks):
+    left, right = axes.get_xlim()
+    char = _CAPTION_PT * _CHAR_WIDTH * _DPI / 72 / max(axes.get_window_extent().width, 1.0)
+    spans = [((m.t - left) / (right - left or 1.0), (len(m.text) + 1) * char) for m in charts.marks]
+    for mark, row in zip(charts.marks, caption_rows(spans), strict=True):
         colour = _COLOURS.get(mark.kind, "#7f7f7f")
         axes.axvline(
             mark.t,
@@ -105,15 +113,32 @@ def _draw_marks(axes: Any, charts: Charts, *, captions: bool) -> None:
         if captions:
             axes.text(
                 mark.t,
-                0.98 - 0.09 * (i % 3),  # stagger neighbouring captions
+                0.98 - _ROW_HEIGHT * row,
                 f" {mark.text}",
                 transform=top,
                 color=colour,
-                fontsize=8.5,
+                fontsize=_CAPTION_PT,
                 va="top",
                 ha="left",
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1},
             )
+
+
+def caption_rows(spans: list[tuple[float, float]]) -> list[int]:
+    """Give each caption (left edge, width; in axes fractions, in order) the first row it fits in.
+
+    >>> caption_rows([(0.1, 0.2), (0.2, 0.1), (0.35, 0.1), (0.5, 0.1)])
+    [0, 1, 0, 0]
+    """
+    ends: list[float] = []
+    rows = []
+    for start, width in spans:
+        row = next((i for i, end in enumerate(ends) if end <= start), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = start + width
+        rows.append(row)
+    return rows
 
 
 def _legend_name(kind: str) -> str:
@@ -193,8 +218,8 @@ th{{background:#eee;text-align:left}}img{{max-width:100%}}</style></head><body>
 def _details(event: dict[str, Any]) -> str:
     """Return the fields of a model event beyond type, model and version, as ``k=v``.
 
-    >>> _details({"type": "drift", "model": "m", "model_version": 0, "examples_seen": 9})
-    'examples_seen=9'
+    >>> _details({"type": "promotion", "model": "m", "model_version": 1, "accuracy": 0.154000001})
+    'accuracy=0.154'
     """
-    rest = (f"{k}={v}" for k, v in event.items() if k not in ("type", "model", "model_version"))
-    return " ".join(rest)
+    rest = {k: v for k, v in event.items() if k not in ("type", "model", "model_version")}
+    return " ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in rest.items())

@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
     demo.add_argument("--broker", default=None, help="use this broker (kafka://HOST:PORT)")
     demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
-    demo.add_argument("--rate", type=float, default=500.0, help="events per second offered")
+    demo.add_argument("--rate", type=float, default=None, help="events/s (default: demo.rate)")
+    demo.add_argument("--report", type=Path, default=None, help="report file (HTML; PNG beside)")
     demo.set_defaults(run=_demo)
 
     score = commands.add_parser("score", help="score a JSONL or CSV file with a stored version")
@@ -201,7 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
     """Run the demo: see :mod:`stream_app.demo`."""
     from stream_app.demo import DemoOptions, run_demo
 
-    options = DemoOptions(broker=args.broker, events=args.events, rate=args.rate)
+    options = DemoOptions(args.broker, args.events, args.rate, args.report)
     return run_demo(load_settings(), options)
 
 

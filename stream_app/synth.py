@@ -1,0 +1,112 @@
+"""The demo's stream: River's SEA features with a known concept change, noise and late labels.
+
+Before ``demo.change_at`` an event is positive when ``x1 + x2 > 8`` (River's SEA, variant 0);
+from there on the concept reverses (positive when ``x1 + x2 <= 8``), and the two take turns
+every ``demo.change_every`` events. A share of labels is flipped, a share arrives later on the
+labels topic instead of inline, and a share of extra messages is malformed (features) or labels
+an event that never was (labels), so that every part of the service shows itself. All of it is
+drawn from one seeded generator.
+
+>>> from stream_app.settings import DemoSettings
+>>> stream = DemoStream(DemoSettings(bad_share=0.0, delayed_share=0.0))
+>>> first = next(iter(stream))
+>>> first.topic, first.key, sorted(orjson.loads(first.value)["features"])
+('features', b'ev-0', ['channel', 'x1', 'x2', 'x3'])
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from stream_app.settings import DemoSettings
+
+__all__ = ["BAD_MESSAGES", "DemoMessage", "DemoStream", "concept"]
+
+BAD_MESSAGES: Final = (
+    b'{"id": "broken", "features": {"x1": 1.0',
+    b'["not", "an", "object"]',
+    b'{"features": {"x1": 1.0}}',
+    b'{"id": "nan", "features": {"x1": NaN}}',
+    b'{"id": "nested", "features": {"x1": {"deep": 1}}}',
+    b"\xff\xfe not utf-8",
+)
+_CHANNELS: Final = ("web", "app", "store")
+
+
+class DemoMessage(NamedTuple):
+    """One message of the stream: which topic (``features`` or ``labels``), key and value."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    event: int
+    """Number of the feature event it belongs to; -1 for a malformed extra message."""
+    labelled: bool = False
+    """True for a label message and for an event with its label inline."""
+
+
+def concept(event: int, settings: DemoSettings) -> int:
+    """Tell which concept labels event number ``event``: 0 (x1 + x2 > 8) or 1 (reversed).
+
+    >>> s = DemoSettings(change_at=10, change_every=5)
+    >>> [concept(i, s) for i in (0, 9, 10, 14, 15, 20)]
+    [0, 0, 1, 1, 0, 1]
+    """
+    if event < settings.change_at:
+        return 0
+    if settings.change_every <= 0:
+        return 1
+    return 1 - ((event - settings.change_at) // settings.change_every) % 2
+
+
+class DemoStream:
+    """Iterate the messages; :meth:`late_labels` then gives the delayed labels still owed."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.settings = settings
+        self._delayed: deque[tuple[int, str, bool]] = deque()
+        """(event number it is due at, event id, label), in due order."""
+
+    def __iter__(self) -> Iterator[DemoMessage]:
+        from river.datasets import synth
+
+        s = self.settings
+        rng = random.Random(s.seed)  # noqa: S311 - a seeded demo stream, not a secret
+        for i, (x, y) in enumerate(synth.SEA(variant=0, seed=s.seed)):
+            while self._delayed and self._delayed[0][0] <= i:
+                _, event_id, label = self._delayed[0]
+                yield self._label(event_id, label, i)
+                self._delayed.popleft()  # (after the yield: a caller that stops still owes it)
+            if rng.random() < s.bad_share:
+                yield DemoMessage("features", None, rng.choice(BAD_MESSAGES), -1)
+            if rng.random() < s.bad_share:
+                yield self._label(f"ghost-{i}", True, -1)
+            if concept(i, s) == 1:
+                y = not y
+            label = bool(y) != (rng.random() < s.flip_share)
+            features: dict[str, Any] = {f"x{k + 1}": float(v) for k, v in x.items()}
+            features["channel"] = rng.choice(_CHANNELS)
+            event: dict[str, Any] = {"id": f"ev-{i}", "features": features, "ts": time.time()}
+            late = rng.random() < s.delayed_share
+            if not late:
+                event["label"] = label
+            yield DemoMessage("features", event["id"].encode(), orjson.dumps(event), i, not late)
+            if late:  # (after the yield: an event the caller did not send is owed no label)
+                self._delayed.append((i + s.label_delay, event["id"], label))
+
+    def late_labels(self) -> Iterator[DemoMessage]:
+        """Yield the delayed labels not sent yet (at the end of a run)."""
+        while self._delayed:
+            due, event_id, label = self._delayed.popleft()
+            yield self._label(event_id, label, due)
+
+    @staticmethod
+    def _label(event_id: str, label: bool, event: int) -> DemoMessage:
+        value = orjson.dumps({"id": event_id, "label": label})
+        return DemoMessage("labels", event_id.encode(), value, event, True)
