@@ -1,0 +1,136 @@
+"""Where the time of one event goes on the straight path, without Kafka.
+
+    python bench/profile_path.py [--events 30000] [--mode event|batch] [--json]
+
+Runs :class:`~stream_app.pipeline.Pipeline` over the same seeded events as ``bench/run.py``
+(15 numeric features, inline labels, logistic regression, guard off, drift policy none) into an
+output that drops what it is given, beside the bare River loop (the floor). Then profiles the same
+run with cProfile and sums the own time of every function by where it lives: River (the model),
+stream_app's modules one by one, orjson, prometheus_client, the rest. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import floor, make_events
+from stream_app.learn import Learner
+from stream_app.metrics import Metrics
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+
+BATCH = 2000
+"""Records handed to the path at once, as the serve loop's poll gives them (max_poll_records)."""
+
+
+class Rec:
+    """The parts of a Kafka record the path reads."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(self, offset: int, key: bytes, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = (
+            "features",
+            0,
+            offset,
+            key,
+            value,
+        )
+
+
+class Drop:
+    """An output that drops what it is given (the emitter's cost is Kafka's, measured elsewhere)."""
+
+    def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        """Drop it."""
+
+    def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Drop it."""
+
+
+def pipeline(mode: str) -> Pipeline:
+    """A fresh path as the bench's worker runs it."""
+    settings = Settings().replace(
+        guard={"enabled": False}, drift={"policy": "none"}, inference={"mode": mode}
+    )
+    path = Pipeline(settings, Learner(settings), Metrics())
+    path.output_partitions = 1
+    return path
+
+
+def run(path: Pipeline, records: list[Rec]) -> float:
+    """Serve every record in poll-sized batches; return seconds."""
+    out = Drop()
+    started = time.perf_counter()
+    for i in range(0, len(records), BATCH):
+        path.features(records[i : i + BATCH], time.perf_counter(), out)
+    return time.perf_counter() - started
+
+
+def where(filename: str) -> str:
+    """Name the place a function lives, for the breakdown."""
+    if "/river/" in filename:
+        return "river (the model)"
+    if "/stream_app/" in filename:
+        return "stream_app/" + filename.rsplit("/", 1)[-1]
+    for lib in ("orjson", "prometheus_client", "pandas", "numpy"):
+        if lib in filename:
+            return lib
+    return "other (builtins, stdlib)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--mode", choices=("event", "batch"), default="event")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    events = make_events(args.events)
+    records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(events)]
+    floor_rate = floor(events, "stream_app.models:logistic_regression")
+    seconds = run(pipeline(args.mode), records)
+    profile = cProfile.Profile()
+    profile.enable()
+    run(pipeline(args.mode), records)
+    profile.disable()
+    stats = pstats.Stats(profile)
+    own: dict[str, float] = defaultdict(float)
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        own[where(filename)] += tottime
+    total = sum(own.values())
+    report: dict[str, Any] = {
+        "events": args.events,
+        "mode": args.mode,
+        "floor_us": 1e6 / floor_rate,
+        "path_us": 1e6 * seconds / args.events,
+        "share": {k: v / total for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"bench/profile_path.py: {args.events} events, {args.mode} mode, no Kafka: "
+        f"{report['path_us']:.1f} us/event on the path, floor (River alone) "
+        f"{report['floor_us']:.1f} us/event"
+    )
+    print("own time by place (cProfile; its overhead inflates small functions):")
+    for place, share in report["share"].items():
+        if share >= 0.005:
+            print(f"  {place:32} {share:6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
