@@ -58,10 +58,12 @@ class Drop:
         """Drop it."""
 
 
-def pipeline(mode: str) -> Pipeline:
+def pipeline(mode: str, learn_many: bool = False) -> Pipeline:
     """A fresh path as the bench's worker runs it."""
     settings = Settings().replace(
-        guard={"enabled": False}, drift={"policy": "none"}, inference={"mode": mode}
+        guard={"enabled": False},
+        drift={"policy": "none"},
+        inference={"mode": mode, "learn_many": learn_many},
     )
     path = Pipeline(settings, Learner(settings), Metrics())
     path.output_partitions = 1
@@ -95,15 +97,16 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--mode", choices=("event", "batch"), default="event")
+    parser.add_argument("--learn-many", action="store_true", help="inference.learn_many (batch)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     events = make_events(args.events)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(events)]
     floor_rate = floor(events, "stream_app.models:logistic_regression")
-    seconds = run(pipeline(args.mode), records)
+    seconds = run(pipeline(args.mode, args.learn_many), records)
     profile = cProfile.Profile()
     profile.enable()
-    run(pipeline(args.mode), records)
+    run(pipeline(args.mode, args.learn_many), records)
     profile.disable()
     stats = pstats.Stats(profile)
     own: dict[str, float] = defaultdict(float)
@@ -121,7 +124,8 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     print(
-        f"bench/profile_path.py: {args.events} events, {args.mode} mode, no Kafka: "
+        f"bench/profile_path.py: {args.events} events, {args.mode} mode"
+        f"{' with learn_many' if args.learn_many else ''}, no Kafka: "
         f"{report['path_us']:.1f} us/event on the path, floor (River alone) "
         f"{report['floor_us']:.1f} us/event"
     )
