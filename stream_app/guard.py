@@ -11,6 +11,12 @@ Three rules, each switchable (see ``[guard]`` in config/default.toml):
    more than ``cap_ratio`` times the long-run flagged share (so that a change is seen through
    steady label noise too), the world has changed rather than the labels, and the guard stands
    down until the share falls.
+4. *The witness* (classification): an unguarded copy of the model also learns the labels held out
+   as noisy. Where exactly one of the two answers matched the label, the guard keeps score; when
+   the witness won more than ``witness_lead`` of the last ``witness_window`` such labels, the
+   held-out labels were right (a change the cap could not see through the noise, or a model that
+   talked itself into an error) and :attr:`NoiseGuard.witness_ahead` tells the owner to adopt
+   the witness's state. Under steady noise the guarded model wins: it learned fewer flipped labels.
 
 Statistics learn only from examples that are learned, so outliers do not widen them.
 
@@ -61,21 +67,52 @@ class NoiseGuard:
         self._baseline = 0.0  # long-run flagged share: a running mean, then an exponential one
         self._reviewed = 0
         self.standing_down = False
+        self._duel: deque[bool]  # True where the witness won
+        self._witness_wins: int
+        self.restart_duel_window()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also guards stored before the witness rule existed."""
+        self.__dict__.update(state)
+        if "_duel" not in state:
+            self.restart_duel_window()
+
+    def restart_duel_window(self) -> None:
+        """Start the score between model and witness afresh, sized by the current settings."""
+        self._duel = deque(maxlen=self.settings.witness_window)
+        self._witness_wins = 0
 
     @property
     def flagged_share(self) -> float:
         """Share of the recent window the rules flagged (held out or not)."""
         return self._flagged / len(self._flags) if self._flags else 0.0
 
-    def review(self, features: dict[str, Any], label: Any, served_proba_or_pred: Any) -> Verdict:
+    @property
+    def witness_ahead(self) -> bool:
+        """True when the witness won more than ``witness_lead`` of the last contested labels."""
+        duel = self._duel
+        return len(duel) == duel.maxlen and self._witness_wins > self.settings.witness_lead * len(
+            duel
+        )
+
+    def review(
+        self,
+        features: dict[str, Any],
+        label: Any,
+        served_proba_or_pred: Any,
+        witness_proba: dict[str, float] | None = None,
+    ) -> Verdict:
         """Judge one example; learn from its statistics if it passes.
 
         ``served_proba_or_pred`` is what the model answered when the event was served: the
         probabilities by class key (classification) or the predicted number (regression).
+        ``witness_proba`` is what the unguarded witness answered, if there is one.
         """
         s = self.settings
         if not s.enabled:
             return _LEARN
+        if witness_proba and served_proba_or_pred:
+            self._score(class_key(label), served_proba_or_pred, witness_proba)
         verdict = _LEARN
         if self.learned >= s.warmup:
             if s.outliers:
@@ -99,6 +136,18 @@ class NoiseGuard:
             return verdict
         self._absorb(features, label, served_proba_or_pred)
         return _LEARN
+
+    def _score(self, key: str, served: dict[str, float], witness: dict[str, float]) -> None:
+        """Score a label exactly one of the model and the witness predicted (the witness rule)."""
+        served_right = max(served, key=served.__getitem__) == key
+        witness_right = max(witness, key=witness.__getitem__) == key
+        if served_right == witness_right:
+            return
+        duel = self._duel
+        if len(duel) == duel.maxlen:
+            self._witness_wins -= duel[0]
+        duel.append(witness_right)
+        self._witness_wins += witness_right
 
     def _outlier(self, features: dict[str, Any]) -> Verdict:
         """Flag the feature furthest from its running mean, if beyond ``outlier_z``."""
@@ -126,7 +175,7 @@ class NoiseGuard:
         return _LEARN
 
     def _noisy(self, label: Any, served: Any) -> Verdict:
-        """Flag a label the served answer contradicted with high confidence."""
+        """Flag a label the served answer contradicted with high confidence, or a far residual."""
         if self.task == "classification":
             if not served:
                 return _LEARN

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections import deque
@@ -127,6 +128,8 @@ class Contender:
     labels: int = 0
     deferred: list[tuple[dict[str, Any], Any]] | None = None
     """Accepted examples waiting for one ``learn_many`` call; ``None`` = learn each at once."""
+    witness: ServingModel | None = None
+    """An unguarded copy that also learns the labels held out as noisy (``guard.witness``)."""
 
     def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
         """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
@@ -135,15 +138,49 @@ class Contender:
             self.quality.add(error)
         self.labels += 1
         answer = served.proba if self.model.task == "classification" else served.prediction
-        verdict = self.guard.review(features, label, answer)
+        witness = self.witness
+        if witness is None:
+            verdict = self.guard.review(features, label, answer)
+        else:
+            verdict = self.guard.review(
+                features, label, answer, predict_one(witness, features).proba
+            )
+        y = self.model.labels.to_model(label)
         if verdict.reason is None:
             self.model.feature_names.update(features)
             if self.deferred is None:
-                self.model.estimator.learn_one(features, self.model.labels.to_model(label))
+                self.model.estimator.learn_one(features, y)
             else:
-                self.deferred.append((features, self.model.labels.to_model(label)))
+                self.deferred.append((features, y))
             self.model.examples_learned += 1
+        if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
+            witness.estimator.learn_one(features, y)
+            witness.examples_learned += 1
+            witness.feature_names.update(features)
+            if self.guard.witness_ahead:
+                self._adopt_witness(witness)
         return verdict
+
+    def _adopt_witness(self, witness: ServingModel) -> None:
+        """Take the witness's state: it has learned every label the guard held out as noisy.
+
+        The guard held out labels the witness then predicted better than the model: they were
+        right (the world changed under the noise). Deferred examples are dropped, as the witness
+        learned them already.
+        """
+        log.info(
+            "model %s v%d adopts its witness's state after %d labels: the labels held out as "
+            "noisy were right",
+            self.model.name,
+            self.model.version,
+            self.labels,
+        )
+        self.model.estimator = copy.deepcopy(witness.estimator)
+        self.model.examples_learned = witness.examples_learned
+        self.model.feature_names.update(witness.feature_names)
+        if self.deferred:
+            self.deferred = []
+        self.guard.restart_duel_window()
 
     def flush(self) -> None:
         """Learn the deferred examples: one ``learn_many`` call where possible, else in order."""
@@ -208,8 +245,7 @@ class Learner:
         learner.next_version = max(next_version, learner.next_version)
         for contender in (learner.serving, learner.challenger):
             if contender is not None:
-                contender.guard.settings = settings.guard
-                contender.deferred = learner._deferred()
+                learner._fit(contender)
         learner.monitor.settings = settings.drift
         return learner
 
@@ -374,8 +410,7 @@ class Learner:
     def replace_serving(self, contender: Contender) -> None:
         """Serve and learn with a stored contender from now on (rollback, promotion)."""
         self.flush()
-        contender.guard.settings = self.settings.guard
-        contender.deferred = self._deferred()
+        self._fit(contender)
         self.serving, self.challenger, self._duel = contender, None, None
         self.monitor.reset()
 
@@ -401,10 +436,29 @@ class Learner:
         return self.challenger
 
     def _contender(self, model: ServingModel) -> Contender:
-        """Wrap a model with a fresh guard and quality window."""
+        """Wrap a model with a fresh guard, quality window and (if configured) witness."""
         guard = NoiseGuard(self.settings.guard, model.task)
         quality = Quality(model.task, self.settings.learn.quality_window)
-        return Contender(model, guard, quality, deferred=self._deferred())
+        return self._fit(Contender(model, guard, quality))
+
+    def _fit(self, contender: Contender) -> Contender:
+        """Apply the current settings to a (new, restored or stored) contender's guard."""
+        g = self.settings.guard
+        contender.guard.settings = g
+        contender.deferred = self._deferred()
+        wanted = (
+            g.enabled and g.noisy_labels and g.witness and contender.model.task == "classification"
+        )
+        if not wanted:
+            contender.witness = None
+        elif contender.witness is None:  # a copy of the model as it is: it has learned the same
+            model = contender.model  # the two share the label codec: they learn the same labels
+            contender.witness = dataclasses.replace(
+                model,
+                estimator=copy.deepcopy(model.estimator),
+                feature_names=set(model.feature_names),
+            )
+        return contender
 
     def _deferred(self) -> list[tuple[dict[str, Any], Any]] | None:
         """Return an empty deferral list when batch mode learns with ``learn_many``, else None."""

@@ -206,7 +206,7 @@ class GuardSettings:
     """A numeric feature this many standard deviations from its running mean is an outlier."""
     noisy_labels: bool = True
     """Rule: hold out labels the model contradicts with high confidence."""
-    label_confidence: float = 0.85
+    label_confidence: float = 0.7
     """Classification: hold out a label the model gave less than 1 - this probability."""
     residual_scale: float = 6.0
     """Regression: hold out a label whose residual exceeds this many mean absolute residuals."""
@@ -220,6 +220,12 @@ class GuardSettings:
     """...but only above this share, so that a quiet stream's few flags do not trip the ratio."""
     cap_baseline: int = 5000
     """Examples the long-run flagged share averages over."""
+    witness: bool = True
+    """Classification: an unguarded copy of the model also learns the labels held out as noisy."""
+    witness_window: int = 30
+    """Labels exactly one of the model and its witness predicted, over which the two are scored."""
+    witness_lead: float = 0.6
+    """The model adopts the witness's state when the witness won more than this share of them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -566,6 +572,10 @@ def _check(s: Settings) -> None:
     if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:
         raise ConfigError(
             "guard.cap_share must be in (0, 1] and guard.label_confidence in [0.5, 1)"
+        )
+    if s.guard.witness_window < 1 or not 0.5 <= s.guard.witness_lead < 1.0:
+        raise ConfigError(
+            "guard.witness_window must be at least 1 and guard.witness_lead in [0.5, 1)"
         )
     if s.model.task not in {"auto", "classification", "regression"}:
         raise ConfigError("model.task must be auto, classification or regression")

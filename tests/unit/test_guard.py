@@ -108,3 +108,56 @@ def test_holds_out_confident_contradictions_under_steady_noise(seed: int, noise:
         else:
             assert verdict.reason is None
     assert held_flipped >= 0.8 * flipped - 60  # all but warm-up and cap transients
+
+
+def duel(guard: NoiseGuard, rng: random.Random, n: int, witness_right_share: float) -> bool:
+    """Feed ``n`` labels on which exactly one of model and witness is right; True if ever ahead."""
+    ahead = False
+    for _ in range(n):
+        if rng.random() < witness_right_share:  # the witness is right, the model wrong
+            guard.review({"x": 0.0}, "b", CONFIDENT, {"a": 0.3, "b": 0.7})
+        else:
+            guard.review({"x": 0.0}, "a", CONFIDENT, {"a": 0.3, "b": 0.7})
+        ahead = ahead or guard.witness_ahead
+    return ahead
+
+
+def test_witness_ahead_when_it_keeps_predicting_the_labels_the_model_got_wrong() -> None:
+    guard = warmed()
+    rng = random.Random(7)
+    assert not duel(guard, rng, 29, witness_right_share=1.0)  # the window is not full yet
+    assert duel(guard, rng, 1, witness_right_share=1.0)
+    guard.restart_duel_window()  # the owner adopted the witness: the score starts afresh
+    assert not guard.witness_ahead
+    agree = {"a": 0.9, "b": 0.1}
+    for _ in range(100):  # both right or both wrong: nothing to score
+        guard.review({"x": 0.0}, "a", agree, agree)
+        guard.review({"x": 0.0}, "b", agree, agree)
+    assert not guard.witness_ahead
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.floats(min_value=0.0, max_value=0.2))
+def test_witness_stays_behind_while_the_model_wins_the_contested_labels(
+    seed: int, witness_share: float
+) -> None:
+    guard = warmed()
+    assert not duel(guard, random.Random(seed), 1000, witness_right_share=witness_share)
+
+
+def test_witness_rule_needs_both_answers() -> None:
+    guard = warmed()
+    for _ in range(100):
+        guard.review({"x": 0.0}, "b", CONFIDENT, {})  # the witness has learned nothing yet
+        guard.review({"x": 0.0}, "b", {}, {"a": 0.3, "b": 0.7})  # the model gave no answer
+    assert not guard.witness_ahead
+
+
+def test_a_guard_stored_before_the_witness_rule_unpickles() -> None:
+    guard = warmed()
+    state = dict(guard.__dict__)
+    del state["_duel"], state["_witness_wins"]
+    old = NoiseGuard.__new__(NoiseGuard)
+    old.__setstate__(state)
+    assert not duel(old, random.Random(1), 10, witness_right_share=1.0)
+    assert duel(old, random.Random(1), 30, witness_right_share=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from river.datasets import synth
 
@@ -164,3 +166,38 @@ def test_a_challenger_of_another_task_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="regression model"):
         Learner(settings)
+
+
+def flipped_stream(seed: int, n: int, noise: float) -> list[tuple[dict[str, float], bool, bool]]:
+    """(features, true label, given label): SEA 0 -> 3 with ``noise`` of the labels flipped."""
+    rng = random.Random(seed)
+    return [(x, y, (not y) if rng.random() < noise else y) for x, y in drifting_stream(seed, n)]
+
+
+def test_the_witness_learns_every_label_and_the_model_adopts_it_after_a_change() -> None:
+    learner = Learner(Settings().replace(drift={"policy": "none"}))
+    contender = learner.serving
+    assert contender.witness is not None and contender.witness.labels is contender.model.labels
+    adopted = []
+    for i, (x, _, label) in enumerate(flipped_stream(1, 8000, noise=0.2)):
+        served, shadow = learner.answer(x)
+        before = contender.model.estimator
+        outcome = learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        if contender.model.estimator is not before:
+            adopted.append(i)
+            assert contender.model.examples_learned == contender.witness.examples_learned
+        elif outcome.reason == reasons.NOISY_LABEL:  # held out by the model, learned by the witness
+            assert contender.witness.examples_learned > contender.model.examples_learned
+    assert adopted and all(i >= CHANGE_AT for i in adopted)  # never under steady noise
+    assert contender.witness.examples_learned == 8000
+
+
+def test_no_witness_when_switched_off_or_without_the_noisy_label_rule() -> None:
+    for guard in ({"witness": False}, {"noisy_labels": False}, {"enabled": False}):
+        assert Learner(Settings().replace(guard=guard)).serving.witness is None
+    learner = Learner(Settings())
+    assert learner.serving.witness is not None
+    off = Settings().replace(guard={"witness": False})
+    restored = Learner.restore(off, learner.snapshot(), next_version=1)
+    assert restored.serving.witness is None
+    assert Learner.restore(Settings(), restored.snapshot(), 1).serving.witness is not None
