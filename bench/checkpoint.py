@@ -37,16 +37,7 @@ FACTORIES = [
 
 
 def measure(factory: str, examples: int) -> dict[str, object]:
-    settings = Settings().replace(
-        model={"factory": f"stream_app.models:{factory}"}, guard={"enabled": False}
-    )
-    learner = Learner(settings)
-    rng = random.Random(4)
-    for i in range(examples):
-        x = {f"f{k}": rng.gauss(0, 1) for k in range(8)} | {"c": rng.choice("abc")}
-        signal = x["f0"] + x["f1"] - x["f2"]
-        y = signal > 0 if learner.task == "classification" else 2.0 * signal
-        learner.learn(f"e{i}", x, y, Prediction(None, {}), None, now=float(i))
+    learner, settings = learner_of(factory, examples)
     state = {"format": 1, "learner": learner.snapshot()}
     started = time.perf_counter()
     blob = encode_blob(state, settings.registry.chunk_bytes, settings.registry.compression_level)
