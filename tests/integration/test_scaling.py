@@ -52,7 +52,7 @@ async def test_scaling_out_and_in_under_load_serves_every_event(
             burst = messages[sent : sent + 50]
             await produce(kafka.bootstrap, names.topics["features"], burst)
             sent += len(burst)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the offered rate, not a wait for a condition
 
     producer = asyncio.create_task(keep_producing())
 
