@@ -38,9 +38,9 @@ import orjson
 from aiohttp import web
 
 from stream_app.artifact import load
-from stream_app.broker import LocalKafka, free_port, free_ports
+from stream_app.broker import free_port
 from stream_app.predict import predict_many, predict_one
-from stream_app.settings import BrokerSettings, Settings
+from stream_app.settings import Settings
 from stream_app.transfer import serving_model
 
 _spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).parent / "run.py")
@@ -198,41 +198,28 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-http-") as tmp:
         workdir = Path(tmp)
-        broker = None
-        bootstrap = os.environ.get("STREAM_APP_BROKER", "").removeprefix("kafka://")
-        if not bootstrap:
-            port, controller = free_ports(2)
-            broker = LocalKafka(
-                BrokerSettings(controller_port=controller),
-                workdir / "kafka",
-                port=port,
-                partitions=1,
-            )
-            broker.start()
-            bootstrap = broker.bootstrap
-        worker = floor = None
-        try:
-            worker, worker_port, artifact = trained_worker(bootstrap, workdir, args.train)
-            floor_port = free_port()
-            floor = subprocess.Popen(
-                [sys.executable, __file__, "--floor-server", str(artifact), str(floor_port)]
-            )
-            wait_answering(floor_port, request_bodies(probe, 1)[1][0])
-            agree = same_answers(worker_port, floor_port, request_bodies(probe, 1)[1])
-            for size in SIZES:
-                path, bodies = request_bodies(probe, size)
-                for name, port in (("floor", floor_port), ("worker", worker_port)):
-                    url = f"http://127.0.0.1:{port}{path}"
-                    result = asyncio.run(load_run(url, bodies, args.seconds, args.connections))
-                    result["events_per_s"] = result["requests_per_s"] * size
-                    results[f"{name}/{size}"] = result
-        finally:
-            for proc in (floor, worker):
-                if proc is not None:
-                    proc.terminate()
-                    proc.wait(60)
-            if broker is not None:
-                broker.stop()
+        with run.bench_broker(workdir) as bootstrap:
+            worker = floor = None
+            try:
+                worker, worker_port, artifact = trained_worker(bootstrap, workdir, args.train)
+                floor_port = free_port()
+                floor = subprocess.Popen(
+                    [sys.executable, __file__, "--floor-server", str(artifact), str(floor_port)]
+                )
+                wait_answering(floor_port, request_bodies(probe, 1)[1][0])
+                agree = same_answers(worker_port, floor_port, request_bodies(probe, 1)[1])
+                for size in SIZES:
+                    path, bodies = request_bodies(probe, size)
+                    for name, port in (("floor", floor_port), ("worker", worker_port)):
+                        url = f"http://127.0.0.1:{port}{path}"
+                        result = asyncio.run(load_run(url, bodies, args.seconds, args.connections))
+                        result["events_per_s"] = result["requests_per_s"] * size
+                        results[f"{name}/{size}"] = result
+            finally:
+                for proc in (floor, worker):
+                    if proc is not None:
+                        proc.terminate()
+                        proc.wait(60)
     report = {
         "seconds": args.seconds,
         "connections": args.connections,

@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,24 @@ def print_report(report: dict[str, Any], n: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def bench_broker(workdir: Path) -> Iterator[str]:
+    """The broker in ``STREAM_APP_BROKER``, or a local one started here; yield its bootstrap."""
+    bootstrap = os.environ.get("STREAM_APP_BROKER", "").removeprefix("kafka://")
+    if bootstrap:
+        yield bootstrap
+        return
+    port, controller = free_ports(2)
+    broker = LocalKafka(
+        BrokerSettings(controller_port=controller), workdir / "kafka", port=port, partitions=1
+    )
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -379,26 +398,11 @@ def main() -> int:
     events = make_events(args.events)
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp:
         workdir = Path(tmp)
-        broker = None
-        bootstrap = os.environ.get("STREAM_APP_BROKER", "").removeprefix("kafka://")
-        if not bootstrap:
-            port, controller = free_ports(2)
-            broker = LocalKafka(
-                BrokerSettings(controller_port=controller),
-                workdir / "kafka",
-                port=port,
-                partitions=1,
-            )
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_broker(workdir) as bootstrap:
             reports = [
                 run_factory(bootstrap, factory, events, workdir, args.seconds)
                 for factory in args.factories.split(",")
             ]
-        finally:
-            if broker is not None:
-                broker.stop()
     plot(reports, args.plot)
     if args.json:
         print(json.dumps({"events": args.events, "plot": str(args.plot), "factories": reports}))
