@@ -2,26 +2,32 @@
 
 The same live model as the stream answers (the serve loop's :class:`~stream_app.learn.Learner`:
 its pinned or serving model, and that model's version), so a team that calls the worker over HTTP
-gets what the ``predictions`` topic would have said. HTTP predictions are not written to Kafka and
-do not count as stream events; they have metrics of their own. ``POST /learn`` produces the label
-to the ``labels`` topic (key = event id), so learning stays single-writer and ordered: the label
-joins the event the stream served, exactly like a label a producer sends.
+gets what the ``predictions`` topic would have said. HTTP predictions are not written to the
+``predictions`` topic and do not count as stream events; they have metrics of their own. A request
+whose event carries an ``id`` is kept for joining exactly like a streamed event: what was served
+goes to the id's home partition of the join topic (see :mod:`stream_app.route`), whichever worker
+answered, and the answer says ``"joinable": true`` once Kafka has it. ``POST /learn`` produces the
+label to the ``labels`` topic (key = event id), so learning stays single-writer and ordered: the
+label joins the event that was served, over HTTP or the stream, like a label a producer sends.
 
 Bad requests are answered with the dead-letter reason codes of :mod:`stream_app.reasons`, found by
 the same validation code as the stream's (:mod:`stream_app.decode`, :mod:`stream_app.label`):
 
 >>> from stream_app.settings import Settings
 >>> api = HttpApi(Settings(), Pipeline(Settings(), Learner(Settings()), Metrics()), Metrics())
->>> api.predict(b'{"id": "e-1", "features": {}}', 0.0).body
+>>> import asyncio
+>>> asyncio.run(api.predict(b'{"id": "e-1", "features": {}}', 0.0)).body
 b'{"reason":"invalid_features","detail":"features is empty; send at least one"}'
->>> answer = orjson.loads(api.predict(b'{"features": {"x": 1.0}}', 0.0).body)
->>> answer["prediction"], answer["model_version"], len(answer["id"])
-(None, 0, 32)
+>>> answer = orjson.loads(asyncio.run(api.predict(b'{"features": {"x": 1.0}}', 0.0)).body)
+>>> answer["prediction"], answer["model_version"], len(answer["id"]), answer["joinable"]
+(None, 0, 32, False)
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,12 +39,14 @@ from aiokafka.errors import KafkaError
 from stream_app import reasons
 from stream_app.decode import FeatureEvent, expect_object, parse_json, validate_event
 from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.join import Served
 from stream_app.label import check_label, decode_label
 from stream_app.learn import Learner
 from stream_app.messages import encode_prediction
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.predict import Prediction
+from stream_app.route import home_partition
 from stream_app.settings import Settings
 
 __all__ = [
@@ -53,6 +61,8 @@ __all__ = [
     "read_body",
     "status_of",
 ]
+
+log = logging.getLogger(__name__)
 
 ENDPOINTS: Final = {"predict": "/predict", "predict_batch": "/predict/batch", "learn": "/learn"}
 """Metric label of each endpoint, and its path."""
@@ -80,8 +90,16 @@ _STATUS: Final = {
     LEARNING_OFF: _CONFLICT,
 }
 
-Send = Callable[[str, bytes, bytes], Awaitable[tuple[int, int]]]
-"""Produce (topic, key, value) and return the (partition, offset) Kafka acknowledged."""
+_JOINABLE: Final = {True: b',"joinable":true}', False: b',"joinable":false}'}
+
+
+class Send(Protocol):
+    """Produce one message and return the (partition, offset) Kafka acknowledged."""
+
+    def __call__(
+        self, topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> Awaitable[tuple[int, int]]:
+        """Send ``value`` to ``partition``, or where its key hashes when ``None``."""
 
 
 class Answer(NamedTuple):
@@ -170,29 +188,56 @@ class HttpApi:
         elif not self.ready():
             answer = problem(UNAVAILABLE, "the worker has not joined its consumer group yet")
         elif endpoint == "predict":
-            answer = self.predict(raw, started)
+            answer = await self.predict(raw, started)
         elif batch:
-            answer = self.predict_batch(raw, started)
+            answer = await self.predict_batch(raw, started)
         else:
             answer = await self.learn(raw)
         self._count(endpoint, answer.status)
         self.metrics.http_latency.labels(endpoint).observe(time.perf_counter() - started)
         return answer
 
-    def predict(self, raw: bytes, started: float) -> Answer:
-        """Predict one feature event (``id`` optional) with the live model."""
+    async def predict(self, raw: bytes, started: float) -> Answer:
+        """Predict one feature event (``id`` optional) with the live model; keep it to learn."""
         learner = self.pipeline.learner
         try:
-            event = self._event(parse_json(raw, self.settings.limits))
-            served, _ = learner.answer(event.features)
+            obj = parse_json(raw, self.settings.limits)
+            event = self._event(obj)
+            served, shadow = learner.answer(event.features)
         except RejectedMessage as rejected:
             return problem(rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised, as the stream would dead-letter it
             return problem(reasons.MODEL_ERROR, f"the model raised {type(exc).__name__}: {exc}")
         self.metrics.http_predictions.inc()
-        return Answer(_OK, self._encode(learner, event, served, started))
+        joinable = _has_id(obj) and await self._keep([(event, served, shadow)])
+        return Answer(_OK, self._encode(learner, event, served, started, joinable))
 
-    def predict_batch(self, raw: bytes, started: float) -> Answer:
+    async def _keep(
+        self, answered: list[tuple[FeatureEvent, Prediction, Prediction | None]]
+    ) -> bool:
+        """Send what was served to each id's home for joining; True once Kafka has them all."""
+        if not answered or not self.settings.learn.enabled or self.send is None:
+            return False
+        pipeline, now = self.pipeline, time.time()
+        model = pipeline.learner.pinned or pipeline.learner.serving.model
+        sends = []
+        for event, served, shadow in answered:
+            kept = Served(
+                event.features, served.prediction, served.proba, shadow, model.version, now, True
+            )
+            home = home_partition(event.id, pipeline.partitions)
+            topic, partition, key, value = pipeline.served_message(event.id, kept, home)
+            sends.append(self.send(topic, key, value, partition))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is None:
+            return True
+        if not isinstance(failure, StreamAppError | KafkaError):
+            raise failure
+        log.warning("Kafka did not take HTTP predictions for joining: %r", failure)
+        return False
+
+    async def predict_batch(self, raw: bytes, started: float) -> Answer:
         """Predict ``{"events": [...]}`` with one batch call; any bad event refuses the batch."""
         learner = self.pipeline.learner
         most = self.settings.web.max_batch_events
@@ -203,10 +248,11 @@ class HttpApi:
             if len(events) > most:
                 return problem(reasons.OVERSIZED, f"{len(events)} events; the limit is {most}")
             decoded = [self._event(item, index) for index, item in enumerate(events)]
+            with_id = [_has_id(item) for item in events]
         except RejectedMessage as rejected:
             return problem(rejected.reason, rejected.detail)
         try:
-            answers = [served for served, _ in learner.answer_many([e.features for e in decoded])]
+            answers = learner.answer_many([e.features for e in decoded])
         except Exception:  # one bad row spoils a vectorised call: name the first that raises
             for index, event in enumerate(decoded):
                 try:
@@ -218,8 +264,10 @@ class HttpApi:
                     )
             raise
         self.metrics.http_predictions.inc(len(decoded))
+        answered = list(zip(decoded, answers, with_id, strict=True))
+        joinable = await self._keep([(e, a[0], a[1]) for e, a, given in answered if given])
         parts = (
-            self._encode(learner, e, a, started) for e, a in zip(decoded, answers, strict=True)
+            self._encode(learner, e, a[0], started, joinable and given) for e, a, given in answered
         )
         return Answer(_OK, b'{"predictions":[' + b",".join(parts) + b"]}")
 
@@ -258,11 +306,13 @@ class HttpApi:
             raise RejectedMessage(rejected.reason, f"events[{index}]: {rejected.detail}") from None
 
     @staticmethod
-    def _encode(learner: Learner, event: FeatureEvent, served: Prediction, started: float) -> bytes:
-        """Encode a prediction in the ``predictions`` topic's shape, from the answering model."""
+    def _encode(
+        learner: Learner, event: FeatureEvent, served: Prediction, started: float, joinable: bool
+    ) -> bytes:
+        """Encode a prediction in the ``predictions`` topic's shape, plus whether it can learn."""
         model = learner.pinned or learner.serving.model
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
-        return encode_prediction(
+        value = encode_prediction(
             event.id,
             served.prediction,
             served.proba,
@@ -271,6 +321,7 @@ class HttpApi:
             time.time(),
             latency_ms,
         )
+        return value[:-1] + _JOINABLE[joinable]  # one more field in the JSON object
 
     def _count(self, endpoint: str, status: int) -> None:
         """Count one request (labelled children are looked up once: ``labels()`` costs)."""
@@ -280,3 +331,12 @@ class HttpApi:
                 endpoint, str(status)
             )
         child.inc()
+
+
+def _has_id(obj: Any) -> bool:
+    """Whether a request's event named its own id (one made up here cannot be labelled).
+
+    >>> _has_id({"id": "e-1", "features": {}}), _has_id({"features": {}})
+    (True, False)
+    """
+    return isinstance(obj, dict) and obj.get("id") is not None

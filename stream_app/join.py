@@ -1,9 +1,11 @@
-"""The join step: keep what was served for each event until its delayed label arrives.
+"""The join step: keep what was served until its delayed label arrives; hold an early label.
 
-Labels are co-partitioned with features by id, so each worker keeps the events of the partitions
-it serves. The store is bounded twice: entries older than ``ttl_s`` expire, and past ``max_items``
-the oldest go first. It holds what the service *answered* (prediction and probabilities, and the
-challenger's shadow answer), so quality and the noise guard judge the answer that was given.
+A label that comes before its event waits until the event is served. Both are kept at the id's
+home partition (see :mod:`stream_app.route`), so each worker keeps the events and labels of the
+home partitions it serves. The stores are bounded twice: entries older than ``ttl_s`` expire,
+and past ``max_items`` the oldest go first. The pending store holds what the service *answered*
+(prediction and probabilities, and the challenger's shadow answer), so quality and the noise guard
+judge the answer that was given.
 
 >>> store = PendingStore(ttl_s=60.0, max_items=2)
 >>> store.put(0, "a", Served({"x": 1.0}, True, {"true": 0.9}, None, 0, served_at=100.0))
@@ -21,7 +23,7 @@ from typing import Any, NamedTuple
 from stream_app.decode import Features
 from stream_app.predict import Prediction
 
-__all__ = ["PendingStore", "RecentIds", "Served"]
+__all__ = ["EarlyLabel", "EarlyLabels", "PendingStore", "RecentIds", "Served", "Source"]
 
 
 class Served(NamedTuple):
@@ -35,6 +37,104 @@ class Served(NamedTuple):
     model_version: int
     served_at: float
     """Epoch seconds; the TTL counts from here."""
+    rerouted: bool = False
+    """It reached its home through the join topic (served on another partition, or over HTTP)."""
+
+
+class Source(NamedTuple):
+    """Where a label came from: enough of its record to dead-letter it later (a ``Record``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class EarlyLabel(NamedTuple):
+    """A label whose event was not served yet, held at its home partition until it is."""
+
+    label: Any
+    source: Source
+    rerouted: bool
+    """It reached its home through the join topic."""
+    arrived_at: float
+    """Epoch seconds; the early-label TTL counts from here."""
+
+
+class EarlyLabels:
+    """Labels waiting for their events, by home partition and id, bounded by age and count.
+
+    :meth:`put`, :meth:`expire` and :meth:`drop_partition` return what they let go, so that the
+    caller can dead-letter it: a label is never dropped silently.
+
+    >>> early = EarlyLabels(ttl_s=10.0, max_items=1)
+    >>> src = Source("labels", 0, 5, b"a", b"{}")
+    >>> early.put(0, "a", EarlyLabel(True, src, False, arrived_at=0.0))
+    []
+    >>> [eid for eid, _ in early.put(0, "b", EarlyLabel(False, src, False, arrived_at=1.0))]
+    ['a']
+    >>> early.take(0, "b").label, early.take(0, "b")
+    (False, None)
+    """
+
+    def __init__(self, ttl_s: float, max_items: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._parts: dict[int, OrderedDict[str, EarlyLabel]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __contains__(self, key: object) -> bool:
+        """``(partition, id) in early``: whether a label for that id waits there."""
+        if not isinstance(key, tuple):
+            return False
+        part = self._parts.get(key[0])
+        return part is not None and key[1] in part
+
+    def put(self, partition: int, event_id: str, early: EarlyLabel) -> list[tuple[str, EarlyLabel]]:
+        """Hold ``early``; return the oldest labels pushed out past ``max_items``."""
+        part = self._parts.setdefault(partition, OrderedDict())
+        if event_id not in part:
+            self._size += 1
+        part[event_id] = early
+        evicted: list[tuple[str, EarlyLabel]] = []
+        while self._size > self.max_items:
+            oldest = min(
+                (p for p in self._parts.values() if p),
+                key=lambda p: next(iter(p.values())).arrived_at,
+            )
+            evicted.append(oldest.popitem(last=False))
+            self._size -= 1
+        return evicted
+
+    def take(self, partition: int, event_id: str) -> EarlyLabel | None:
+        """Remove and return the label held for ``event_id``, or ``None``."""
+        part = self._parts.get(partition)
+        early = None if part is None else part.pop(event_id, None)
+        if early is not None:
+            self._size -= 1
+        return early
+
+    def expire(self, now: float) -> dict[int, list[tuple[str, EarlyLabel]]]:
+        """Remove and return, by home partition, every label that waited longer than the TTL."""
+        horizon = now - self.ttl_s
+        expired: dict[int, list[tuple[str, EarlyLabel]]] = {}
+        for partition, part in self._parts.items():
+            while part and next(iter(part.values())).arrived_at < horizon:
+                expired.setdefault(partition, []).append(part.popitem(last=False))
+                self._size -= 1
+        return expired
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget a home partition this worker no longer serves (its new owner rebuilds it)."""
+        part = self._parts.pop(partition, None)
+        if part is None:
+            return 0
+        self._size -= len(part)
+        return len(part)
 
 
 class RecentIds:

@@ -19,8 +19,11 @@ import orjson
 __all__ = [
     "decode_dead_letter",
     "decode_example",
+    "decode_join",
     "encode_dead_letter",
     "encode_example",
+    "encode_join_label",
+    "encode_join_served",
     "encode_model_event",
     "encode_prediction",
 ]
@@ -103,6 +106,68 @@ def decode_example(raw: bytes) -> dict[str, Any]:
     """Read an example written by :func:`encode_example` (raises ``orjson.JSONDecodeError``)."""
     example: dict[str, Any] = orjson.loads(raw)
     return example
+
+
+def encode_join_served(
+    event_id: str,
+    features: dict[str, Any],
+    served: tuple[Any, dict[str, float]],
+    shadow: tuple[Any, dict[str, float]] | None,
+    model_version: int,
+    served_at: float,
+) -> bytes:
+    """Encode a served event on its way to its id's home partition (internal join topic).
+
+    >>> served = encode_join_served("e", {"x": 1.0}, (True, {"true": 0.9}), None, 2, 5.0)
+    >>> decode_join(served)["kind"]
+    'served'
+    """
+    return orjson.dumps(
+        {
+            "kind": "served",
+            "id": event_id,
+            "features": features,
+            "served": list(served),
+            "shadow": None if shadow is None else list(shadow),
+            "model_version": model_version,
+            "served_at": served_at,
+        }
+    )
+
+
+def encode_join_label(
+    event_id: str, label: Any, topic: str, partition: int, offset: int, payload: bytes | None
+) -> bytes:
+    """Encode a label on its way to its id's home partition, with where it came from.
+
+    >>> joined = decode_join(encode_join_label("e", 1, "labels", 2, 40, b'{"id":"e","label":1}'))
+    >>> joined["source"], joined["original"]
+    ({'topic': 'labels', 'partition': 2, 'offset': 40}, b'{"id":"e","label":1}')
+    """
+    return orjson.dumps(
+        {
+            "kind": "label",
+            "id": event_id,
+            "label": label,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "payload": None if payload is None else base64.b64encode(payload).decode("ascii"),
+        }
+    )
+
+
+def decode_join(raw: bytes | None) -> dict[str, Any]:
+    """Read a join-topic message (raises ``orjson.JSONDecodeError``, ``KeyError``, ``TypeError``).
+
+    A label's original bytes come back as ``original``.
+    """
+    message: dict[str, Any] = orjson.loads(raw or b"")
+    kind = message["kind"]
+    if kind == "label":
+        payload = message["payload"]
+        message["original"] = None if payload is None else base64.b64decode(payload)
+    elif kind != "served":
+        raise KeyError(f"unknown join message kind {kind!r:.40}")
+    return message
 
 
 def encode_model_event(kind: str, model: str, model_version: int, **fields: Any) -> bytes:

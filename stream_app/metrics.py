@@ -73,6 +73,18 @@ class Metrics:
             "Labeled examples passed to the single writer by this (non-writing) worker.",
             registry=r,
         )
+        self.labels_rerouted = Counter(
+            "stream_app_labels_rerouted",
+            "Labels that met their event through the join topic: the event or the label arrived "
+            "on another partition than its id's home (another partitioner, an explicit partition, "
+            "an HTTP prediction).",
+            registry=r,
+        )
+        self.early_labels = Gauge(
+            "stream_app_early_labels",
+            "Labels held because their event has not been served yet.",
+            registry=r,
+        )
         self.drift_detected = Counter(
             "stream_app_drift_detected", "Drifts detected in the serving model's error.", registry=r
         )

@@ -1,8 +1,12 @@
 """The straight path of every message, one step per module, synchronous and broker-free.
 
-Feature event: decode -> predict -> emit, then (if it carries a label) label -> learn.
-Delayed label: label -> join -> learn. On a worker that is not the single writer, "learn" means
-forwarding the labeled example, with the answer that was served, to the writer's examples topic.
+Feature event: decode -> predict -> emit, then (if it carries a label) label -> learn, or else
+route -> keep until its label comes. Delayed label: label -> route -> join -> learn. The route step
+(:mod:`stream_app.route`) passes a served event or a label that arrived on another partition than
+its id's home to that home through the join topic, so that a label finds its event whatever client
+produced them; a label that comes before its event waits for it there. On a worker that is not
+the single writer, "learn" means forwarding the labeled example, with the answer that was served,
+to the writer's examples topic.
 Learning is guard -> learn -> drift check inside :class:`~stream_app.learn.Learner`. Outputs are
 queued on an :class:`~stream_app.emit.Emitter`; the serve loop sends them and commits the inputs
 once Kafka has acknowledged them.
@@ -20,18 +24,22 @@ import orjson
 from stream_app import reasons
 from stream_app.decode import NO_LABEL, FeatureEvent, decode_event
 from stream_app.errors import RejectedMessage
-from stream_app.join import PendingStore, RecentIds, Served
+from stream_app.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
 from stream_app.label import check_label, decode_label
 from stream_app.learn import Learner, ModelEvent, Outcome
 from stream_app.messages import (
     decode_example,
+    decode_join,
     encode_dead_letter,
     encode_example,
+    encode_join_label,
+    encode_join_served,
     encode_model_event,
     encode_prediction,
 )
 from stream_app.metrics import Metrics
 from stream_app.predict import Prediction
+from stream_app.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.settings import Settings
 
 __all__ = ["Outputs", "Pipeline", "Record"]
@@ -42,11 +50,25 @@ log = logging.getLogger(__name__)
 class Record(Protocol):
     """The parts of a Kafka record the path reads (aiokafka's ConsumerRecord has them)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    @property
+    def topic(self) -> str:
+        """The topic it was read from."""
+
+    @property
+    def partition(self) -> int:
+        """Its partition."""
+
+    @property
+    def offset(self) -> int:
+        """Its offset."""
+
+    @property
+    def key(self) -> bytes | None:
+        """Its key, as produced."""
+
+    @property
+    def value(self) -> bytes | None:
+        """Its value, as produced."""
 
 
 class Outputs(Protocol):
@@ -67,6 +89,10 @@ class Pipeline:
         self.learner = learner
         self.metrics = metrics
         self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        self.early = EarlyLabels(settings.learn.early_label_ttl_s, settings.learn.early_label_max)
+        """Labels that came before their event was served, held at the id's home."""
+        self.partitions = settings.topics.partitions
+        """Partitions of ``features`` (the serve loop reads them): an id's home is its murmur2."""
         self.output_partitions = 0
         """Partitions of the predictions topic; a prediction goes to its event's partition."""
         self.writer = True
@@ -78,6 +104,8 @@ class Pipeline:
         self._observe = metrics.predict_latency.observe
         self._served = 0
         self._learned_count = 0
+        self._rerouted = 0
+        self._mismatch_logged: set[str] = set()
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after.
@@ -171,12 +199,17 @@ class Pipeline:
             kept = Served(
                 event.features, served.prediction, served.proba, shadow, model.version, now
             )
-            self.pending.put(partition, event.id, kept)
+            home = home_partition(event.id, self.partitions)
+            if home == partition:
+                self._arrive(out, home, event.id, kept, now)
+            else:
+                self._note_mismatch("feature events", record)
+                out.to_partition(*self.served_message(event.id, kept, home))
         else:
             self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
 
     def labels(self, records: Sequence[Record], out: Outputs) -> None:
-        """Join each delayed label to what was served for its event, then learn it."""
+        """Route each delayed label to its id's home; at home, join it to its served event."""
         s = self.settings
         now = time.time()
         for record in records:
@@ -185,29 +218,155 @@ class Pipeline:
             except RejectedMessage as rejected:
                 self._reject_label(out, record, rejected.reason, rejected.detail)
                 continue
-            served = self.pending.take(record.partition, event_id, now)
-            if served is None:
-                if event_id in self._taken or self.learner.has_learned(event_id):
-                    reason, detail = (
-                        reasons.DUPLICATE_LABEL,
-                        f"event {event_id!r:.60} was learned already",
-                    )
-                else:
-                    reason = reasons.LABEL_WITHOUT_EVENT
-                    detail = (
-                        f"no served event {event_id!r:.60} within the last "
-                        f"{s.learn.pending_ttl_s:.0f}s on partition {record.partition}"
-                    )
-                self._reject_label(out, record, reason, detail)
+            home = home_partition(event_id, self.partitions)
+            if home == record.partition:
+                self._label(out, record, home, event_id, label, False, now)
                 continue
-            answer = Prediction(served.prediction, served.proba)
-            self._learn(out, record, event_id, served.features, label, answer, served.shadow, now)
+            self._note_mismatch("labels", record)
+            value = encode_join_label(
+                event_id, label, record.topic, record.partition, record.offset, record.value
+            )
+            out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
         self._report_learning()
 
-    def expire(self, now: float) -> None:
-        """Drop served events whose labels can no longer arrive in time."""
+    def joins(self, records: Sequence[Record], out: Outputs) -> None:
+        """Take served events and labels that the join topic brought to their home partition."""
+        now = time.time()
+        for record in records:
+            try:
+                message = decode_join(record.value)
+                event_id: str = message["id"]
+                if message["kind"] == "served":
+                    shadow = message["shadow"]
+                    prediction, proba = message["served"]
+                    kept = Served(
+                        message["features"],
+                        prediction,
+                        proba,
+                        Prediction(*shadow) if shadow else None,
+                        message["model_version"],
+                        message["served_at"],
+                        True,
+                    )
+                else:
+                    where = message["source"]
+                    source = Source(
+                        where["topic"],
+                        where["partition"],
+                        where["offset"],
+                        record.key,
+                        message["original"],
+                    )
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("skipping a malformed join message at offset %d: %s", record.offset, exc)
+                self._dead_letter(out, record, reasons.INVALID_JSON, f"not a join message: {exc}")
+                continue
+            if message["kind"] == "served":
+                self._arrive(out, record.partition, event_id, kept, now)
+            else:
+                self._label(out, source, record.partition, event_id, message["label"], True, now)
+        self._report_learning()
+
+    def served_message(
+        self, event_id: str, kept: Served, home: int
+    ) -> tuple[str, int, bytes, bytes]:
+        """Return the join-topic message (topic, partition, key, value) that takes ``kept`` home."""
+        served = (kept.prediction, kept.proba)
+        value = encode_join_served(
+            event_id, kept.features, served, kept.shadow, kept.model_version, kept.served_at
+        )
+        return self.settings.join_topic, home, event_id.encode(), value
+
+    def _arrive(self, out: Outputs, home: int, event_id: str, kept: Served, now: float) -> None:
+        """Take a served event at its home: learn the label that waited for it, or keep it."""
+        early = self.early.take(home, event_id)
+        if early is None:
+            self.pending.put(home, event_id, kept)
+        else:
+            self._joined(out, early.source, event_id, early.label, kept, early.rerouted, now)
+
+    def _label(
+        self,
+        out: Outputs,
+        source: Record,
+        home: int,
+        event_id: str,
+        label: Any,
+        rerouted: bool,
+        now: float,
+    ) -> None:
+        """Take a label at its home: join it to its served event, or hold it until then."""
+        kept = self.pending.take(home, event_id, now)
+        if kept is not None:
+            self._joined(out, source, event_id, label, kept, rerouted, now)
+            return
+        if (
+            event_id in self._taken
+            or self.learner.has_learned(event_id)
+            or (home, event_id) in self.early
+        ):
+            detail = f"event {event_id!r:.60} has had its label already"
+            self._reject_label(out, source, reasons.DUPLICATE_LABEL, detail)
+            return
+        where = Source(source.topic, source.partition, source.offset, source.key, source.value)
+        evicted = self.early.put(home, event_id, EarlyLabel(label, where, rerouted, now))
+        limit = self.settings.learn.early_label_max
+        self._unjoined(out, home, evicted, f"before {limit} later labels (learn.early_label_max)")
+
+    def _joined(
+        self,
+        out: Outputs,
+        source: Record,
+        event_id: str,
+        label: Any,
+        kept: Served,
+        rerouted: bool,
+        now: float,
+    ) -> None:
+        """Learn a label that met its served event, with the answer that was served."""
+        if rerouted or kept.rerouted:
+            self._rerouted += 1
+        answer = Prediction(kept.prediction, kept.proba)
+        self._learn(out, source, event_id, kept.features, label, answer, kept.shadow, now)
+
+    def _unjoined(
+        self, out: Outputs, home: int, labels: list[tuple[str, EarlyLabel]], why: str
+    ) -> None:
+        """Dead-letter held labels whose event did not come in time, saying where we looked."""
+        for event_id, early in labels:
+            src = early.source
+            detail = (
+                f"no event {event_id!r:.60} was served {why}; searched partition {home}, the home "
+                f"of its id (murmur2), where events served on any partition or over HTTP meet "
+                f"their labels; the label came on {src.topic} partition {src.partition}"
+            )
+            self._reject_label(out, src, reasons.LABEL_WITHOUT_EVENT, detail)
+
+    def _note_mismatch(self, kind: str, record: Record) -> None:
+        """Say once per kind that records arrive off their id's home, and how to avoid the hop."""
+        if kind in self._mismatch_logged:
+            return
+        self._mismatch_logged.add(kind)
+        log.warning(
+            "%s on %s arrive on partitions other than their id's home (partition %d looks %s); "
+            "they still join, through %s, at one more message each; %s",
+            kind,
+            record.topic,
+            record.partition,
+            partitioner_of(record.key, record.partition, self.partitions),
+            self.settings.join_topic,
+            PARTITIONER_FIX,
+        )
+
+    def expire(self, now: float, out: Outputs) -> None:
+        """Drop served events whose labels can no longer come in time; dead-letter late labels."""
         self.pending.expire(now)
         self.metrics.pending_events.set(len(self.pending))
+        if len(self.early):
+            ttl = self.settings.learn.early_label_ttl_s
+            for home, expired in self.early.expire(now).items():
+                self._unjoined(out, home, expired, f"within {ttl:g}s (learn.early_label_ttl_s)")
+        self.metrics.early_labels.set(len(self.early))
 
     def examples(self, records: Sequence[Record], out: Outputs) -> None:
         """Learn, as the writer, the examples other workers forwarded (as if it had served them)."""
@@ -321,6 +480,9 @@ class Pipeline:
 
         Once per batch, not per event: per event, these metrics cost more than the guard.
         """
+        if self._rerouted:
+            self.metrics.labels_rerouted.inc(self._rerouted)
+            self._rerouted = 0
         if not self._learned_count and not self.learner.examples_seen:
             return
         self.metrics.labels_learned.inc(self._learned_count)

@@ -1,108 +1,225 @@
-"""Rebuild the pending store of a newly assigned partition from Kafka itself.
+"""Rebuild the join state of a newly assigned home partition from Kafka itself.
 
-The join keeps served events in memory until their labels arrive. After a restart, or when a
-rebalance hands a partition to another worker, that memory is gone, but Kafka still has it: the
-``features`` partition holds the events and the same-numbered ``predictions`` partition holds the
-answers (a prediction is written to its event's partition). Re-reading the last ``pending_ttl_s``
-of both, up to the group's committed offset and at most ``pending_max`` events, restores what a
-delayed label needs, with no extra writes on the hot path.
+The join keeps served events (and labels that came before their event) in memory, at their id's
+home partition (see :mod:`stream_app.route`). After a restart, or when a rebalance hands a
+partition to another worker, that memory is gone, but Kafka still has it, in four partitions
+numbered like the home: ``features`` (events served there whose home it is) with ``predictions``
+(their answers: a prediction is written to its event's partition), the join topic (events served
+elsewhere or over HTTP, and labels that arrived elsewhere) and ``labels`` (labels that arrived at
+home). Re-reading the recent past of these, up to the group's committed offsets, restores what a
+delayed label needs, with no extra writes on the hot path. A label whose served event is also
+restored had joined it before the restart; the others wait again as early labels.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.decode import NO_LABEL, decode_event
 from stream_app.errors import RejectedMessage
-from stream_app.join import PendingStore, Served
+from stream_app.join import EarlyLabel, EarlyLabels, PendingStore, Served, Source
+from stream_app.label import decode_label
+from stream_app.messages import decode_join
+from stream_app.route import home_partition
 from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 
-__all__ = ["rebuild", "restore_partition"]
+__all__ = ["Past", "rebuild", "restore_home"]
 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 200
+_MS = 1000.0
+
+
+class Stamped(Protocol):
+    """A consumed record: what the rebuild reads of it."""
+
+    @property
+    def topic(self) -> str:
+        """Its topic."""
+
+    @property
+    def partition(self) -> int:
+        """Its partition."""
+
+    @property
+    def offset(self) -> int:
+        """Its offset."""
+
+    @property
+    def timestamp(self) -> int:
+        """Its broker or producer timestamp, epoch milliseconds."""
+
+    @property
+    def key(self) -> bytes | None:
+        """Its key."""
+
+    @property
+    def value(self) -> bytes | None:
+        """Its value."""
+
+
+class Past(NamedTuple):
+    """The recent past of one home partition, each list in offset order."""
+
+    events: Sequence[Stamped]
+    """``features`` records, up to the committed offset."""
+    answers: Mapping[str, dict[str, Any]]
+    """The latest prediction message of each event id, from ``predictions``."""
+    joins: Sequence[Stamped] = ()
+    """Join-topic records, up to the committed offset."""
+    labels: Sequence[Stamped] = ()
+    """``labels`` records, up to the committed offset."""
 
 
 def rebuild(
-    store: PendingStore,
-    partition: int,
-    events: list[Any],
-    answers: dict[str, dict[str, Any]],
+    pending: PendingStore,
+    early: EarlyLabels,
+    home: int,
+    partitions: int,
+    past: Past,
     settings: Settings,
-) -> int:
-    """Put back every unlabeled event that was answered; return how many came back.
+) -> tuple[int, int]:
+    """Put back what waited at ``home``; return (served events restored, early labels restored).
 
-    ``events`` are raw feature records in offset order; ``answers`` maps an event id to its
-    (latest) prediction message.
+    Served events come from ``features`` (those whose home this is: the others went to their
+    home through the join topic) and from the join topic. Labels from the join topic and from
+    ``labels`` (those whose home this is) either meet their restored event, which means they
+    were learned before, or wait again.
     """
-    restored = 0
-    for record in events:
+    served: dict[str, Served] = {}
+    for record in past.events:
         try:
             event = decode_event(record.value, settings.limits)
         except RejectedMessage:
             continue  # it was dead-lettered when it was served
-        answer = answers.get(event.id)
+        answer = past.answers.get(event.id)
         if answer is None or event.label is not NO_LABEL:
             continue  # never answered, or learned inline already
-        store.put(
-            partition,
-            event.id,
-            Served(
-                event.features,
-                answer["prediction"],
-                answer["proba"],
-                None,
-                answer["model_version"],
-                answer["served_at"],
-            ),
+        if home_partition(event.id, partitions) != home:
+            continue  # it went to its home through the join topic
+        served[event.id] = Served(
+            event.features,
+            answer["prediction"],
+            answer["proba"],
+            None,
+            answer["model_version"],
+            answer["served_at"],
         )
-        restored += 1
-    return restored
+    waiting: list[tuple[str, EarlyLabel]] = []
+    for record in past.joins:
+        try:
+            message = decode_join(record.value)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # it was dead-lettered when it was read
+        event_id = message["id"]
+        if message["kind"] == "served":
+            prediction, proba = message["served"]
+            served[event_id] = Served(
+                message["features"],
+                prediction,
+                proba,
+                None,
+                message["model_version"],
+                message["served_at"],
+                True,
+            )
+        else:
+            where = message["source"]
+            source = Source(
+                where["topic"], where["partition"], where["offset"], record.key, message["original"]
+            )
+            arrived = record.timestamp / _MS
+            waiting.append((event_id, EarlyLabel(message["label"], source, True, arrived)))
+    for record in past.labels:
+        try:
+            event_id, label = decode_label(record.value, settings.limits)
+        except RejectedMessage:
+            continue
+        if home_partition(event_id, partitions) == home:
+            source = Source(record.topic, record.partition, record.offset, record.key, record.value)
+            waiting.append((event_id, EarlyLabel(label, source, False, record.timestamp / _MS)))
+    for event_id, kept in served.items():
+        pending.put(home, event_id, kept)
+    held = 0
+    for event_id, label in sorted(waiting, key=lambda item: item[1].arrived_at):
+        if pending.take(home, event_id, label.arrived_at) is None:
+            early.put(home, event_id, label)
+            held += 1
+    return len(served) - (len(waiting) - held), held
 
 
-async def restore_partition(
-    settings: Settings, store: PendingStore, partition: int, committed: int | None
-) -> int:
-    """Re-read the recent past of one partition into ``store``; return the events restored."""
-    if not committed or not settings.learn.enabled:
-        return 0
+async def restore_home(
+    settings: Settings,
+    pending: PendingStore,
+    early: EarlyLabels,
+    home: int,
+    partitions: int,
+    committed: Mapping[str, int | None],
+) -> tuple[int, int]:
+    """Re-read the recent past of one home partition; return what :func:`rebuild` restored.
+
+    ``committed`` maps ``features``, ``labels`` and the join topic to the group's committed
+    offset on partition ``home`` (``None`` where nothing was committed yet).
+    """
+    if not settings.learn.enabled or not any(committed.values()):
+        return 0, 0
+    s = settings
     started = time.monotonic()
-    deadline = started + settings.learn.restore_timeout_s
-    since_ms = int((time.time() - settings.learn.pending_ttl_s) * 1000)
-    features = TopicPartition(settings.topics.features, partition)
-    predictions = TopicPartition(settings.topics.predictions, partition)
+    deadline = started + s.learn.restore_timeout_s
+    now_ms = time.time() * _MS
+    served_ms = int(now_ms - s.learn.pending_ttl_s * _MS)
+    early_ms = int(now_ms - s.learn.early_label_ttl_s * _MS)
+    features = TopicPartition(s.topics.features, home)
+    predictions = TopicPartition(s.topics.predictions, home)
+    joins = TopicPartition(s.join_topic, home)
+    labels = TopicPartition(s.topics.labels, home)
     consumer = AIOKafkaConsumer(
-        **client_kwargs(settings),
-        enable_auto_commit=False,
-        client_id=f"{settings.app.id}-restore",
+        **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-restore"
     )
     await consumer.start()
     try:
-        consumer.assign([features, predictions])
-        by_time = await consumer.offsets_for_times({features: since_ms, predictions: since_ms})
-        first = by_time[features].offset if by_time[features] else committed
-        start = max(first, committed - settings.learn.pending_max, 0)
-        events = await _read(consumer, features, start, committed, deadline)
-        answers_end = (await consumer.end_offsets([predictions]))[predictions]
-        answers_start = by_time[predictions].offset if by_time[predictions] else answers_end
+        consumer.assign([features, predictions, joins, labels])
+        since = {features: served_ms, predictions: served_ms}
+        since |= {joins: min(served_ms, early_ms), labels: early_ms}
+        by_time = await consumer.offsets_for_times(since)
+        ends = await consumer.end_offsets([predictions])
+
+        def window(tp: TopicPartition, most: int) -> tuple[int, int]:
+            end = committed.get(tp.topic) or 0
+            found = by_time.get(tp)
+            first = found.offset if found is not None else end
+            return max(first, end - most, 0), end
+
+        events = await _read(consumer, features, *window(features, s.learn.pending_max), deadline)
+        found = by_time.get(predictions)
+        first = found.offset if found is not None else ends[predictions]
         answers: dict[str, dict[str, Any]] = {}
-        for record in await _read(consumer, predictions, answers_start, answers_end, deadline):
+        for record in await _read(consumer, predictions, first, ends[predictions], deadline):
             body = orjson.loads(record.value)
             answers[body["id"]] = body
+        most = s.learn.pending_max + s.learn.early_label_max
+        joined = await _read(consumer, joins, *window(joins, most), deadline)
+        early_labels = await _read(
+            consumer, labels, *window(labels, s.learn.early_label_max), deadline
+        )
     finally:
         await consumer.stop()
-    restored = rebuild(store, partition, events, answers, settings)
+    restored = rebuild(
+        pending, early, home, partitions, Past(events, answers, joined, early_labels), s
+    )
     log.info(
-        "partition %d: restored %d served events awaiting labels in %.2fs",
-        partition,
-        restored,
+        "partition %d: restored %d served events awaiting labels and %d labels awaiting "
+        "events in %.2fs",
+        home,
+        *restored,
         time.monotonic() - started,
     )
     return restored

@@ -7,9 +7,11 @@ batch synchronously, sends outputs in one batch per partition, and commits an in
 after Kafka acknowledged every output of the batch that contains it (at-least-once, per-partition
 order). It starts and stops with the Faust app, shares its settings, metrics and web server.
 
-The consumer reads ``features`` and ``labels`` with the range assignor, so partition *p* of both
-lands on the same worker: a delayed label meets the event it belongs to. What happens to each
-record is :mod:`stream_app.pipeline`'s business.
+The consumer reads ``features``, ``labels`` and the internal join topic with the range assignor, so
+partition *p* of all three lands on the same worker: whatever partition a served event or a label
+arrived on, the join topic brings it to partition *p* = its id's home (:mod:`stream_app.route`),
+where it meets its counterpart. What happens to each record is :mod:`stream_app.pipeline`'s
+business.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from stream_app.emit import Emitter
 from stream_app.errors import StreamAppError
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
-from stream_app.restore import restore_partition
+from stream_app.restore import restore_home
 from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
@@ -119,6 +121,9 @@ class ServeLoop(mode.Service):
         self.pipeline.output_partitions = len(
             await self._producer.partitions_for(s.topics.predictions)
         )
+        self.pipeline.partitions = len(await self._producer.partitions_for(s.topics.features))
+        if s.learn.enabled:
+            await ensure_topics(s, [s.join_topic], partitions=self.pipeline.partitions)
         self._emitter = Emitter(self._producer)
         self._consumer = AIOKafkaConsumer(
             **connection,
@@ -138,7 +143,7 @@ class ServeLoop(mode.Service):
         )
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
-            topics += [s.topics.labels, s.examples_topic]
+            topics += [s.topics.labels, s.join_topic, s.examples_topic]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
         self._last_contact = time.monotonic()
@@ -170,7 +175,7 @@ class ServeLoop(mode.Service):
                     await asyncio.sleep(s.retry_backoff_s)
                     continue
                 async with self._lock:
-                    if batches:
+                    if batches or len(self.pipeline.early):  # held labels expire on time
                         await self._serve_batches(batches)
                     await self.keeper.maybe_checkpoint(self.publish)
                     await self._commit(force=False)
@@ -221,11 +226,13 @@ class ServeLoop(mode.Service):
         assert self._producer is not None
         await self._producer.send_and_wait(topic, value, key=key)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> tuple[int, int]:
-        """Send one message (a label from ``POST /learn``); return its partition and offset."""
+    async def send(
+        self, topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
+        """Send one message from HTTP (a label, an answer to keep); return partition and offset."""
         if self._producer is None:
             raise StreamAppError("the worker's producer has not started yet")
-        meta = await self._producer.send_and_wait(topic, value, key=key)
+        meta = await self._producer.send_and_wait(topic, value, key=key, partition=partition)
         return int(meta.partition), int(meta.offset)
 
     async def on_shutdown(self) -> None:
@@ -251,12 +258,20 @@ class ServeLoop(mode.Service):
         assert self._emitter is not None and self._consumer is not None
         received = time.perf_counter()
         s = self.settings
-        order = {s.topics.features: 0, s.topics.labels: 1, s.examples_topic: 2, s.commands_topic: 3}
-        # Features first, so a label fetched together with its event finds it served.
-        for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, 4), tp.partition)):
+        order = {
+            s.topics.features: 0,
+            s.join_topic: 1,
+            s.topics.labels: 2,
+            s.examples_topic: 3,
+            s.commands_topic: 4,
+        }
+        # Served events first, so a label fetched together with its event finds it served.
+        for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, len(order)), tp.partition)):
             records = batches[tp]
             if tp.topic == s.topics.features:
                 self.pipeline.features(records, received, self._emitter)
+            elif tp.topic == s.join_topic:
+                self.pipeline.joins(records, self._emitter)
             elif tp.topic == s.topics.labels:
                 self.pipeline.labels(records, self._emitter)
             elif tp.topic == s.examples_topic:
@@ -264,7 +279,7 @@ class ServeLoop(mode.Service):
             else:
                 for record in records:
                     await self.keeper.command(record.value, self.publish)
-        self.pipeline.expire(time.time())
+        self.pipeline.expire(time.time(), self._emitter)
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
             failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -333,15 +348,25 @@ class ServeLoop(mode.Service):
 
     async def _assign(self, assigned: frozenset[TopicPartition]) -> None:
         """Take over the assigned partitions (under the serve lock, see :meth:`_on_assigned`)."""
-        features = self.settings.topics.features
+        s, pipeline, consumer = self.settings, self.pipeline, self._consumer
+        assert consumer is not None
+        features = s.topics.features
         before = {tp.partition for tp in self.assignment or () if tp.topic == features}
         now = {tp.partition for tp in assigned if tp.topic == features}
         for partition in before - now:
-            self.pipeline.pending.drop_partition(partition)
+            pipeline.pending.drop_partition(partition)
+            pipeline.early.drop_partition(partition)
         for partition in sorted(now - before):
-            assert self._consumer is not None
-            committed = await self._consumer.committed(TopicPartition(features, partition))
-            await restore_partition(self.settings, self.pipeline.pending, partition, committed)
+            homes = [s.topics.features, s.topics.labels, s.join_topic]
+            committed = {
+                topic: await consumer.committed(TopicPartition(topic, partition)) for topic in homes
+            }
+            join = TopicPartition(s.join_topic, partition)
+            if join in assigned and committed[s.join_topic] is None:
+                await consumer.seek_to_beginning(join)  # internal: never skip what was sent home
+            await restore_home(
+                s, pipeline.pending, pipeline.early, partition, pipeline.partitions, committed
+            )
         writer = TopicPartition(self.settings.commands_topic, 0)
         if writer in assigned and not self.is_writer:
             await self.keeper.become_writer()

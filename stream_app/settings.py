@@ -119,6 +119,9 @@ class TopicSettings:
     """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
     examples: str = ""
     """Labeled examples other workers pass to the writer; empty means ``<app.id>-examples``."""
+    join: str = ""
+    """Served events and labels on their way to their id's home partition; empty means
+    ``<app.id>-join`` (as many partitions as ``features``)."""
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1
@@ -190,6 +193,12 @@ class LearnSettings:
     """Labels in the rolling quality figure (accuracy or MAE)."""
     restore_timeout_s: float = 60.0
     """Most time spent re-reading a newly assigned partition's served events from Kafka."""
+    early_label_ttl_s: float = 600.0
+    """How long a label whose event has not been served yet waits for it (a backfill, a lagging
+    ``features`` backlog); then it is dead-lettered as ``label_without_event``."""
+    early_label_max: int = 100000
+    """Most labels held for events not served yet, per worker; past it the oldest is
+    dead-lettered."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,6 +437,11 @@ class Settings:
         """The one-partition topic of labeled examples forwarded to the single writer."""
         return self.topics.examples or f"{self.app.id}-examples"
 
+    @property
+    def join_topic(self) -> str:
+        """The internal topic that carries served events and labels to their id's home partition."""
+        return self.topics.join or f"{self.app.id}-join"
+
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""
         return {
@@ -567,6 +581,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("inference.mode must be event or batch")
     if s.inference.max_batch < 1:
         raise ConfigError("inference.max_batch must be at least 1")
+    if s.learn.early_label_ttl_s < 0 or s.learn.early_label_max < 0:
+        raise ConfigError("learn.early_label_ttl_s and learn.early_label_max cannot be negative")
     if s.drift.policy not in {"none", "reset", "challenger"}:
         raise ConfigError("drift.policy must be none, reset or challenger")
     if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:

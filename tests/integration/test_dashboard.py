@@ -24,7 +24,10 @@ from tests.integration.support import (
 )
 
 # A challenger from the start, so that its quality gauge has a sample as the serving model's does.
-CHALLENGER = '[model]\nchallenger_factory = "stream_app.models:hoeffding_tree"\n'
+CHALLENGER = (
+    '[model]\nchallenger_factory = "stream_app.models:hoeffding_tree"\n'
+    "[learn]\nearly_label_ttl_s = 1.0\n"  # the stranger's label waits this long for its event
+)
 LABELLED_EVENTS = 60
 
 # Families with labels export no sample line (only # HELP and # TYPE) until a label set is used;
@@ -91,7 +94,11 @@ async def test_every_dashboard_metric_appears_in_a_real_scrape(
 
     async def refreshed() -> object:
         samples = scrape(worker)
-        return samples if all(samples.get(name) for name in REFRESHED) else None
+        stranger = any(  # held for learn.early_label_ttl_s, then dead-lettered
+            labels.get("reason") == reasons.LABEL_WITHOUT_EVENT
+            for labels in samples.get("stream_app_labels_rejected_total", [])
+        )
+        return samples if stranger and all(samples.get(name) for name in REFRESHED) else None
 
     after = await wait_for(refreshed, what="the periodic metrics' first refresh")
     for title, expr in dashboard_queries():

@@ -112,7 +112,8 @@ async def test_http_answers_equal_the_streams_and_batch_equals_single(
 async def test_learn_queues_labels_that_are_learned_exactly_once(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
-    worker = worker_factory(extra_config="[guard]\nenabled = false\n")
+    early = "[learn]\nearly_label_ttl_s = 1.0\n"  # the stranger waits this long for its event
+    worker = worker_factory(extra_config="[guard]\nenabled = false\n" + early)
     worker.wait_healthy()
     data = sea(40, seed=53)
     async with AsyncClient(worker.url, kafka.bootstrap, topics=topics(names)) as client:
@@ -131,6 +132,12 @@ async def test_learn_queues_labels_that_are_learned_exactly_once(
         assert again.offset > max(q.offset for q in queued if q.partition == again.partition)
         stranger = await client.learn(Label("never-served", True))
         await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["labels"])
+
+    async def stranger_expired() -> bool:
+        key = 'stream_app_labels_rejected_total{reason="label_without_event"}'
+        return worker.metrics().get(key) == 1
+
+    await wait_for(stranger_expired, what="the stranger's label to expire")
 
     records = await read_all(kafka.bootstrap, names.topics["dead_letters"])
     letters = [orjson.loads(r.value) for r in records]

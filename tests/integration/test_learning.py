@@ -14,7 +14,13 @@ from stream_app import reasons
 from stream_app.messages import decode_dead_letter
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
-from tests.integration.support import predictions_by_id, produce, read_all, wait_consumed
+from tests.integration.support import (
+    predictions_by_id,
+    produce,
+    read_all,
+    wait_consumed,
+    wait_for,
+)
 
 ORACLE_EVENTS = 5000
 
@@ -86,7 +92,8 @@ async def test_oracle_every_prediction_equals_rivers_own_loop(
 async def test_delayed_labels_learned_once_duplicates_counted_strangers_dead_lettered(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
-    worker = worker_factory(extra_config="[guard]\nenabled = false\n")
+    early = "[learn]\nearly_label_ttl_s = 1.0\n"  # strangers wait this long for their event
+    worker = worker_factory(extra_config="[guard]\nenabled = false\n" + early)
     worker.wait_healthy()
     data = sea(600, seed=5)
     await produce(kafka.bootstrap, names.topics["features"], feature_messages(data, inline=False))
@@ -104,7 +111,12 @@ async def test_delayed_labels_learned_once_duplicates_counted_strangers_dead_let
     ]
     await produce(kafka.bootstrap, names.topics["labels"], labels + duplicates + strangers)
     await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["labels"])
+    stranger_key = f'stream_app_labels_rejected_total{{reason="{reasons.LABEL_WITHOUT_EVENT}"}}'
 
+    async def strangers_expired() -> bool:
+        return worker.metrics().get(stranger_key, 0) >= 20
+
+    await wait_for(strangers_expired, what="the strangers' labels to expire")
     scraped = worker.metrics()
     assert scraped["stream_app_labels_learned_total"] == 600
     assert scraped[f'stream_app_labels_rejected_total{{reason="{reasons.DUPLICATE_LABEL}"}}'] == 50

@@ -51,7 +51,9 @@ def test_predict_answers_with_the_serving_model_in_the_prediction_shape() -> Non
     assert status == 200
     assert set(body) == {
         "id", "prediction", "proba", "model", "model_version", "served_at", "latency_ms",
+        "joinable",
     }  # fmt: skip
+    assert body["joinable"] is False  # no producer here: nothing was kept for its label
     assert (body["id"], body["prediction"], body["proba"]) == (
         "e-1",
         expected.prediction,
@@ -120,10 +122,55 @@ def test_a_model_that_raises_is_a_model_error_not_a_crash() -> None:
     assert (status, body["reason"]) == (422, reasons.MODEL_ERROR)
 
 
+def test_predictions_with_an_id_go_home_for_joining_and_say_so() -> None:
+    from stream_app.messages import decode_join
+    from stream_app.route import home_partition
+
+    sent: list[tuple[str, bytes, int | None, dict[str, Any]]] = []
+
+    async def send(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
+        sent.append((topic, key, partition, decode_join(value)))
+        return partition or 0, len(sent)
+
+    http, _ = api(send=send, app={"id": "h"})
+    x = rows(1, seed=12)[0]
+    _, body = call(http, "predict", orjson.dumps({"id": "e-7", "features": x}))
+    assert body["joinable"] is True
+    topic, key, partition, kept = sent[0]
+    assert (topic, key, partition) == ("h-join", b"e-7", home_partition("e-7", 4))
+    assert (kept["kind"], kept["id"], kept["features"]) == ("served", "e-7", x)
+    assert kept["served"] == [body["prediction"], body["proba"]]
+    _, body = call(http, "predict", orjson.dumps({"features": x}))
+    assert body["joinable"] is False and len(sent) == 1  # a made-up id cannot be labelled
+    events = [{"id": "b-1", "features": x}, {"features": x}]
+    _, body = call(http, "predict_batch", orjson.dumps({"events": events}))
+    assert [p["joinable"] for p in body["predictions"]] == [True, False]
+    assert [s[1] for s in sent] == [b"e-7", b"b-1"]
+
+
+def test_a_prediction_kafka_did_not_keep_is_not_joinable() -> None:
+    from aiokafka.errors import KafkaTimeoutError
+
+    async def failing(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
+        raise KafkaTimeoutError()
+
+    http, _ = api(send=failing)
+    status, body = call(http, "predict", b'{"id": "e", "features": {"x": 1}}')
+    assert (status, body["joinable"]) == (200, False)
+    http, _ = api(send=failing, learn={"enabled": False})
+    assert call(http, "predict", b'{"id": "e", "features": {"x": 1}}')[1]["joinable"] is False
+
+
 def test_learn_produces_the_checked_label_keyed_by_id() -> None:
     sent: list[tuple[str, bytes, bytes]] = []
 
-    async def send(topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+    async def send(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
         sent.append((topic, key, value))
         return 3, 17
 
@@ -143,7 +190,9 @@ def test_learn_when_learning_is_off_or_kafka_refuses() -> None:
         {"reason": "learning_off", "detail": "this worker does not learn (learn.enabled = false)"},
     )
 
-    async def failing(topic: str, key: bytes, value: bytes) -> tuple[int, int]:
+    async def failing(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
         from aiokafka.errors import KafkaTimeoutError
 
         raise KafkaTimeoutError()

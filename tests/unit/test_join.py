@@ -69,7 +69,9 @@ def test_rebuild_restores_answered_unlabeled_events_only() -> None:
 
     import orjson
 
-    from stream_app.restore import rebuild
+    from stream_app.join import EarlyLabels
+    from stream_app.restore import Past, rebuild
+    from stream_app.route import home_partition
     from stream_app.settings import Settings
 
     @dataclass
@@ -89,6 +91,54 @@ def test_rebuild_restores_answered_unlabeled_events_only() -> None:
         "served_at": 5.0,
     }
     store = PendingStore(ttl_s=60, max_items=10)
-    assert rebuild(store, 3, events, {"a": answer, "b": answer}, Settings()) == 1
-    kept = store.take(3, "a", now=6.0)
+    early = EarlyLabels(ttl_s=60, max_items=10)
+    home = home_partition("a", 4)
+    past = Past(events, {"a": answer, "b": answer})
+    assert rebuild(store, early, home, 4, past, Settings()) == (1, 0)
+    kept = store.take(home, "a", now=6.0)
     assert kept == Served({"x": 1.0}, True, {"true": 0.7, "false": 0.3}, None, 2, 5.0)
+
+
+def test_rebuild_replays_the_join_topic_and_labels_at_home() -> None:
+    """A label whose served event is restored too had joined it already; the others wait again."""
+    from dataclasses import dataclass
+
+    import orjson
+
+    from stream_app.join import EarlyLabels
+    from stream_app.messages import encode_join_label, encode_join_served
+    from stream_app.restore import Past, rebuild
+    from stream_app.route import home_partition
+    from stream_app.settings import Settings
+
+    @dataclass
+    class Rec:
+        topic: str
+        partition: int
+        offset: int
+        timestamp: int
+        key: bytes | None
+        value: bytes | None
+
+    ids = [f"id-{i}" for i in range(60)]
+    home = home_partition(ids[0], 4)
+    mine = [i for i in ids if home_partition(i, 4) == home][:3]  # a, b, c: all at home
+    a, b, c = mine
+    joins = [
+        Rec("j", home, 0, 1000, a.encode(),
+            encode_join_served(a, {"x": 1.0}, (True, {"true": 0.9}), None, 1, 1.0)),
+        Rec("j", home, 1, 2000, a.encode(), encode_join_label(a, True, "labels", 2, 7, b"{}")),
+        Rec("j", home, 2, 3000, b.encode(), encode_join_label(b, False, "labels", 1, 8, b"{}")),
+    ]  # fmt: skip
+    labels = [
+        Rec("labels", home, 5, 4000, c.encode(), orjson.dumps({"id": c, "label": True})),
+        Rec("labels", home, 6, 4000, b"x", orjson.dumps({"id": ids[-1], "label": True})),
+    ]
+    pending, early = PendingStore(ttl_s=60, max_items=10), EarlyLabels(ttl_s=60, max_items=10)
+    restored = rebuild(pending, early, home, 4, Past([], {}, joins, labels), Settings())
+    foreign = home_partition(ids[-1], 4) != home
+    assert restored == (0, 2 + (not foreign))  # a had joined; b and c wait for their events
+    assert len(pending) == 0 and (home, b) in early and (home, c) in early
+    held = early.take(home, b)
+    assert held is not None and held.rerouted and held.arrived_at == 3.0
+    assert held.source == ("labels", 1, 8, b.encode(), b"{}")

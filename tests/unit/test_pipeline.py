@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 
 from stream_app import reasons
 from stream_app.learn import Learner
 from stream_app.messages import decode_dead_letter
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
+from stream_app.route import home_partition
 from stream_app.settings import Settings
 
 
@@ -46,17 +49,34 @@ def pipeline(**overrides: dict[str, Any]) -> tuple[Pipeline, Metrics, Settings]:
     return p, metrics, settings
 
 
-def event(i: int, label: Any = None, partition: int = 0) -> Rec:
+def home(i: int) -> int:
+    return home_partition(f"e{i}", 4)
+
+
+def event(i: int, label: Any = None, partition: int | None = None) -> Rec:
+    """Event ``e{i}``, on its id's home partition unless told otherwise (murmur2, like aiokafka)."""
     body: dict[str, Any] = {"id": f"e{i}", "features": {"x": float(i % 7), "c": "red"}}
     if label is not None:
         body["label"] = label
-    return Rec("features", partition, i, f"e{i}".encode(), orjson.dumps(body))
+    where = home(i) if partition is None else partition
+    return Rec("features", where, i, f"e{i}".encode(), orjson.dumps(body))
 
 
-def label(i: int, value: Any, partition: int = 0, offset: int = 0) -> Rec:
-    return Rec(
-        "labels", partition, offset, f"e{i}".encode(), orjson.dumps({"id": f"e{i}", "label": value})
-    )
+def label(i: int, value: Any, partition: int | None = None, offset: int = 0) -> Rec:
+    where = home(i) if partition is None else partition
+    body = orjson.dumps({"id": f"e{i}", "label": value})
+    return Rec("labels", where, offset, f"e{i}".encode(), body)
+
+
+def deliver(p: Pipeline, out: Recorder) -> int:
+    """Play the join topic: hand what was sent to it to the pipeline, as the serve loop would."""
+    topic = p.settings.join_topic
+    sent = [(part, k, v) for t, part, k, v in out.sent if t == topic]
+    out.sent = [m for m in out.sent if m[0] != topic]
+    for offset, (part, k, v) in enumerate(sent):
+        assert part is not None
+        p.joins([Rec(topic, part, offset, k, v)], out)
+    return len(sent)
 
 
 def test_inline_labels_are_learned_after_their_prediction() -> None:
@@ -68,23 +88,77 @@ def test_inline_labels_are_learned_after_their_prediction() -> None:
     assert predictions[1]["prediction"] is True  # event 0 was learned before event 1
     assert metrics.labels_learned._value.get() == 3
     assert {t for t, part, _, _ in out.sent} == {"predictions"}
-    assert all(part == 0 for _, part, _, _ in out.sent)  # same partition as the event
+    assert [part for _, part, _, _ in out.sent] == [home(0), home(1), home(2)]  # the event's
 
 
-def test_delayed_labels_join_once_and_strangers_are_dead_lettered() -> None:
-    p, metrics, _ = pipeline()
+def test_delayed_labels_join_once_and_strangers_wait_then_are_dead_lettered() -> None:
+    p, metrics, _ = pipeline(learn={"early_label_ttl_s": 30.0})
     out = Recorder()
-    p.features([event(i, partition=1) for i in range(3)], 0.0, out)
+    p.features([event(i) for i in range(3)], 0.0, out)
     assert len(p.pending) == 3
-    p.labels([label(0, True, 1, 0), label(1, False, 1, 1), label(0, True, 1, 2),
-              label(9, True, 1, 3), label(2, True, 0, 4)], out)  # fmt: skip
+    p.labels([label(0, True, offset=0), label(1, False, offset=1), label(0, True, offset=2),
+              label(9, True, offset=3)], out)  # fmt: skip
     assert metrics.labels_learned._value.get() == 2
     letters = [decode_dead_letter(v) for t, _, _, v in out.sent if t == "dead-letters"]
-    assert [d["reason"] for d in letters] == [
-        reasons.DUPLICATE_LABEL, reasons.LABEL_WITHOUT_EVENT, reasons.LABEL_WITHOUT_EVENT,
-    ]  # fmt: skip
-    assert letters[0]["source"] == {"topic": "labels", "partition": 1, "offset": 2}
-    assert len(p.pending) == 1  # e2 waits on partition 1; its label came on partition 0
+    assert [d["reason"] for d in letters] == [reasons.DUPLICATE_LABEL]
+    assert letters[0]["source"] == {"topic": "labels", "partition": home(0), "offset": 2}
+    assert len(p.pending) == 1 and len(p.early) == 1  # e2 waits for its label, e9 for its event
+    p.expire(time.time() + 31.0, out)
+    letters = [decode_dead_letter(v) for t, _, _, v in out.sent if t == "dead-letters"]
+    assert [d["reason"] for d in letters] == [reasons.DUPLICATE_LABEL, reasons.LABEL_WITHOUT_EVENT]
+    assert letters[1]["source"] == {"topic": "labels", "partition": home(9), "offset": 3}
+    assert f"searched partition {home(9)}, the home of its id" in letters[1]["detail"]
+    assert orjson.loads(letters[1]["original"]) == {"id": "e9", "label": True}
+    assert len(p.early) == 0 and metrics.early_labels._value.get() == 0
+
+
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_events_and_labels_off_their_home_meet_there_through_the_join_topic(shift: int) -> None:
+    p, metrics, settings = pipeline()
+    out = Recorder()
+    ids = range(40)
+    p.features([event(i, partition=(home(i) + shift) % 4) for i in ids], 0.0, out)
+    assert len(p.pending) == 0 and len(out.on("predictions")) == 40
+    p.labels(
+        [label(i, i % 2 == 0, partition=(home(i) + 2 * shift) % 4, offset=i) for i in ids], out
+    )
+    joins = [(part, k) for t, part, k, _ in out.sent if t == settings.join_topic]
+    assert len(joins) == 40 + sum(1 for _ in ids if (2 * shift) % 4)  # labels at home stay there
+    assert all(part == home(int(k.decode()[1:])) for part, k in joins)
+    deliver(p, out)
+    assert metrics.labels_learned._value.get() == 40 and metrics.labels_rerouted._value.get() == 40
+    assert out.on("dead-letters") == [] and len(p.pending) == len(p.early) == 0
+
+
+def test_a_label_that_comes_before_its_event_waits_for_it() -> None:
+    p, metrics, _ = pipeline()
+    out = Recorder()
+    p.labels([label(i, True, offset=i) for i in range(5)], out)
+    assert len(p.early) == 5 and metrics.labels_learned._value.get() == 0
+    p.expire(time.time(), out)
+    assert metrics.early_labels._value.get() == 5
+    p.features([event(i) for i in range(5)], 0.0, out)
+    assert metrics.labels_learned._value.get() == 5 and len(p.early) == 0
+    assert metrics.labels_rerouted._value.get() == 0  # everything was home already
+
+
+def test_held_labels_past_the_bound_are_dead_lettered_oldest_first() -> None:
+    p, _, _ = pipeline(learn={"early_label_max": 2})
+    out = Recorder()
+    p.labels([label(i, True, offset=i) for i in range(3)], out)
+    letters = [decode_dead_letter(v) for t, _, _, v in out.sent if t == "dead-letters"]
+    assert [(d["reason"], d["source"]["offset"]) for d in letters] == [
+        (reasons.LABEL_WITHOUT_EVENT, 0)
+    ]
+    assert "learn.early_label_max" in letters[0]["detail"] and len(p.early) == 2
+
+
+def test_a_corrupt_join_message_is_dead_lettered_and_the_rest_go_on() -> None:
+    p, _, settings = pipeline()
+    out = Recorder()
+    p.joins([Rec(settings.join_topic, 0, 0, b"k", b'{"kind": "served"}'),
+             Rec(settings.join_topic, 0, 1, b"k", b"{oops")], out)  # fmt: skip
+    assert [d["reason"] for d in out.on("dead-letters")] == [reasons.INVALID_JSON] * 2
 
 
 def test_bad_labels_are_dead_lettered_but_the_prediction_stands() -> None:
@@ -139,7 +213,7 @@ def test_a_follower_forwards_and_the_writer_learns_the_forwarded_examples() -> N
     follower, f_metrics, settings = pipeline()
     follower.writer = False
     out = Recorder()
-    follower.features([event(0, True), event(1, partition=0)], 0.0, out)
+    follower.features([event(0, True), event(1)], 0.0, out)
     follower.labels([label(1, False)], out)
     forwarded = [(t, k, v) for t, _, k, v in out.sent if t == settings.examples_topic]
     assert [k for _, k, _ in forwarded] == [b"e0", b"e1"]
