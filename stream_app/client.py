@@ -115,11 +115,15 @@ class Prediction:
     model_version: int
     served_at: float
     latency_ms: float
+    joinable: bool | None = None
+    """``POST /predict`` only: whether a later label for this id will be learned."""
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Prediction:
         """Read a prediction message (extra fields are ignored)."""
-        return cls(**{f.name: body[f.name] for f in dataclasses.fields(cls)})
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        return cls(**{f.name: body[f.name] for f in fields if f.name in body or f.name in required})
 
 
 @dataclasses.dataclass(frozen=True)
