@@ -90,8 +90,14 @@ def _schemas(s: Settings) -> dict[str, Any]:
                 model_version={"type": "integer"},
                 served_at={"type": "number"},
                 latency_ms={"type": "number"},
+                joinable={
+                    "type": "boolean",
+                    "description": "HTTP answers only: true when the event had an id and is kept "
+                    "for its label, so a later label (POST /learn or the labels topic) is learned.",
+                },
             ),
-            "description": f"The `{s.topics.predictions}` topic's message shape.",
+            "description": f"The `{s.topics.predictions}` topic's message shape (plus `joinable`"
+            " over HTTP).",
         },
         "BatchRequest": _object(
             ["events"],
