@@ -60,6 +60,7 @@ class _Version:
     examples_learned: int
     quality: dict[str, Any]
     task: str
+    learned_through: int
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Checkpointer:
                 c.model.examples_learned,
                 {"metric": c.quality.metric, "value": c.quality.value, "window": len(c.quality)},
                 c.model.task,
+                learner.learned_through,
             )
             for status, c in contenders
         ]
@@ -181,6 +183,7 @@ class Checkpointer:
                 chunks=len(blob.chunks),
                 factory=s.model.factory,
                 task=version.task,
+                learned_through=version.learned_through,
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)

@@ -21,11 +21,14 @@ __all__ = ["Emitter"]
 class Emitter:
     """Collect outputs for one input batch; :meth:`flush` sends them, returns delivery futures."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, tracked: str | None = None) -> None:
         self._producer = producer
         self._open: dict[tuple[str, int], Any] = {}
         self._full: list[tuple[str, int, Any]] = []
         self._keyed: list[tuple[str, bytes | None, bytes]] = []
+        self.tracked = tracked
+        """A topic whose offsets the caller needs (the learning log): see :meth:`acked_through`."""
+        self._sent: list[tuple[asyncio.Future[Any], int]] = []
 
     @property
     def pending(self) -> int:
@@ -58,15 +61,32 @@ class Emitter:
             self._full.append((topic, partition, batch))
         self._open.clear()
         for topic, partition, batch in self._full:
-            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+            future = await self._producer.send_batch(batch, topic, partition=partition)
+            futures.append(future)
+            if topic == self.tracked:
+                self._sent.append((future, batch.record_count()))
         self._full.clear()
         for topic, key, value in self._keyed:
             futures.append(await self._producer.send(topic, value, key=key))
         self._keyed.clear()
         return futures
 
+    def acked_through(self) -> int | None:
+        """Return the offset of the last tracked message acknowledged since the last call, or None.
+
+        Call it after the futures of :meth:`flush` resolved: a batch's acknowledgement carries
+        its first offset, and its records follow one another.
+        """
+        last = None
+        for future, count in self._sent:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                last = max(last if last is not None else -1, future.result().offset + count - 1)
+        self._sent.clear()
+        return last
+
     def discard(self) -> None:
         """Drop everything queued and not yet sent (the input will be read again)."""
         self._open.clear()
         self._full.clear()
         self._keyed.clear()
+        self._sent.clear()

@@ -211,6 +211,8 @@ class Learner:
         self.monitor = DriftMonitor(settings.drift)
         self.next_version = self.serving.model.version + 1
         self.examples_seen = 0
+        self.learned_through = -1
+        """Offset in the learning log of the last example this learner learned (-1: none)."""
         self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
@@ -228,6 +230,7 @@ class Learner:
             "learned": self._learned,
             "duel": self._duel,
             "examples_seen": self.examples_seen,
+            "learned_through": self.learned_through,
         }
 
     @classmethod
@@ -242,6 +245,7 @@ class Learner:
         learner._learned.max_items = settings.learn.pending_max
         learner._duel = state["duel"]
         learner.examples_seen = state["examples_seen"]
+        learner.learned_through = state.get("learned_through", -1)
         learner.next_version = max(next_version, learner.next_version)
         for contender in (learner.serving, learner.challenger):
             if contender is not None:

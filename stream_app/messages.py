@@ -85,21 +85,26 @@ def encode_example(
     label: Any,
     served: tuple[Any, dict[str, float]],
     shadow: tuple[Any, dict[str, float]] | None,
+    at: float | None = None,
 ) -> bytes:
-    """Encode a labeled example for the writer: what was served and what the truth was.
+    """Encode a labeled example: what was served and what the truth was.
+
+    For the writer's examples topic, and with ``at`` (when the writer learned it) for the
+    learning log, so that a replay learns it exactly as it was learned.
 
     >>> decode_example(encode_example("e", {"x": 1.0}, True, (False, {"true": 0.4}), None))["label"]
     True
     """
-    return orjson.dumps(
-        {
-            "id": event_id,
-            "features": features,
-            "label": label,
-            "served": list(served),
-            "shadow": None if shadow is None else list(shadow),
-        }
-    )
+    example = {
+        "id": event_id,
+        "features": features,
+        "label": label,
+        "served": list(served),
+        "shadow": None if shadow is None else list(shadow),
+    }
+    if at is not None:
+        example["at"] = at
+    return orjson.dumps(example)
 
 
 def decode_example(raw: bytes) -> dict[str, Any]:

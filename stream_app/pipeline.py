@@ -44,6 +44,9 @@ from stream_app.settings import Settings
 
 __all__ = ["Outputs", "Pipeline", "Record"]
 
+_UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL})
+"""Outcomes that leave the learner as it was: nothing to log."""
+
 log = logging.getLogger(__name__)
 
 
@@ -427,20 +430,42 @@ class Pipeline:
         shadow: Prediction | None,
         now: float,
     ) -> None:
-        """Learn (guard, learn, drift check); dead-letter what is not learned."""
+        """Learn (guard, learn, drift check) and log it; dead-letter what is not learned.
+
+        Every example that reaches the learner is appended to the learning log in the order it is
+        learned (held-out ones too: the guard's decisions are state), so that a writer that takes
+        over, or ``models rebuild``, learns exactly the same sequence after a stored version.
+        """
         try:
             outcome = self.learner.learn(event_id, features, label, served, shadow, now)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
+            self._log_example(out, event_id, features, label, served, shadow, now)
             self._model_error(out, record, exc)
             return
+        if outcome.learned or outcome.reason not in _UNLEARNED:
+            self._log_example(out, event_id, features, label, served, shadow, now)
         if outcome.learned:
             self._learned_count += 1
         elif outcome.reason is not None:
             self._reject_label(out, record, outcome.reason, outcome.detail)
         for model_event in outcome.events:
             self._model_event(out, model_event)
+
+    def _log_example(
+        self,
+        out: Outputs,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Append one example the learner took to the learning log (one partition)."""
+        entry = encode_example(event_id, features, label, served, shadow, at=now)
+        out.to_partition(self.settings.learning_log_topic, 0, event_id.encode(), entry)
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float

@@ -74,6 +74,9 @@ class VersionRecord:
     chunks: int
     factory: str
     task: str
+    learned_through: int | None = None
+    """Offset in the learning log of the last example this version learned (-1: none; None:
+    written before the learning log existed)."""
 
     def to_json(self) -> bytes:
         """Encode as the table value."""

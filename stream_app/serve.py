@@ -106,7 +106,9 @@ class ServeLoop(mode.Service):
         """Create missing topics, then start the producer and the consumer."""
         s = self.settings
         await ensure_topics(s)
-        await ensure_topics(s, [s.commands_topic, s.examples_topic], partitions=1)
+        await ensure_topics(
+            s, [s.commands_topic, s.examples_topic, s.learning_log_topic], partitions=1
+        )
         connection = client_kwargs(s)
         self._producer = AIOKafkaProducer(
             **connection,
@@ -124,7 +126,7 @@ class ServeLoop(mode.Service):
         self.pipeline.partitions = len(await self._producer.partitions_for(s.topics.features))
         if s.learn.enabled:
             await ensure_topics(s, [s.join_topic], partitions=self.pipeline.partitions)
-        self._emitter = Emitter(self._producer)
+        self._emitter = Emitter(self._producer, tracked=s.learning_log_topic)
         self._consumer = AIOKafkaConsumer(
             **connection,
             client_id=f"{s.app.id}-serve",
@@ -291,6 +293,9 @@ class ServeLoop(mode.Service):
             return
         for tp, records in batches.items():
             self._acked[tp] = records[-1].offset + 1
+        through = self._emitter.acked_through()
+        if through is not None:  # what a checkpoint of the learner now says it has learned
+            self.pipeline.learner.learned_through = through
 
     def _rewind(self, batches: Mapping[TopicPartition, list[Any]], failure: BaseException) -> None:
         """Read a batch's inputs again because Kafka did not acknowledge its outputs."""
@@ -369,7 +374,7 @@ class ServeLoop(mode.Service):
             )
         writer = TopicPartition(self.settings.commands_topic, 0)
         if writer in assigned and not self.is_writer:
-            await self.keeper.become_writer()
+            await self.keeper.become_writer(self.publish)
         self.pipeline.writer = writer in assigned
         self.assignment = assigned  # health turns green once the restored partitions can serve
         log.info("serving partitions %s of %s", sorted(now), features)

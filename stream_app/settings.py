@@ -119,6 +119,10 @@ class TopicSettings:
     """Model operations for the writer; empty means ``<app.id>-commands`` (one partition)."""
     examples: str = ""
     """Labeled examples other workers pass to the writer; empty means ``<app.id>-examples``."""
+    learning_log: str = ""
+    """Every example the writer learns, in the order it learns them (one partition): what a new
+    writer replays after the newest version, and what ``models rebuild`` replays; empty means
+    ``<app.id>-learning-log``."""
     join: str = ""
     """Served events and labels on their way to their id's home partition; empty means
     ``<app.id>-join`` (as many partitions as ``features``)."""
@@ -436,6 +440,11 @@ class Settings:
     def examples_topic(self) -> str:
         """The one-partition topic of labeled examples forwarded to the single writer."""
         return self.topics.examples or f"{self.app.id}-examples"
+
+    @property
+    def learning_log_topic(self) -> str:
+        """The one-partition topic of every example the writer learned, in learning order."""
+        return self.topics.learning_log or f"{self.app.id}-learning-log"
 
     @property
     def join_topic(self) -> str:

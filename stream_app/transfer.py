@@ -198,6 +198,7 @@ def admit(
         chunks=len(blob.chunks),
         factory=str(artifact.header.get("factory", "")),
         task=model.task,
+        learned_through=learner.learned_through,
     )
     writes: list[Write] = [
         (chunk_key(name, model.version, i), c) for i, c in enumerate(blob.chunks)

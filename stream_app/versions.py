@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from stream_app import reasons
 from stream_app.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -26,10 +27,11 @@ from stream_app.checkpoint import (
     restore_learner,
 )
 from stream_app.learn import Learner
-from stream_app.messages import encode_model_event
+from stream_app.messages import encode_dead_letter, encode_model_event
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.registry import CorruptVersion, pack, pin_key
+from stream_app.replay import replay_log
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
 from stream_app.transfer import Assembler, admit
@@ -162,15 +164,34 @@ class VersionKeeper:
             await publish(self.settings.topics.model_events, name.encode(), event)
         self.pipeline.report_versions()
 
-    async def become_writer(self) -> None:
-        """Take over as the writer: start from the newest stored state (a handover's, if any)."""
+    async def become_writer(self, publish: Publish) -> None:
+        """Take over as the writer: the newest stored state, then the learning log after it.
+
+        The replay learns what the previous writer learned after its last checkpoint (a crash
+        loses nothing); what it replays counts as not yet checkpointed.
+        """
         await self.store.caught_up()
         self._reload_newer()
         self.checkpointer.start_from(self.learner)
+
+        async def dead_letter(record: Any) -> None:
+            value = encode_dead_letter(
+                reasons.INVALID_JSON,
+                "not a learning-log entry (skipped by the replay)",
+                record.topic,
+                record.partition,
+                record.offset,
+                record.value,
+            )
+            await publish(self.settings.topics.dead_letters, record.key or b"", value)
+            self.metrics.dead_letters.labels(reason=reasons.INVALID_JSON).inc()
+
+        await replay_log(self.settings, self.learner, on_corrupt=dead_letter)
         log.info(
-            "this worker is the writer of model %s (v%d)",
+            "this worker is the writer of model %s (v%d, learned through log offset %d)",
             self.settings.model.name,
             self.learner.serving.model.version,
+            self.learner.learned_through,
         )
         self.pipeline.report_versions()
 
@@ -250,6 +271,7 @@ class VersionKeeper:
         if "learner" in state:
             learner = Learner.restore(self.settings, state["learner"], self.learner.next_version)
             learner.pinned = self.learner.pinned
+            learner.learned_through = self.learner.learned_through  # the log goes on from here
             self.pipeline.learner = learner
         else:
             self.learner.replace_serving(state["contender"])

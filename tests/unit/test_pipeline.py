@@ -87,8 +87,13 @@ def test_inline_labels_are_learned_after_their_prediction() -> None:
     assert predictions[0]["prediction"] is None  # nothing learned before event 0
     assert predictions[1]["prediction"] is True  # event 0 was learned before event 1
     assert metrics.labels_learned._value.get() == 3
-    assert {t for t, part, _, _ in out.sent} == {"predictions"}
-    assert [part for _, part, _, _ in out.sent] == [home(0), home(1), home(2)]  # the event's
+    sent = [(t, part) for t, part, _, _ in out.sent if t == "predictions"]
+    assert [part for _, part in sent] == [home(0), home(1), home(2)]  # the event's partition
+    logged = [(part, orjson.loads(v)) for t, part, _, v in out.sent if t.endswith("learning-log")]
+    assert [(part, e["id"], e["label"]) for part, e in logged] == [
+        (0, "e0", True), (0, "e1", False), (0, "e2", True),
+    ]  # fmt: skip
+    assert len(out.sent) == 6  # nothing else
 
 
 def test_delayed_labels_join_once_and_strangers_wait_then_are_dead_lettered() -> None:
