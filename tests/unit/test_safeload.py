@@ -215,3 +215,23 @@ def test_an_import_must_be_a_river_estimator_of_the_task_that_answers(tmp_path: 
 def test_the_signing_key_is_masked() -> None:
     settings = Settings().replace(registry={"signing_key": KEY})
     assert KEY not in repr(settings) and "signing_key=***" in repr(settings.registry)
+
+
+def test_a_version_from_another_river_minor_loads_with_a_warning_and_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry, seen = Registry(), []
+    registry.on_foreign = seen.append
+    same = stored(registry, "")
+    registry.load("m", same)
+    assert not seen
+    blob = encode_blob({"format": 1}, 1024)
+    older = VersionRecord(
+        "m", 9, None, 0.0, 0, {}, "periodic", "serving", blob.size, blob.sha256, 1, "f",
+        "classification", river_version="0.19.0", stream_app_version="0.0.1",
+    )  # fmt: skip
+    registry.apply(chunk_key("m", 9, 0), blob.chunks[0])
+    registry.apply(record_key("m", 9), older.to_json())
+    assert registry.load("m", 9) == {"format": 1}
+    assert [r.version for r in seen] == [9]
+    assert "written by River 0.19.0" in caplog.text
