@@ -3,29 +3,28 @@
 ``stream-app models export V --out model.river`` writes it; :func:`load` reads it back::
 
     from stream_app.artifact import load
-    model = load("model.river")                  # checks the format and the checksum
+    model = load("model.river")                  # checks the format, checksum (and signature)
     model.predict_one({"x": 1.0})                # (prediction, {class: probability}), as served
     model.estimator                              # the River estimator itself
 
-The file is a zip archive with two members:
+The file is a zip archive with two or three members:
 
 - ``header.json``: format, model name and version, factory path, task, classes (and whether the
   estimator learns them as booleans), the feature names it learned from, examples learned, the
-  version record, River's version, and the SHA-256 of the estimator pickle;
-- ``estimator.pickle``: the River estimator, pickled.
+  version record, River's and stream_app's versions, and the SHA-256 of the estimator pickle;
+- ``estimator.pickle``: the River estimator, pickled;
+- ``signature``: with ``registry.signing_key``, the hex HMAC-SHA256 of ``header.json`` (which
+  holds the estimator's SHA-256). ``load(path, signing_key=...)`` refuses an artifact that is
+  unsigned or wrongly signed.
 
-The pure-River equivalent of :func:`load`, for code that does not install stream_app::
-
-    import json, pickle, zipfile
-    with zipfile.ZipFile("model.river") as z:
-        header = json.loads(z.read("header.json"))
-        estimator = pickle.loads(z.read("estimator.pickle"))
-
+:func:`load` unpickles with :mod:`stream_app.safeload`: only River, stream_app and data globals
+resolve, so a crafted file cannot run code (``trusted_modules`` adds your own factory modules).
 The default factories' pipelines contain ``stream_app.models.OneHotStrings``, so their pickle needs
 :mod:`stream_app.models` importable: that module imports River and the standard library only (not
-Kafka, Faust, orjson or this package's other modules), and can be copied next to the application.
-This module imports nothing of stream_app either. A pickle runs code when it loads: load only
-artifacts you trust, as with any pickled model.
+Kafka, Faust, orjson or this package's other modules), and can be copied next to the application,
+with :mod:`stream_app.safeload` and :mod:`stream_app.signing` (standard library only), which
+are all this module imports of stream_app. A plain ``pickle.loads`` of the member would run any
+code the file's writer chose: do not use it on files you did not make.
 
 >>> from river import linear_model
 >>> data = dumps(linear_model.LinearRegression(), {"model": "m", "version": 1, "task": "regression",
@@ -43,21 +42,43 @@ import json
 import pickle
 import platform
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["ESTIMATOR", "FORMAT", "HEADER", "Artifact", "ArtifactError", "dumps", "load", "loads"]
+from stream_app import __version__, safeload, signing
+
+__all__ = [
+    "ESTIMATOR",
+    "FORMAT",
+    "HEADER",
+    "SIGNATURE",
+    "Artifact",
+    "ArtifactError",
+    "dumps",
+    "load",
+    "loads",
+]
 
 FORMAT: Final = "stream_app.artifact/1"
 HEADER: Final = "header.json"
 ESTIMATOR: Final = "estimator.pickle"
+SIGNATURE: Final = "signature"
+CORRUPT: Final = "corrupt"
+UNTRUSTED: Final = "untrusted"
 
 
 class ArtifactError(ValueError):
-    """A file that is not an artifact, of an unknown format, or whose estimator fails its checksum.
+    """A file that is not a sound artifact, or not a trusted one; ``reason`` says which.
 
-    (A ``ValueError``, not a ``StreamAppError``: this module imports nothing of stream_app.)
+    ``reason`` is ``corrupt`` (not an artifact, unknown format, failed checksum, does not load),
+    ``untrusted`` (its pickle names a global outside the allowlist), ``unsigned`` or
+    ``bad_signature``. (A ``ValueError``, not a ``StreamAppError``: this module stands alone.)
     """
+
+    def __init__(self, message: str, reason: str = CORRUPT) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,45 +136,61 @@ def _key(label: Any) -> str:
     return str(label)
 
 
-def dumps(estimator: Any, header: dict[str, Any]) -> bytes:
-    """Write an artifact (zip bytes): ``header`` plus the format, checksum and versions."""
+def dumps(estimator: Any, header: dict[str, Any], signing_key: str = "") -> bytes:
+    """Write an artifact (zip bytes): ``header`` plus format, checksum, versions and signature."""
     pickled = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     full = {
         "format": FORMAT,
         **header,
         "estimator_sha256": hashlib.sha256(pickled).hexdigest(),
         "river_version": _river_version(),
+        "stream_app_version": __version__,
         "python": platform.python_version(),
     }
+    written = json.dumps(full, indent=2, sort_keys=True).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(HEADER, json.dumps(full, indent=2, sort_keys=True))
+        archive.writestr(HEADER, written)
         archive.writestr(ESTIMATOR, pickled)
+        if signing_key:
+            archive.writestr(SIGNATURE, signing.sign(written, signing_key))
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> Artifact:
-    """Read an artifact from bytes; raise :class:`ArtifactError` if it is not a sound one."""
+def loads(data: bytes, signing_key: str = "", trusted_modules: Iterable[str] = ()) -> Artifact:
+    """Read an artifact from bytes; raise :class:`ArtifactError` if it is not a sound one.
+
+    With ``signing_key``, the artifact must carry the key's signature; its pickle may name only
+    the globals :mod:`stream_app.safeload` allows, plus those of ``trusted_modules``.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            header = json.loads(archive.read(HEADER))
+            written = archive.read(HEADER)
             pickled = archive.read(ESTIMATOR)
+            names = archive.namelist()
+            signature = archive.read(SIGNATURE).decode() if SIGNATURE in names else ""
+        header = json.loads(written)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ArtifactError(f"not a stream_app model artifact: {exc}") from None
+    refusal = signing.verify(written, signature, signing_key)
+    if refusal is not None:
+        raise ArtifactError(f"the artifact is refused: {refusal}", refusal)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ArtifactError(f"unknown artifact format; this code reads {FORMAT}")
     if hashlib.sha256(pickled).hexdigest() != header.get("estimator_sha256"):
         raise ArtifactError("the estimator fails its checksum")
     try:
-        estimator = pickle.loads(pickled)  # noqa: S301 - checksummed; load only what you trust
+        estimator = safeload.loads(pickled, trusted_modules)
+    except safeload.UntrustedGlobal as exc:
+        raise ArtifactError(f"the estimator is refused: {exc}", UNTRUSTED) from exc
     except Exception as exc:  # a missing module (a user's factory) or another River version
         raise ArtifactError(f"the estimator does not load: {type(exc).__name__}: {exc}") from exc
     return Artifact(estimator, header)
 
 
-def load(path: str | Path) -> Artifact:
-    """Read an artifact file written by ``stream-app models export``."""
-    return loads(Path(path).read_bytes())
+def load(path: str | Path, signing_key: str = "", trusted_modules: Iterable[str] = ()) -> Artifact:
+    """Read an artifact file written by ``stream-app models export`` (see :func:`loads`)."""
+    return loads(Path(path).read_bytes(), signing_key, trusted_modules)
 
 
 def _river_version() -> str:

@@ -27,13 +27,15 @@ from typing import Final
 from stream_app.errors import BrokerError
 from stream_app.settings import BrokerSettings
 
-__all__ = ["LocalKafka", "fetch_kafka", "free_port", "free_ports"]
+__all__ = ["LocalKafka", "cluster_id", "fetch_kafka", "free_port", "free_ports"]
 
 log = logging.getLogger(__name__)
 
 READY_LINE: Final = "Kafka Server started"
 _POLL_S: Final = 0.1
 _PR_SET_PDEATHSIG: Final = 1
+_FIRST_CHAR_MASK: Final = 0x7F
+"""Clears a cluster id's first top bit: its first base64 character is then A-Z or a-f."""
 
 _POM: Final = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -303,14 +305,13 @@ class LocalKafka:
 
     def _format(self, classpath: str) -> None:
         """Format KRaft storage once, with a fresh cluster id."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(  # noqa: S603 - fixed argument list, no shell
             [
                 *self._java(classpath),
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                cluster_id,
+                cluster_id(),
                 "-c",
                 str(self.data_dir / "server.properties"),
             ],
@@ -347,6 +348,20 @@ class LocalKafka:
             if path.exists():
                 tails.append(path.read_bytes()[-size:].decode(errors="replace"))
         return "\n".join(tails) or "(no log)"
+
+
+def cluster_id(raw: bytes | None = None) -> str:
+    """Make a KRaft cluster id: unpadded base64url of 16 bytes (a random UUID's by default).
+
+    Its first character is never ``-``: ``kafka-storage format -t -abc`` would read the id as an
+    option and fail. Clearing the first byte's top bit keeps the first character in A-Z or a-f.
+
+    >>> cluster_id(bytes([0xF8] + [0] * 15))
+    'eAAAAAAAAAAAAAAAAAAAAA'
+    """
+    data = bytearray(raw if raw is not None else uuid.uuid4().bytes)
+    data[0] &= _FIRST_CHAR_MASK
+    return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode()
 
 
 def _port_open(port: int) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Final, NoReturn
 from stream_app.errors import CheckpointError
 from stream_app.learn import Contender, Learner
 from stream_app.registry import (
+    CORRUPT,
     CorruptVersion,
     Registry,
     VersionRecord,
@@ -30,6 +31,7 @@ from stream_app.registry import (
     record_key,
     retained,
     split_blob,
+    written_by,
 )
 from stream_app.settings import Settings
 
@@ -167,7 +169,7 @@ class Checkpointer:
         writes: list[Write] = []
         total = 0
         for version, data in zip(plan.versions, packed, strict=True):
-            blob = split_blob(data, s.registry.chunk_bytes)
+            blob = split_blob(data, s.registry.chunk_bytes, s.registry.signing_key)
             writes += [(chunk_key(name, version.number, i), c) for i, c in enumerate(blob.chunks)]
             record = VersionRecord(
                 model=name,
@@ -184,6 +186,8 @@ class Checkpointer:
                 factory=s.model.factory,
                 task=version.task,
                 learned_through=version.learned_through,
+                signature=blob.signature,
+                **written_by(),
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)
@@ -211,14 +215,14 @@ class Checkpointer:
 
 def restore_learner(
     settings: Settings, registry: Registry
-) -> tuple[Learner, VersionRecord | None, int]:
+) -> tuple[Learner, VersionRecord | None, list[str]]:
     """Rebuild the learner from the newest stored learner state that loads.
 
-    Returns the learner, the record it came from (None for a fresh one), and how many corrupt
-    versions were skipped on the way.
+    Returns the learner, the record it came from (None for a fresh one), and the reasons
+    (:data:`~stream_app.registry.LOAD_FAILURES`) of the versions skipped on the way.
     """
     name = settings.model.name
-    skipped = 0
+    skipped: list[str] = []
     next_version = registry.latest(name) + 1
     for record in reversed(registry.versions(name)):
         if record.status == "shadow":
@@ -227,7 +231,7 @@ def restore_learner(
             state = registry.load(name, record.version)
             learner = Learner.restore(settings, state["learner"], next_version)
         except (CorruptVersion, KeyError, TypeError, AttributeError) as exc:
-            skipped += 1
+            skipped.append(exc.reason if isinstance(exc, CorruptVersion) else CORRUPT)
             log.error(
                 "model %s v%d cannot be restored (%s); trying an older version",
                 name,

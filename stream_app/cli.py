@@ -162,7 +162,8 @@ def _models(args: argparse.Namespace) -> int:
         from stream_app.transfer import export_version
 
         registry = run(read_registry(settings))
-        args.out.write_bytes(export_version(registry, name, args.version))
+        signing_key = settings.registry.signing_key
+        args.out.write_bytes(export_version(registry, name, args.version, signing_key))
         print(f"wrote {name} v{args.version} to {args.out}")
         return 0
     if args.op == "import":

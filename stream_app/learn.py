@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from stream_app import reasons
 from stream_app.drift import DriftMonitor
@@ -38,9 +38,26 @@ from stream_app.predict import (
 )
 from stream_app.settings import Settings
 
-__all__ = ["Contender", "Learner", "ModelEvent", "Outcome", "Quality", "error_of"]
+__all__ = [
+    "CHALLENGER_DROPPED",
+    "DROPPED_LEARNING",
+    "DROPPED_PREDICTING",
+    "Contender",
+    "Learner",
+    "ModelEvent",
+    "Outcome",
+    "Quality",
+    "error_of",
+]
 
 log = logging.getLogger(__name__)
+
+CHALLENGER_DROPPED: Final = "challenger_dropped"
+"""The model-event type of a challenger that raised and was dropped."""
+DROPPED_PREDICTING: Final = "predict_error"
+"""Drop reason: the challenger raised while answering in shadow."""
+DROPPED_LEARNING: Final = "learn_error"
+"""Drop reason: the challenger raised while learning."""
 
 
 class ModelEvent(NamedTuple):
@@ -217,6 +234,8 @@ class Learner:
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
         """A stored version that answers instead of the learner (which keeps learning)."""
+        self.dropped: list[ModelEvent] = []
+        """``challenger_dropped`` events from answering, for the caller to publish (take them)."""
         if settings.model.challenger_factory and model is None:
             self._start_challenger(settings.model.challenger_factory)
 
@@ -273,7 +292,11 @@ class Learner:
         served = predict_one(self.pinned or self.serving.model, features)
         if self.challenger is None:
             return served, None
-        return served, predict_one(self.challenger.model, features)
+        try:
+            return served, predict_one(self.challenger.model, features)
+        except Exception as exc:  # a challenger never costs the serving model an answer
+            self.dropped.append(self._drop_challenger(DROPPED_PREDICTING, exc))
+            return served, None
 
     def answer_many(
         self, rows: Sequence[dict[str, Any]]
@@ -283,14 +306,43 @@ class Learner:
         served = predict_many(self.pinned or self.serving.model, rows, min_rows)
         if self.challenger is None:
             return [(answer, None) for answer in served]
-        shadow = predict_many(self.challenger.model, rows, min_rows)
+        try:
+            shadow = predict_many(self.challenger.model, rows, min_rows)
+        except Exception as exc:  # a challenger never costs the serving model an answer
+            self.dropped.append(self._drop_challenger(DROPPED_PREDICTING, exc))
+            return [(answer, None) for answer in served]
         return list(zip(served, shadow, strict=True))
+
+    def take_dropped(self) -> list[ModelEvent]:
+        """Return (and forget) the ``challenger_dropped`` events of answering since last asked."""
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
+    def _drop_challenger(self, reason: str, exc: Exception) -> ModelEvent:
+        """Forget a challenger that raised; return the ``challenger_dropped`` event."""
+        challenger = self.challenger
+        assert challenger is not None
+        detail = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "challenger v%d raised (%s) and is dropped; v%d serves on: %s",
+            challenger.model.version,
+            reason,
+            self.serving.model.version,
+            detail[:200],
+        )
+        self.challenger, self._duel = None, None
+        return ModelEvent(
+            CHALLENGER_DROPPED, challenger.model.version, {"reason": reason, "detail": detail}
+        )
 
     def flush(self) -> None:
         """Learn what ``inference.learn_many`` deferred (after a batch, before a swap or a save)."""
-        for contender in (self.serving, self.challenger):
-            if contender is not None:
-                contender.flush()
+        self.serving.flush()
+        if self.challenger is not None:
+            try:
+                self.challenger.flush()
+            except Exception as exc:  # the challenger's batch failed: drop it, keep serving
+                self.dropped.append(self._drop_challenger(DROPPED_LEARNING, exc))
 
     def learn(
         self,
@@ -330,7 +382,10 @@ class Learner:
         challenger = self.challenger
         assert challenger is not None and self._duel is not None
         shadow = shadow if shadow is not None else Prediction(None, {})
-        challenger.learn(features, label, shadow)
+        try:
+            challenger.learn(features, label, shadow)
+        except Exception as exc:  # a challenger never costs the serving model its learning
+            return [self._drop_challenger(DROPPED_LEARNING, exc)]
         challenger_error = error_of(self.task, shadow.prediction, label)
         if serving_error is not None and challenger_error is not None:
             self._duel[0].add(serving_error)

@@ -114,7 +114,20 @@ class Metrics:
         )
         self.version_load_failures = Counter(
             "stream_app_version_load_failures",
-            "Stored versions skipped because they failed their checksum or did not load.",
+            "Stored versions or imports refused or skipped, by reason (corrupt, untrusted, "
+            "unsigned, bad_signature).",
+            ["reason"],
+            registry=r,
+        )
+        self.version_river_mismatches = Counter(
+            "stream_app_version_river_mismatches",
+            "Stored versions loaded that another River minor version wrote.",
+            registry=r,
+        )
+        self.challengers_dropped = Counter(
+            "stream_app_challengers_dropped",
+            "Challengers dropped because they raised while answering or learning, by reason.",
+            ["reason"],
             registry=r,
         )
         self.delivery_failures = Counter(

@@ -28,7 +28,7 @@ _POLL_MS: Final = 200
 
 async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
     """Read the registry changelog to its current end into a fresh view."""
-    registry = Registry()
+    registry = Registry(settings.registry)
     topic = f"{settings.app.id}-models-changelog"
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()

@@ -26,7 +26,7 @@ from stream_app.decode import NO_LABEL, FeatureEvent, decode_event
 from stream_app.errors import RejectedMessage
 from stream_app.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
 from stream_app.label import check_label, decode_label
-from stream_app.learn import Learner, ModelEvent, Outcome
+from stream_app.learn import CHALLENGER_DROPPED, Learner, ModelEvent, Outcome
 from stream_app.messages import (
     decode_example,
     decode_join,
@@ -133,6 +133,8 @@ class Pipeline:
                     self._model_error(out, record, exc)
                     continue
                 self._emit(out, record, event, served, shadow, received)
+        for dropped in self.learner.take_dropped():  # a challenger that raised in shadow
+            self._model_event(out, dropped)
         self.metrics.events.inc(len(records))
         self.metrics.predictions.inc(self._served)
         self._served = 0
@@ -498,6 +500,8 @@ class Pipeline:
         )
         if event.kind == "drift":
             self.metrics.drift_detected.inc()
+        elif event.kind == CHALLENGER_DROPPED:
+            self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
         self.report_versions()
 
     def _report_learning(self) -> None:

@@ -4,11 +4,13 @@ A version is stored as keys of one table (whose changelog topic is the registry 
 
 - ``<model>/v<version>``           the :class:`VersionRecord`, JSON (no blob);
 - ``<model>/v<version>/c<i>``      chunk *i* of the blob: pickled state, zlib-compressed, split so
-  that no message exceeds the broker's limit; the record holds the SHA-256 of the whole;
+  that no message exceeds the broker's limit; the record holds the SHA-256 of the whole and, with
+  ``registry.signing_key``, its HMAC (:mod:`stream_app.signing`);
 - ``<model>/pin``                  the pinned version (JSON), written by operators.
 
 :class:`Registry` is the in-memory view built by applying those keys in changelog order; it holds
-no Kafka code, so the CLI, the worker and the tests share it.
+no Kafka code, so the CLI, the worker and the tests share it. Blobs are unpickled by
+:mod:`stream_app.safeload`, which resolves only allowlisted globals: bytes from Kafka run no code.
 
 >>> blob = encode_blob({"weights": [1.0, 2.0]}, chunk_bytes=16)
 >>> len(blob.chunks) > 1, decode_blob(blob.chunks, blob.sha256)
@@ -19,18 +21,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import pickle
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, NamedTuple
 
 import orjson
 
+from stream_app import __version__, signing
 from stream_app.errors import StreamAppError
+from stream_app.safeload import UntrustedGlobal, loads
+from stream_app.settings import RegistrySettings
 
 __all__ = [
+    "CORRUPT",
+    "LOAD_FAILURES",
     "REASONS",
     "STATUSES",
+    "UNTRUSTED",
     "Blob",
     "CorruptVersion",
     "Registry",
@@ -38,21 +48,60 @@ __all__ = [
     "chunk_key",
     "decode_blob",
     "encode_blob",
+    "minor",
     "pack",
     "pin_key",
     "record_key",
     "retained",
+    "river_version",
     "split_blob",
+    "written_by",
 ]
+
+log = logging.getLogger(__name__)
 
 REASONS: Final = (
     "periodic", "drift", "promotion", "rollback", "manual", "shutdown", "handover", "import",
 )  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
+CORRUPT: Final = "corrupt"
+UNTRUSTED: Final = "untrusted"
+LOAD_FAILURES: Final = (CORRUPT, UNTRUSTED, signing.UNSIGNED, signing.BAD_SIGNATURE)
+"""Reasons a stored version does not load (``version_load_failures_total{reason}``)."""
 
 
 class CorruptVersion(StreamAppError):
-    """A stored version whose chunks are missing, fail their checksum, or do not unpickle."""
+    """A stored version that cannot be trusted or loaded; ``reason`` is one of LOAD_FAILURES.
+
+    Its chunks are missing or fail their checksum, its pickle asks for a global outside the
+    allowlist (``untrusted``), or a signing key is set and it is unsigned or wrongly signed.
+    """
+
+    def __init__(self, message: str, reason: str = CORRUPT) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def river_version() -> str:
+    """Return the installed River's version ("unknown" for a vendored copy)."""
+    try:
+        return version("river")
+    except PackageNotFoundError:  # a vendored copy: nothing to compare
+        return "unknown"
+
+
+def written_by() -> dict[str, str]:
+    """Return the versions a new record stores: River's and stream_app's."""
+    return {"river_version": river_version(), "stream_app_version": __version__}
+
+
+def minor(text: str) -> str:
+    """Return the ``major.minor`` of a version string.
+
+    >>> minor("0.26.1"), minor("unknown")
+    ('0.26', 'unknown')
+    """
+    return ".".join(text.split(".")[:2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +123,12 @@ class VersionRecord:
     chunks: int
     factory: str
     task: str
+    signature: str = ""
+    """HMAC-SHA256 of the blob under ``registry.signing_key``; empty when written without one."""
+    river_version: str = ""
+    """River's version where the blob was written (empty: written before versions were recorded)."""
+    stream_app_version: str = ""
+    """stream_app's version where the blob was written."""
     learned_through: int | None = None
     """Offset in the learning log of the last example this version learned (-1: none; None:
     written before the learning log existed)."""
@@ -92,21 +147,22 @@ class VersionRecord:
     def summary(self) -> dict[str, Any]:
         """Return the record as a person or a JSON client reads it (no checksum, chunk count)."""
         out = dataclasses.asdict(self)
-        del out["sha256"], out["chunks"]
+        del out["sha256"], out["chunks"], out["signature"]
         return out
 
 
 class Blob(NamedTuple):
-    """An encoded blob: its chunks, checksum and size."""
+    """An encoded blob: its chunks, checksum, size and signature (empty without a key)."""
 
     chunks: list[bytes]
     sha256: str
     size: int
+    signature: str = ""
 
 
-def encode_blob(state: Any, chunk_bytes: int, level: int = 3) -> Blob:
-    """Pickle, compress, checksum and split ``state``."""
-    return split_blob(pack(state, level), chunk_bytes)
+def encode_blob(state: Any, chunk_bytes: int, level: int = 3, key: str = "") -> Blob:
+    """Pickle, compress, checksum, sign (with a key) and split ``state``."""
+    return split_blob(pack(state, level), chunk_bytes, key)
 
 
 def pack(state: Any, level: int = 3) -> bytes:
@@ -114,19 +170,28 @@ def pack(state: Any, level: int = 3) -> bytes:
     return zlib.compress(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), level)
 
 
-def split_blob(packed: bytes, chunk_bytes: int) -> Blob:
-    """Checksum packed bytes and split them into chunks of at most ``chunk_bytes``.
+def split_blob(packed: bytes, chunk_bytes: int, key: str = "") -> Blob:
+    """Checksum (and, with a key, sign) packed bytes; split them into ``chunk_bytes`` pieces.
 
     >>> blob = split_blob(b"abcde", 2)
     >>> blob.chunks, blob.size
     ([b'ab', b'cd', b'e'], 5)
     """
     chunks = [packed[i : i + chunk_bytes] for i in range(0, len(packed), chunk_bytes)] or [b""]
-    return Blob(chunks, hashlib.sha256(packed).hexdigest(), len(packed))
+    return Blob(chunks, hashlib.sha256(packed).hexdigest(), len(packed), signing.sign(packed, key))
 
 
-def decode_blob(chunks: list[bytes], sha256: str) -> Any:
-    """Join, verify and unpickle a blob; raise :class:`CorruptVersion` if anything is wrong.
+def decode_blob(
+    chunks: list[bytes],
+    sha256: str,
+    signature: str = "",
+    key: str = "",
+    trusted_modules: Iterable[str] = (),
+) -> Any:
+    """Join, verify and safely unpickle a blob; raise :class:`CorruptVersion` if anything is wrong.
+
+    With a ``key``, the blob must carry its HMAC (``signature``); the pickle may name only the
+    globals :mod:`stream_app.safeload` allows, plus those of ``trusted_modules``.
 
     >>> blob = encode_blob([1, 2, 3], chunk_bytes=8)
     >>> decode_blob([blob.chunks[0][:-1] + b"!"] + blob.chunks[1:], blob.sha256)
@@ -137,8 +202,13 @@ def decode_blob(chunks: list[bytes], sha256: str) -> Any:
     packed = b"".join(chunks)
     if hashlib.sha256(packed).hexdigest() != sha256:
         raise CorruptVersion("the blob fails its checksum")
+    refusal = signing.verify(packed, signature, key)
+    if refusal is not None:
+        raise CorruptVersion(f"the blob is refused: {refusal}", refusal)
     try:
-        return pickle.loads(zlib.decompress(packed))  # noqa: S301 - our own checksummed blobs
+        return loads(zlib.decompress(packed), trusted_modules)
+    except UntrustedGlobal as exc:
+        raise CorruptVersion(f"the blob is refused: {exc}", UNTRUSTED) from exc
     except Exception as exc:  # a corrupt or incompatible pickle: the caller falls back
         raise CorruptVersion(f"the blob does not load: {type(exc).__name__}: {exc}") from exc
 
@@ -178,12 +248,18 @@ def retained(
 
 
 class Registry:
-    """The registry as seen from the changelog: records, chunks and pins by model."""
+    """The registry as seen from the changelog: records, chunks and pins by model.
 
-    def __init__(self) -> None:
+    ``settings`` gives the signing key and trusted modules that loading a version checks.
+    """
+
+    def __init__(self, settings: RegistrySettings | None = None) -> None:
         self.records: dict[str, dict[int, VersionRecord]] = {}
         self._chunks: dict[tuple[str, int], dict[int, bytes]] = {}
         self.pins: dict[str, int | None] = {}
+        self._settings = settings if settings is not None else RegistrySettings()
+        self.on_foreign: Callable[[VersionRecord], None] | None = None
+        """Called when a version written by another River minor version loads (to count it)."""
 
     def apply(self, key: bytes, value: bytes | None) -> str | None:
         """Apply one changelog message (``None`` deletes); return the model it touched."""
@@ -241,4 +317,28 @@ class Registry:
         parts = self._chunks.get((model, version), {})
         if len(parts) != record.chunks:
             raise CorruptVersion(f"{model} v{version} has {len(parts)} of {record.chunks} chunks")
-        return decode_blob([parts[i] for i in range(record.chunks)], record.sha256)
+        s = self._settings
+        state = decode_blob(
+            [parts[i] for i in range(record.chunks)],
+            record.sha256,
+            record.signature,
+            s.signing_key,
+            s.trusted_modules,
+        )
+        self._check_river(record)
+        return state
+
+    def _check_river(self, record: VersionRecord) -> None:
+        """Warn (and count) when a version was written by another River minor version."""
+        mine = river_version()
+        if not record.river_version or minor(record.river_version) == minor(mine):
+            return
+        log.warning(
+            "model %s v%d was written by River %s; this is River %s: it loaded, check its answers",
+            record.model,
+            record.version,
+            record.river_version,
+            mine,
+        )
+        if self.on_foreign is not None:
+            self.on_foreign(record)

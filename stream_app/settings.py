@@ -296,9 +296,11 @@ class ServeSettings:
     """``/health`` reports unhealthy once the broker has not answered for this long."""
 
 
-@dataclasses.dataclass(frozen=True)
-class RegistrySettings:
+@dataclasses.dataclass(frozen=True, repr=False)
+class RegistrySettings(_MaskedRepr):
     """Model versions: when the learner checkpoints, how many versions are kept, how blobs split."""
+
+    SECRETS: ClassVar[tuple[str, ...]] = ("signing_key",)
 
     checkpoint_every_examples: int = 10000
     """Checkpoint after this many learned examples..."""
@@ -317,6 +319,13 @@ class RegistrySettings:
     child_min_bytes: int = 1048576
     """Encode in the child only once the last checkpoint was this big: forking costs a few ms,
     more than pickling a small model on the spot. The first checkpoint always uses the child."""
+    trusted_modules: tuple[str, ...] = ()
+    """Modules (and their submodules) whose globals stored models may load besides River's and
+    stream_app's: your own factory modules. Loading runs their code: list only modules you trust."""
+    signing_key: str = ""
+    """If set, every stored version and exported artifact is signed (HMAC-SHA256) and only
+    versions and imports signed with this key load. Best given as
+    ``STREAM_APP_REGISTRY__SIGNING_KEY``; never logged. Empty: nothing is signed or checked."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,7 @@ class RegistryStore(mode.Service):
             use_partitioner=True,  # written by the learner outside any agent
             help="Model versions: records and blob chunks (see stream_app.registry).",
         )
-        self.registry = Registry()
+        self.registry = Registry(settings.registry)
         self.ready = asyncio.Event()
         """Set once the view has caught up with the changelog as it was at start."""
         self._listeners: list[Callable[[str], None]] = []

@@ -7,6 +7,12 @@ limit); the writer reassembles them (:class:`Assembler`), checks the model fits 
 stores it as a new ``shadow`` version (reason ``import``) and lets it learn and answer in shadow,
 on ``predictions-shadow``, until ``promote`` makes it serve.
 
+Before storing it, the writer checks the artifact as it would a stored version (signature under
+``registry.signing_key``, only allowlisted globals in its pickle), then that its estimator is a
+River estimator of the serving model's task that answers a probe made of the serving model's
+features.
+A refusal is an :class:`ImportRefused` whose ``reason`` the worker counts.
+
 >>> from stream_app.settings import ModelSettings
 >>> from stream_app.predict import fresh_model
 >>> model = fresh_model(ModelSettings())
@@ -21,30 +27,57 @@ import base64
 import binascii
 import hashlib
 import time
-from typing import Any
+from numbers import Real
+from typing import Any, Final
 
-from stream_app.artifact import Artifact, ArtifactError, dumps, loads
+from river import base
+
+from stream_app.artifact import CORRUPT, Artifact, ArtifactError, dumps, loads
 from stream_app.checkpoint import FORMAT, Write, load_model
 from stream_app.errors import StreamAppError
 from stream_app.label import LabelCodec
 from stream_app.learn import Learner
+from stream_app.models import task_of
 from stream_app.predict import ServingModel
-from stream_app.registry import Registry, VersionRecord, chunk_key, encode_blob, record_key
+from stream_app.registry import (
+    Registry,
+    VersionRecord,
+    chunk_key,
+    encode_blob,
+    record_key,
+    written_by,
+)
 from stream_app.settings import Settings
 
 __all__ = [
+    "PROBE_VALUE",
     "Assembler",
+    "ImportRefused",
     "admit",
     "artifact_of",
+    "check_estimator",
     "check_fits",
     "export_version",
     "import_commands",
     "serving_model",
 ]
 
+PROBE_VALUE: Final = 0.0
+"""The value of every known feature in the probe an imported estimator must answer."""
 
-def artifact_of(model: ServingModel, record: dict[str, Any] | None, factory: str = "") -> bytes:
-    """Write a model (and its version record, if stored) as artifact bytes."""
+
+class ImportRefused(ValueError):
+    """An import the writer will not store; ``reason`` is a version load failure reason."""
+
+    def __init__(self, message: str, reason: str = CORRUPT) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def artifact_of(
+    model: ServingModel, record: dict[str, Any] | None, factory: str = "", signing_key: str = ""
+) -> bytes:
+    """Write a model (and its version record, if stored) as artifact bytes, signed with a key."""
     header = {
         "model": model.name,
         "version": model.version,
@@ -56,15 +89,58 @@ def artifact_of(model: ServingModel, record: dict[str, Any] | None, factory: str
         "examples_learned": model.examples_learned,
         "record": record,
     }
-    return dumps(model.estimator, header)
+    return dumps(model.estimator, header, signing_key)
 
 
-def export_version(registry: Registry, name: str, version: int) -> bytes:
+def export_version(registry: Registry, name: str, version: int, signing_key: str = "") -> bytes:
     """Write a stored version as artifact bytes; raise ``StreamAppError`` if it is not stored."""
     record = registry.record(name, version)
     if record is None:
         raise StreamAppError(f"{name} v{version} is not stored")
-    return artifact_of(load_model(registry, name, version).model, record.summary())
+    model = load_model(registry, name, version).model
+    return artifact_of(model, record.summary(), signing_key=signing_key)
+
+
+def check_estimator(imported: ServingModel, serving: ServingModel) -> None:
+    """Raise ``ValueError`` unless ``imported`` is a River estimator of our task that answers.
+
+    The probe is every feature either model knows, at :data:`PROBE_VALUE`.
+
+    >>> from stream_app.settings import ModelSettings
+    >>> from stream_app.predict import fresh_model
+    >>> model = fresh_model(ModelSettings())
+    >>> check_estimator(model, model)
+    >>> model.estimator = 7
+    >>> check_estimator(model, model)
+    Traceback (most recent call last):
+    ...
+    ValueError: the imported object is a int, not a River estimator
+    """
+    estimator: Any = imported.estimator
+    if not isinstance(imported.estimator, base.Estimator):
+        raise ValueError(
+            f"the imported object is a {type(estimator).__name__}, not a River estimator"
+        )
+    try:
+        task = task_of(estimator)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if task != serving.task:
+        raise ValueError(f"the imported estimator does {task}; this model does {serving.task}")
+    probe = dict.fromkeys(sorted(serving.feature_names | imported.feature_names), PROBE_VALUE)
+    try:
+        if task == "classification":
+            answer: Any = estimator.predict_proba_one(probe)
+            ok = isinstance(answer, dict)
+        else:
+            answer = estimator.predict_one(probe)
+            ok = isinstance(answer, Real)
+    except Exception as exc:  # any failure refuses the import; serving never sees it
+        raise ValueError(
+            f"the imported estimator fails a probe: {type(exc).__name__}: {exc}"
+        ) from None
+    if not ok:
+        raise ValueError(f"the imported estimator answers a probe with {type(answer).__name__}")
 
 
 def serving_model(artifact: Artifact, name: str, version: int) -> ServingModel:
@@ -169,20 +245,28 @@ def admit(
 ) -> tuple[VersionRecord, list[Write]]:
     """Make an artifact the learner's challenger, numbered next; return its record and writes.
 
-    Raises ``ValueError`` (and changes nothing) if the artifact does not load or does not fit.
+    Raises :class:`ImportRefused` (and changes nothing) if the artifact is not trusted, does not
+    load, or does not fit.
     """
+    s = settings.registry
     try:
-        artifact = loads(data)
+        artifact = loads(data, s.signing_key, s.trusted_modules)
     except ArtifactError as exc:
-        raise ValueError(str(exc)) from None
+        raise ImportRefused(str(exc), exc.reason) from None
     name = settings.model.name
-    model = serving_model(artifact, name, 0)
-    check_fits(model, learner.serving.model)
+    try:
+        model = serving_model(artifact, name, 0)
+        check_estimator(model, learner.serving.model)
+        check_fits(model, learner.serving.model)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ImportRefused(f"the imported model does not fit: {exc}") from None
     model.version = learner.allocate_version(registry.latest(name))
     contender = learner.challenge(model)
-    s = settings.registry
     blob = encode_blob(
-        {"format": FORMAT, "contender": contender}, s.chunk_bytes, s.compression_level
+        {"format": FORMAT, "contender": contender},
+        s.chunk_bytes,
+        s.compression_level,
+        s.signing_key,
     )
     record = VersionRecord(
         model=name,
@@ -199,6 +283,8 @@ def admit(
         factory=str(artifact.header.get("factory", "")),
         task=model.task,
         learned_through=learner.learned_through,
+        signature=blob.signature,
+        **written_by(),
     )
     writes: list[Write] = [
         (chunk_key(name, model.version, i), c) for i, c in enumerate(blob.chunks)

@@ -30,11 +30,11 @@ from stream_app.learn import Learner
 from stream_app.messages import encode_dead_letter, encode_model_event
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
-from stream_app.registry import CorruptVersion, pack, pin_key
+from stream_app.registry import LOAD_FAILURES, CorruptVersion, pack, pin_key
 from stream_app.replay import replay_log
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
-from stream_app.transfer import Assembler, admit
+from stream_app.transfer import Assembler, ImportRefused, admit
 
 __all__ = ["VersionKeeper"]
 
@@ -68,6 +68,9 @@ class VersionKeeper:
         self.loaded_at: float | None = None
         """Epoch seconds when this worker last took a version another worker made."""
         store.on_change(self._on_change)
+        for reason in LOAD_FAILURES:  # every reason shows, at 0, before the first failure
+            metrics.version_load_failures.labels(reason=reason)
+        store.registry.on_foreign = lambda _: metrics.version_river_mismatches.inc()
         self._ops: dict[str, Callable[[int | None], Awaitable[dict[str, Any]]]] = {
             "rollback": self._rollback,
             "pin": self._pin,
@@ -84,8 +87,7 @@ class VersionKeeper:
         """Wait for the registry view, then put the newest loadable learner in the pipeline."""
         await self.store.ready.wait()
         learner, record, skipped = restore_learner(self.settings, self.store.registry)
-        if skipped:
-            self.metrics.version_load_failures.inc(skipped)
+        self._count_failures(skipped)
         self.pipeline.learner = learner
         self.checkpointer.start_from(learner, record.size if record else None)
         self._apply_pin()
@@ -232,7 +234,11 @@ class VersionKeeper:
         data = self.assembler.add(command)
         if data is None:
             return None
-        record, writes = admit(self.settings, self.learner, self.store.registry, data)
+        try:
+            record, writes = admit(self.settings, self.learner, self.store.registry, data)
+        except ImportRefused as exc:
+            self._count_failures([exc.reason])
+            raise
         await self.store.write(writes)
         self.pipeline.report_versions()
         log.info("model %s v%d imported; it answers in shadow", record.model, record.version)
@@ -325,7 +331,7 @@ class VersionKeeper:
             try:
                 learner.pinned = load_model(self.store.registry, name, pinned).model
             except CorruptVersion as exc:
-                self.metrics.version_load_failures.inc()
+                self._count_failures([exc.reason])
                 log.error(
                     "pinned model %s v%d cannot be loaded (%s); not pinning", name, pinned, exc
                 )
@@ -340,8 +346,7 @@ class VersionKeeper:
         if newest is None or newest.version <= self.learner.serving.model.version:
             return
         learner, record, skipped = restore_learner(self.settings, registry)
-        if skipped:
-            self.metrics.version_load_failures.inc(skipped)
+        self._count_failures(skipped)
         if record is None:
             return
         learner.pinned = self.learner.pinned
@@ -350,6 +355,11 @@ class VersionKeeper:
         self.loaded_at = time.time()
         log.info("now serving model %s v%d, checkpointed by the writer", name, record.version)
         self.pipeline.report_versions()
+
+    def _count_failures(self, reasons: list[str]) -> None:
+        """Count versions (or imports) refused or skipped, by reason."""
+        for reason in reasons:
+            self.metrics.version_load_failures.labels(reason=reason).inc()
 
     def describe(self) -> dict[str, Any]:
         """Who serves what, for /health and /models."""

@@ -8,7 +8,6 @@ groups) and its own topics, so no test waits on another's group or reads another
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,25 +44,21 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
         broker.stop()
 
 
-def start_broker(tmp_path_factory: pytest.TempPathFactory, attempts: int = 2) -> LocalKafka:
-    """Start the session's broker; a failed start is reported in full and tried once more."""
-    for attempt in range(1, attempts + 1):
-        port, controller_port = free_ports(2)
-        broker = LocalKafka(
-            BrokerSettings(controller_port=controller_port),
-            tmp_path_factory.mktemp("kafka"),
-            port=port,
-            partitions=4,
-        )
-        try:
-            broker.start()
-            return broker
-        except BrokerError as exc:
-            print(f"\nbroker start {attempt}/{attempts} failed: {exc}", file=sys.stderr)
-            broker.kill()
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+def start_broker(tmp_path_factory: pytest.TempPathFactory) -> LocalKafka:
+    """Start the session's broker once: a failed start fails the session, so no flake hides."""
+    port, controller_port = free_ports(2)
+    broker = LocalKafka(
+        BrokerSettings(controller_port=controller_port),
+        tmp_path_factory.mktemp("kafka"),
+        port=port,
+        partitions=4,
+    )
+    try:
+        broker.start()
+    except BrokerError:
+        broker.kill()
+        raise
+    return broker
 
 
 @dataclass(frozen=True)

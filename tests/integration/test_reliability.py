@@ -137,7 +137,7 @@ async def test_a_poisoned_newest_checkpoint_falls_back_to_the_previous_good_one(
     second = worker_factory(partitions=1, extra_config=config)
     health = second.wait_healthy(timeout=90)
     assert health["serving"] == previous.version
-    assert second.metrics()["stream_app_version_load_failures_total"] >= 1
+    assert second.metrics()['stream_app_version_load_failures_total{reason="corrupt"}'] >= 1
     assert f"v{newest.version} cannot be restored" in second.log_text()
 
 

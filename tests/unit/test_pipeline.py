@@ -234,3 +234,51 @@ def test_a_follower_forwards_and_the_writer_learns_the_forwarded_examples() -> N
     assert w_metrics.labels_learned._value.get() == 2
     assert writer.learner.has_learned("e0") and writer.learner.serving.model.examples_learned == 2
     assert w_metrics.dead_letters.labels(reason=reasons.INVALID_JSON)._value.get() == 1
+
+
+class Raises:
+    """An estimator-shaped object that raises on every call, as a broken import would."""
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[Any, float]:
+        raise AttributeError("'int' object has no attribute 'predict_proba_one'")
+
+    def learn_one(self, x: dict[str, Any], y: Any) -> None:
+        raise AttributeError("'int' object has no attribute 'learn_one'")
+
+
+def broken_challenger(p: Pipeline, answers: bool) -> None:
+    """Give the learner a challenger that raises when answering (or, if ``answers``, learning)."""
+    from stream_app.predict import fresh_model
+
+    model = fresh_model(p.settings.model, version=7)
+    if answers:
+        model.estimator.learn_one = Raises().learn_one  # type: ignore[method-assign]
+    else:
+        model.estimator = Raises()
+        model.examples_learned = 1  # so predict_one asks the estimator
+    p.learner.challenge(model)
+
+
+def test_a_challenger_that_raises_answering_is_dropped_and_serving_answers_all() -> None:
+    p, metrics, _ = pipeline()
+    broken_challenger(p, answers=False)
+    out = Recorder()
+    p.features([event(i, label=i % 2 == 0) for i in range(20)], 0.0, out)
+    assert len(out.on("predictions")) == 20 and not out.on("dead-letters")
+    dropped = [m for m in out.on("model-events") if m["type"] == "challenger_dropped"]
+    assert len(dropped) == 1 and dropped[0]["reason"] == "predict_error"
+    assert dropped[0]["model_version"] == 7 and "AttributeError" in dropped[0]["detail"]
+    assert p.learner.challenger is None
+    assert metrics.challengers_dropped.labels(reason="predict_error")._value.get() == 1
+
+
+def test_a_challenger_that_raises_learning_is_dropped_and_serving_learns() -> None:
+    p, metrics, _ = pipeline()
+    broken_challenger(p, answers=True)
+    out = Recorder()
+    p.features([event(i, label=i % 2 == 0) for i in range(20)], 0.0, out)
+    assert len(out.on("predictions")) == 20 and not out.on("dead-letters")
+    dropped = [m for m in out.on("model-events") if m["type"] == "challenger_dropped"]
+    assert [m["reason"] for m in dropped] == ["learn_error"]
+    assert p.learner.serving.model.examples_learned == 20
+    assert metrics.challengers_dropped.labels(reason="learn_error")._value.get() == 1
