@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
 from stream_app.errors import CheckpointError
+from stream_app.factory import spec_of
 from stream_app.learn import Contender, Learner
 from stream_app.registry import (
     CorruptVersion,
@@ -60,6 +61,8 @@ class _Version:
     examples_learned: int
     quality: dict[str, Any]
     task: str
+    factory: str
+    """The canonical name of the factory that built the model ("" if unknown)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ class Checkpointer:
                 c.model.examples_learned,
                 {"metric": c.quality.metric, "value": c.quality.value, "window": len(c.quality)},
                 c.model.task,
+                c.model.factory,
             )
             for status, c in contenders
         ]
@@ -161,6 +165,7 @@ class Checkpointer:
         """Turn the encoded snapshot into table writes: chunks, records, retirement, tombstones."""
         s, name = self.settings, self.settings.model.name
         previous = registry.newest(name, "serving")
+        configured = spec_of(s.model)
         records: list[VersionRecord] = []
         writes: list[Write] = []
         total = 0
@@ -179,8 +184,10 @@ class Checkpointer:
                 size=blob.size,
                 sha256=blob.sha256,
                 chunks=len(blob.chunks),
-                factory=s.model.factory,
+                factory=version.factory or configured,
                 task=version.task,
+                configured_factory=configured,
+                on_factory_change=s.model.on_factory_change,
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)

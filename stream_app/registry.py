@@ -47,6 +47,7 @@ __all__ = [
 
 REASONS: Final = (
     "periodic", "drift", "promotion", "rollback", "manual", "shutdown", "handover", "import",
+    "factory_change",
 )  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
 
@@ -73,7 +74,14 @@ class VersionRecord:
     sha256: str
     chunks: int
     factory: str
+    """The factory that built this version's model (path and arguments, see ``factory_spec``)."""
     task: str
+    configured_factory: str = ""
+    """``model.factory`` (with its arguments) of the worker that wrote this version; empty in
+    versions written before it was recorded."""
+    on_factory_change: str = ""
+    """``model.on_factory_change`` of that worker: with ``configured_factory``, the change that
+    was already acted on (a restart acts again only when either differs)."""
 
     def to_json(self) -> bytes:
         """Encode as the table value."""
