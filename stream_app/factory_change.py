@@ -9,7 +9,8 @@ When the restored version's differs from ``model.factory`` (with ``model.factory
 - ``replace``: a fresh model from the new factory serves at once; the writer stores it as a new
   version (reason ``factory_change``), and the old versions stay for rollback;
 - ``keep``: the stored version serves, and every start logs a WARNING naming both factories.
-  Fresh models (a drift challenger, a reset) come from the serving model's factory too.
+  Fresh models (a drift challenger, a reset) come from the serving model's factory too, and a
+  challenger from the new factory (an earlier ``challenger`` start's) is dropped.
 
 Every action is announced on ``model-events`` (``factory_changed``). A change is acted on once:
 the versions written afterwards record the configured factory and mode, and a restart acts again
@@ -174,6 +175,10 @@ def apply_factory_change(
             record.version,
             model.factory,
         )
+        shadow = learner.challenger
+        if shadow is not None and shadow.model.factory == configured:
+            learner.challenger = None  # a challenger an earlier start made: it must not take over
+            log.warning("the challenger v%d from %s is dropped", shadow.model.version, configured)
         path, params = parse_spec(model.factory)
         kept = settings.replace(model={"factory": path, "factory_params": params})
         learner.settings = kept

@@ -115,6 +115,16 @@ def test_keep_mode_serves_the_stored_model_and_builds_fresh_ones_from_its_factor
     assert change is not None and change.action == "keep"
 
 
+def test_keep_after_challenger_drops_the_new_factorys_challenger() -> None:
+    registry = stored()
+    learner, _, _ = restart(configured(TREE, "challenger"), registry)
+    learn(learner, 10, start=100)
+    checkpoint(configured(TREE, "challenger"), learner, registry)
+    learner, change, _ = restart(configured(TREE, "keep"), registry)
+    assert change.action == "keep" and learner.challenger is None
+    assert learner.serving.model.factory == LR
+
+
 def test_a_new_mode_for_the_same_factory_is_acted_on() -> None:
     registry = stored()
     learner, _, _ = restart(configured(TREE, "keep"), registry)
