@@ -115,22 +115,23 @@ def test_keep_mode_serves_the_stored_model_and_builds_fresh_ones_from_its_factor
     assert change is not None and change.action == "keep"
 
 
-def test_keep_after_challenger_drops_the_new_factorys_challenger() -> None:
+def ran_with(mode: str) -> Registry:
+    """A stored logistic regression, then a start with the tree in ``mode`` that checkpointed."""
     registry = stored()
-    learner, _, _ = restart(configured(TREE, "challenger"), registry)
+    learner, _, _ = restart(configured(TREE, mode), registry)
     learn(learner, 10, start=100)
-    checkpoint(configured(TREE, "challenger"), learner, registry)
-    learner, change, _ = restart(configured(TREE, "keep"), registry)
+    checkpoint(configured(TREE, mode), learner, registry)
+    return registry
+
+
+def test_keep_after_challenger_drops_the_new_factorys_challenger() -> None:
+    learner, change, _ = restart(configured(TREE, "keep"), ran_with("challenger"))
     assert change.action == "keep" and learner.challenger is None
     assert learner.serving.model.factory == LR
 
 
 def test_a_new_mode_for_the_same_factory_is_acted_on() -> None:
-    registry = stored()
-    learner, _, _ = restart(configured(TREE, "keep"), registry)
-    learn(learner, 10, start=100)
-    checkpoint(configured(TREE, "keep"), learner, registry)
-    learner, change, _ = restart(configured(TREE, "replace"), registry)
+    learner, change, _ = restart(configured(TREE, "replace"), ran_with("keep"))
     assert change.action == "replace" and learner.serving.model.factory == TREE
 
 
