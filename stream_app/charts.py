@@ -26,6 +26,7 @@ _COLOURS: Final = {
     "rollback": "#9467bd",
     "pin": "#7f7f7f",
     "unpin": "#7f7f7f",
+    "factory_changed": "#ff7f0e",
 }
 _STYLES: Final = {"change": ":", "drift": "--"}
 _SIZE_IN: Final = (12.0, 9.0)
@@ -152,6 +153,7 @@ def _legend_name(kind: str) -> str:
         "drift": "drift detected",
         "promotion": "promotion",
         "promote": "promotion",
+        "factory_changed": "model factory changed",
     }.get(kind, kind)
 
 

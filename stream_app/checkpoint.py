@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
 from stream_app.errors import CheckpointError
+from stream_app.factory import spec_of
 from stream_app.learn import Contender, Learner
 from stream_app.registry import (
     CORRUPT,
@@ -63,6 +64,8 @@ class _Version:
     quality: dict[str, Any]
     task: str
     learned_through: int
+    factory: str
+    """The canonical name of the factory that built the model ("" if unknown)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Checkpointer:
                 {"metric": c.quality.metric, "value": c.quality.value, "window": len(c.quality)},
                 c.model.task,
                 learner.learned_through,
+                c.model.factory,
             )
             for status, c in contenders
         ]
@@ -165,6 +169,7 @@ class Checkpointer:
         """Turn the encoded snapshot into table writes: chunks, records, retirement, tombstones."""
         s, name = self.settings, self.settings.model.name
         previous = registry.newest(name, "serving")
+        configured = spec_of(s.model)
         records: list[VersionRecord] = []
         writes: list[Write] = []
         total = 0
@@ -183,11 +188,13 @@ class Checkpointer:
                 size=blob.size,
                 sha256=blob.sha256,
                 chunks=len(blob.chunks),
-                factory=s.model.factory,
+                factory=version.factory or configured,
                 task=version.task,
                 learned_through=version.learned_through,
                 signature=blob.signature,
                 **written_by(),
+                configured_factory=configured,
+                on_factory_change=s.model.on_factory_change,
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)

@@ -184,7 +184,7 @@ def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
     """Print a table of versions for people."""
     print(
         f"{'version':>7}  {'created (UTC)':19}  {'examples':>9}  {'quality':>16}  "
-        f"{'reason':9}  {'status':8}  {'size':>9}"
+        f"{'reason':14}  {'status':8}  {'size':>9}  factory"
     )
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
@@ -193,7 +193,8 @@ def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
         mark = " *" if row["serves"] else (" p" if row["pinned"] else "")
         print(
             f"{row['version']:>7}  {created:19}  {row['examples_learned']:>9}  {quality:>16}  "
-            f"{row['reason']:9}  {row['status']:8}  {row['size']:>9}{mark}"
+            f"{row['reason']:14}  {row['status']:8}  {row['size']:>9}  "
+            f"{row['factory'] or '(not recorded)'}{mark}"
         )
     if not rows:
         print(f"(no stored versions of model {name})")

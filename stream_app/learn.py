@@ -477,7 +477,7 @@ class Learner:
         """Build a new model from a factory (the configured one by default), numbered next."""
         model_settings = self.settings.model
         if factory is not None and factory != model_settings.factory:
-            model_settings = dataclasses.replace(model_settings, factory=factory)
+            model_settings = dataclasses.replace(model_settings, factory=factory, factory_params={})
         return fresh_model(model_settings, version=self.allocate_version(0))
 
     def _start_challenger(self, factory: str) -> None:

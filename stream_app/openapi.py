@@ -20,7 +20,7 @@ from typing import Any, Final
 from stream_app import __version__, reasons
 from stream_app.http_api import HTTP_REASONS
 from stream_app.registry import REASONS, STATUSES, VersionRecord
-from stream_app.settings import Settings
+from stream_app.settings import FACTORY_CHANGE_ACTIONS, Settings
 
 __all__ = ["document"]
 
@@ -182,6 +182,8 @@ def _schemas(s: Settings) -> dict[str, Any]:
             size={"type": "integer"},
             factory={"type": "string"},
             task={"enum": ["classification", "regression"]},
+            configured_factory={"type": "string"},
+            on_factory_change={"enum": ["", *FACTORY_CHANGE_ACTIONS]},
         ),
         "Models": {
             "allOf": [

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
+from stream_app.factory import build_estimator
 from stream_app.label import LabelCodec
-from stream_app.models import is_binary, resolve_factory, supports_many, task_of
+from stream_app.models import is_binary, supports_many
 from stream_app.settings import ModelSettings
 
 __all__ = [
@@ -53,10 +54,14 @@ class ServingModel:
     examples_learned: int = 0
     feature_names: set[str] = dataclasses.field(default_factory=set)
     """Names of the features of the examples it learned (for exported artifacts)."""
+    factory: str = ""
+    """The canonical name of the factory that built it (:func:`~stream_app.factory.factory_spec`);
+    empty when unknown (a version stored before models recorded it)."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle, also versions stored before ``feature_names`` existed."""
+        """Unpickle, also versions stored before ``feature_names`` or ``factory`` existed."""
         state.setdefault("feature_names", set())
+        state.setdefault("factory", "")
         self.__dict__.update(state)
 
 
@@ -73,17 +78,11 @@ NO_ANSWER = Prediction(None, {})
 
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
     """Build an untrained model from the configured factory and check it fits the task."""
-    try:
-        estimator = resolve_factory(settings.factory)()
-        task = task_of(estimator)
-    except Exception as exc:
-        raise ModelError(f"model factory {settings.factory!r} failed: {exc}") from exc
+    estimator, task, spec = build_estimator(settings.factory, settings.factory_params)
     if settings.task not in ("auto", task):
-        raise ModelError(
-            f"model.task is {settings.task!r} but {settings.factory} builds a {task} model"
-        )
+        raise ModelError(f"model.task is {settings.task!r} but {spec} builds a {task} model")
     codec = LabelCodec(task, binary=is_binary(estimator), declared=settings.classes)
-    return ServingModel(settings.name, version, estimator, task, codec)
+    return ServingModel(settings.name, version, estimator, task, codec, factory=spec)
 
 
 def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:

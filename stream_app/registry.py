@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 REASONS: Final = (
     "periodic", "drift", "promotion", "rollback", "manual", "shutdown", "handover", "import",
+    "factory_change",
 )  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
 CORRUPT: Final = "corrupt"
@@ -122,6 +123,7 @@ class VersionRecord:
     sha256: str
     chunks: int
     factory: str
+    """The factory that built this version's model (path and arguments, see ``factory_spec``)."""
     task: str
     signature: str = ""
     """HMAC-SHA256 of the blob under ``registry.signing_key``; empty when written without one."""
@@ -132,6 +134,12 @@ class VersionRecord:
     learned_through: int | None = None
     """Offset in the learning log of the last example this version learned (-1: none; None:
     written before the learning log existed)."""
+    configured_factory: str = ""
+    """``model.factory`` (with its arguments) of the worker that wrote this version; empty in
+    versions written before it was recorded."""
+    on_factory_change: str = ""
+    """``model.on_factory_change`` of that worker: with ``configured_factory``, the change that
+    was already acted on (a restart acts again only when either differs)."""
 
     def to_json(self) -> bytes:
         """Encode as the table value."""

@@ -51,7 +51,9 @@ __all__ = [
     "task_of",
 ]
 
-MARKED: Final = ("drift", "promotion", "rollback", "pin", "unpin", "promote", "change")
+MARKED: Final = (
+    "drift", "promotion", "rollback", "pin", "unpin", "promote", "change", "factory_changed",
+)  # fmt: skip
 """Model-event types drawn as vertical lines (``change``: a known concept change, the demo's)."""
 
 
@@ -203,6 +205,8 @@ def marks(events: Iterable[tuple[float, dict[str, Any]]], changes: Iterable[floa
             text = f"v{version} serves (was v{event.get('previous_version')})"
         elif kind == "rollback":
             text = f"rollback: v{version}"
+        elif kind == "factory_changed":
+            text = f"factory {event.get('action')}: {event.get('new_factory')}"
         else:
             text = f"{kind} v{version}"
         out.append(Mark(t, str(kind), text))

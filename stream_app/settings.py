@@ -24,6 +24,7 @@ from stream_app.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "FACTORY_CHANGE_ACTIONS",
     "SHORT_ENV",
     "AppSettings",
     "BrokerSettings",
@@ -152,7 +153,15 @@ class ModelSettings:
     name: str = "default"
     """Model name: the registry key, the ``model`` field of predictions."""
     factory: str = "stream_app.models:logistic_regression"
-    """Dotted path ``module:function`` of a zero-argument function returning a River estimator."""
+    """Dotted path ``module:function`` of a function returning a fresh River estimator."""
+    factory_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments the factory is called with, e.g. ``{grace_period = 100}`` (none: empty).
+    Path and arguments together name the factory each version records."""
+    on_factory_change: str = "challenger"
+    """What a start does when the factory (path and arguments) differs from the restored
+    version's: ``challenger`` (a fresh model from it proves itself in shadow, then takes over),
+    ``replace`` (it serves at once as a new version; the old ones stay for rollback) or ``keep``
+    (the stored version serves; a WARNING at every start names both)."""
     task: str = "auto"
     """``classification``, ``regression``, or ``auto`` (derived from the estimator)."""
     challenger_factory: str = ""
@@ -478,6 +487,8 @@ class Settings:
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+FACTORY_CHANGE_ACTIONS: Final = ("challenger", "replace", "keep")
+"""What ``model.on_factory_change`` may say."""
 
 SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
     "STREAM_APP_BROKER": ("app", "broker"),
@@ -615,6 +626,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("model.task must be auto, classification or regression")
     if ":" not in s.model.factory:
         raise ConfigError("model.factory must be a dotted path 'module:function'")
+    if s.model.on_factory_change not in FACTORY_CHANGE_ACTIONS:
+        raise ConfigError(
+            f"model.on_factory_change must be one of {', '.join(FACTORY_CHANGE_ACTIONS)}"
+        )
     if s.serve.acks not in {"all", "1", "0"}:
         raise ConfigError("serve.acks must be all, 1 or 0")
     if s.serve.idempotence and s.serve.acks != "all":

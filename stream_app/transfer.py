@@ -81,7 +81,7 @@ def artifact_of(
     header = {
         "model": model.name,
         "version": model.version,
-        "factory": record["factory"] if record else factory,
+        "factory": record["factory"] if record else (factory or model.factory),
         "task": model.task,
         "classes": list(model.labels.classes),
         "binary": model.labels.binary,
@@ -156,6 +156,7 @@ def serving_model(artifact: Artifact, name: str, version: int) -> ServingModel:
         codec,
         examples_learned=int(header["examples_learned"]),
         feature_names=set(header.get("feature_names", ())),
+        factory=str(header.get("factory", "")),
     )
 
 

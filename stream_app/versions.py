@@ -5,7 +5,9 @@ group: it checkpoints its learner and carries out operations (rollback, pin, unp
 as commands by the HTTP API or the CLI, answering each on ``model-events`` with its request id.
 Every worker restores the newest learner state that loads when it starts, and applies pins and
 newer versions as the registry changelog brings them. When the writer's partition moves, the old
-writer checkpoints before it lets go and the new one restores from that.
+writer checkpoints before it lets go and the new one restores from that. When the configured
+factory did not build the restored version, :mod:`stream_app.factory_change` acts on it at start,
+and the writer announces it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from stream_app.checkpoint import (
     load_model,
     restore_learner,
 )
+from stream_app.factory_change import EVENT as FACTORY_CHANGED
+from stream_app.factory_change import REASON as FACTORY_CHANGE
+from stream_app.factory_change import FactoryChange, apply_factory_change
 from stream_app.learn import Learner
 from stream_app.messages import encode_dead_letter, encode_model_event
 from stream_app.metrics import Metrics
@@ -65,6 +70,8 @@ class VersionKeeper:
         self._background: asyncio.Task[None] | None = None
         self.assembler = Assembler()
         self.changed = asyncio.Event()
+        self._factory_change: FactoryChange | None = None
+        """A factory change found at start, announced by the writer (see :meth:`restore`)."""
         self.loaded_at: float | None = None
         """Epoch seconds when this worker last took a version another worker made."""
         store.on_change(self._on_change)
@@ -88,6 +95,9 @@ class VersionKeeper:
         await self.store.ready.wait()
         learner, record, skipped = restore_learner(self.settings, self.store.registry)
         self._count_failures(skipped)
+        self.settings, self._factory_change = apply_factory_change(
+            self.settings, learner, record, self.store.registry.latest(self.settings.model.name)
+        )
         self.pipeline.learner = learner
         self.checkpointer.start_from(learner, record.size if record else None)
         self._apply_pin()
@@ -96,11 +106,12 @@ class VersionKeeper:
             log.info("no stored version of model %s: starting a fresh one", name)
         else:
             log.info(
-                "restored model %s v%d (%d examples learned, %s)",
+                "restored model %s v%d (%d examples learned, %s, built by %s)",
                 name,
                 record.version,
                 record.examples_learned,
                 record.reason,
+                record.factory or "an unrecorded factory",
             )
         self.pipeline.report_versions()
 
@@ -108,8 +119,20 @@ class VersionKeeper:
         """Start a checkpoint in the background if one is due and this worker is the writer."""
         if self._background is not None and not self._background.done():
             return  # one at a time; the next is due again once this one has finished
+        if self._factory_change is not None and self.is_writer():
+            await self._announce_factory_change(self._factory_change, publish)
         if self.is_writer() and self.checkpointer.due(self.learner, time.monotonic()):
             self._background = asyncio.create_task(self.checkpoint("periodic", publish))
+
+    async def _announce_factory_change(self, change: FactoryChange, publish: Publish) -> None:
+        """As the writer: store a replacing model as a version, then announce the change."""
+        self._factory_change = None
+        if change.action == "replace":
+            await self.checkpoint(FACTORY_CHANGE, publish)
+        name = self.settings.model.name
+        version = self.learner.serving.model.version
+        event = encode_model_event(FACTORY_CHANGED, name, version, **change.fields())
+        await publish(self.settings.topics.model_events, name.encode(), event)
 
     async def settle(self) -> None:
         """Wait for a background checkpoint to finish (before shutting down)."""

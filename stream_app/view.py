@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from stream_app.report import percentile
 
-__all__ = ["Tally", "announce", "scrape"]
+__all__ = ["Tally", "announce", "factory_text", "scrape"]
 
 _LATENCIES_KEPT: Final = 5000
 """Recent latencies the percentiles are taken over."""
@@ -47,6 +47,8 @@ class Tally:
     serving: int | None = None
     drifts: list[dict[str, Any]] = field(default_factory=list)
     promotions: list[dict[str, Any]] = field(default_factory=list)
+    factory_changes: list[dict[str, Any]] = field(default_factory=list)
+    """``factory_changed`` events: the configured model was not the stored one."""
     checkpoints: int = 0
     news: deque[str] = field(default_factory=lambda: deque(maxlen=_EVENTS_SHOWN))
     metrics: dict[str, float] = field(default_factory=dict)
@@ -145,6 +147,8 @@ class Tally:
             f"{len(self.drifts)} drift, {len(self.promotions)} promotion, "
             f"{self.checkpoints} checkpoint",
         )
+        if self.factory_changes:
+            grid.add_row("factory", factory_text(self.factory_changes[-1]))
         grid.add_row("dead letters", self.letters())
         grid.add_row("latest", "\n".join(self.news) or "-")
         elapsed = time.monotonic() - self.started
@@ -173,10 +177,30 @@ def announce(event: dict[str, Any], tally: Tally) -> str | None:
         text = (
             f"v{version} now serves (was v{event.get('previous_version')}, {event.get('reason')})"
         )
+    elif kind == "factory_changed":
+        tally.factory_changes.append(event)
+        text = factory_text(event)
     else:
         text = f"{kind}: v{version}"
     tally.news.append(f"{time.strftime('%H:%M:%S')} {text}")
     return text
+
+
+def factory_text(event: dict[str, Any]) -> str:
+    """Tell a ``factory_changed`` event in a line: both factories and what was done.
+
+    >>> factory_text({"type": "factory_changed", "model_version": 3, "action": "challenger",
+    ...               "old_factory": "m:lr", "new_factory": "m:tree", "challenger_version": 4})
+    'factory changed: m:lr -> m:tree, challenger v4 learns in shadow (v3 serves)'
+    """
+    action, version = event.get("action"), event.get("model_version")
+    done = {
+        "challenger": f"challenger v{event.get('challenger_version')} learns in shadow "
+        f"(v{version} serves)",
+        "replace": f"v{version} replaces v{event.get('restored_version')}",
+        "keep": f"v{version} keeps serving",
+    }.get(str(action), str(action))
+    return f"factory changed: {event.get('old_factory')} -> {event.get('new_factory')}, {done}"
 
 
 def scrape(web_port: int) -> dict[str, float]:
