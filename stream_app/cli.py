@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     export = ops.add_parser("export", help="write version V as a file (stream_app.artifact)")
     export.add_argument("version", type=int)
     export.add_argument("--out", type=Path, required=True, help="the file to write")
+    rebuild = ops.add_parser(
+        "rebuild", help="rebuild version V from an older one and the learning log, as a file"
+    )
+    rebuild.add_argument("version", type=int)
+    rebuild.add_argument("--out", type=Path, required=True, help="the file to write")
     ops.add_parser("import", help="store a file as a new shadow version").add_argument(
         "path", type=Path
     )
@@ -137,7 +142,7 @@ def _models(args: argparse.Namespace) -> int:
     """Model operations through Kafka: no worker address needed, only the broker."""
     import orjson
 
-    from stream_app.ops import read_registry, run, run_command, version_table
+    from stream_app.ops import log_offsets, read_registry, run, run_command, version_table
 
     settings = load_settings()
     if getattr(args, "model", None):
@@ -150,13 +155,29 @@ def _models(args: argparse.Namespace) -> int:
             if record is None:
                 print(f"stream-app: {name} v{args.version} is not stored", file=sys.stderr)
                 return 1
-            print(orjson.dumps(record.summary(), option=orjson.OPT_INDENT_2).decode())
+            shown = {**record.summary(), "log_offsets": log_offsets(registry, record)}
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
             return 0
         rows = version_table(registry, name)
         if args.json:
             print(orjson.dumps(rows).decode())
         else:
             _print_versions(name, rows)
+        return 0
+    if args.op == "rebuild":
+        from stream_app.replay import rebuild_learner
+        from stream_app.transfer import artifact_of
+
+        registry = run(read_registry(settings))
+        learner, base = run(rebuild_learner(settings, registry, name, args.version))
+        record = registry.record(name, args.version)
+        assert record is not None  # rebuild_learner refuses a version that is not stored
+        shadow = record.status == "shadow" and learner.challenger is not None
+        model = learner.challenger.model if shadow and learner.challenger else learner.serving.model
+        data = artifact_of(model, record.summary(), signing_key=settings.registry.signing_key)
+        args.out.write_bytes(data)
+        start = "a fresh model" if base is None else f"v{base.version}"
+        print(f"rebuilt {name} v{args.version} from {start} and the learning log: {args.out}")
         return 0
     if args.op == "export":
         from stream_app.transfer import export_version

@@ -16,11 +16,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.errors import StreamAppError
-from stream_app.registry import Registry
+from stream_app.registry import Registry, VersionRecord
 from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 
-__all__ = ["OPERATIONS", "import_artifact", "read_registry", "run_command", "version_table"]
+__all__ = [
+    "OPERATIONS",
+    "import_artifact",
+    "log_offsets",
+    "read_registry",
+    "run_command",
+    "version_table",
+]
 
 OPERATIONS: Final = ("rollback", "pin", "unpin", "promote")
 _POLL_MS: Final = 200
@@ -123,6 +130,23 @@ def version_table(registry: Registry, model: str) -> list[dict[str, Any]]:
         row["pinned"] = record.version == pinned
         rows.append(row)
     return rows
+
+
+def log_offsets(registry: Registry, record: VersionRecord) -> list[int] | None:
+    """Return the learning-log offsets a version learned after its parent: ``[first, last]``.
+
+    ``None`` for a version stored before the learning log existed; ``first > last`` when it
+    learned nothing new (an operation, a promotion).
+
+    >>> log_offsets(Registry(), VersionRecord("m", 1, None, 0, 0, {}, "periodic", "serving", 0,
+    ...     "", 1, "f", "classification", learned_through=41))
+    [0, 41]
+    """
+    if record.learned_through is None:
+        return None
+    parent = None if record.parent is None else registry.record(record.model, record.parent)
+    since = parent.learned_through if parent is not None else None
+    return [(since if since is not None else -1) + 1, record.learned_through]
 
 
 def run(coro: Any) -> Any:

@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.factory import parse_spec
 from stream_app.learn import Learner
 from stream_app.messages import decode_example
 from stream_app.predict import Prediction
@@ -191,7 +192,10 @@ async def rebuild_learner(
         raise StreamAppError(f"{name} v{version} is not stored")
     if target.learned_through is None:
         raise StreamAppError(f"{name} v{version} was stored before the learning log existed")
-    configured = settings.replace(model={"name": name, "factory": target.factory})
+    model: dict[str, Any] = {"name": name}
+    if target.factory:  # the factory that built it, with its arguments
+        model["factory"], model["factory_params"] = parse_spec(target.factory)
+    configured = settings.replace(model=model)
     base = base_of(registry, name, target)
     if base is None:
         learner = Learner(configured)
