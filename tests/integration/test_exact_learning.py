@@ -1,0 +1,197 @@
+"""Every label learned exactly once across crashes: the learning log and versions that replay.
+
+A writer killed with SIGKILL loses nothing it learned after its last checkpoint: the worker that
+takes over restores the newest version and learns the learning log after it, in the same order.
+The final model is then exactly River's own loop over the log (1e-9), and ``models rebuild``
+turns an older version back into the same model from its ancestor and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_app import artifact
+from stream_app.messages import decode_dead_letter
+from stream_app.models import logistic_regression
+from tests.integration.conftest import Kafka, Names, WorkerFactory
+from tests.integration.support import (
+    WorkerProcess,
+    end_offsets,
+    produce,
+    read_all,
+    read_registry,
+    wait_consumed,
+    wait_for,
+)
+from tests.integration.test_learning import feature_messages, sea
+from tests.integration.test_scaling import partitions
+
+TOTAL = 5000
+EVERY = 700
+CONFIG = (
+    "[guard]\nenabled = false\n[drift]\npolicy = 'none'\n"
+    f"[registry]\ncheckpoint_every_examples = {EVERY}\n"
+)
+PROBE = sea(100, seed=404)
+
+
+async def log_examples(kafka: Kafka, names: Names) -> list[dict[str, Any]]:
+    """The learning log's examples in log order (a corrupt entry is skipped, as the replay does)."""
+    examples = []
+    for record in await read_all(kafka.bootstrap, f"{names.app_id}-learning-log"):
+        try:
+            examples.append(orjson.loads(record.value))
+        except orjson.JSONDecodeError:
+            continue
+    return examples
+
+
+def river_loop(examples: list[dict[str, Any]]) -> Any:
+    """The plain River loop over the log: the model the service must have built."""
+    model = logistic_regression()
+    for example in examples:
+        model.learn_one(example["features"], example["label"])
+    return model
+
+
+def assert_same_model(stored: Any, reference: Any) -> None:
+    for x, _ in PROBE:
+        got, want = stored.predict_proba_one(x), reference.predict_proba_one(x)
+        assert abs(got[True] - want[True]) <= 1e-9, (got, want)
+
+
+async def newest_after_stop(kafka: Kafka, names: Names) -> tuple[Any, Any]:
+    """The newest serving version's record and estimator, read from the registry."""
+    registry = await read_registry(kafka.bootstrap, names.app_id)
+    newest = registry.newest("default", "serving")
+    assert newest is not None
+    state = registry.load("default", newest.version)
+    return newest, state["learner"]["serving"].model.estimator
+
+
+async def kill_mid_stream(kafka: Kafka, names: Names, victim: WorkerProcess) -> asyncio.Task[int]:
+    """Send the whole stream in the background; SIGKILL ``victim`` after a seeded share of it,
+    once it has checkpointed at least once (so the replay starts from a stored version)."""
+    messages = feature_messages(sea(TOTAL, seed=81), inline=True)
+    sending = asyncio.create_task(produce(kafka.bootstrap, names.topics["features"], messages))
+    kill_after = random.Random(81).randint(1500, 3000)
+
+    async def far_enough() -> bool:
+        ends = await end_offsets(kafka.bootstrap, names.topics["predictions"])
+        return sum(ends.values()) >= kill_after and bool(
+            victim.metrics().get("stream_app_checkpoints_total")
+        )
+
+    await wait_for(far_enough, what=f"{kill_after} predictions and a checkpoint")
+    victim.kill()
+    return sending
+
+
+async def finish(kafka: Kafka, names: Names, survivor: WorkerProcess) -> None:
+    """Wait until the survivor has served and learned everything, then stop it cleanly."""
+    group = f"{names.app_id}-serve"
+    await wait_consumed(kafka.bootstrap, group, names.topics["features"], timeout=120)
+    await wait_consumed(kafka.bootstrap, group, f"{names.app_id}-examples", timeout=120)
+    assert survivor.stop() == 0  # a clean stop checkpoints what it learned
+
+
+async def test_sigkill_the_writer_and_every_label_is_learned_exactly_once(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    first = worker_factory(partitions=4, extra_config=CONFIG)
+    first.wait_healthy()
+    sending = await kill_mid_stream(kafka, names, first)
+    # A corrupt entry in the log: the replay dead-letters it and goes on.
+    log_topic = f"{names.app_id}-learning-log"
+    await produce(kafka.bootstrap, log_topic, [(b"x", b"{not an example")])
+    await sending
+
+    second = worker_factory(partitions=4, extra_config=CONFIG)
+    second.wait_healthy(timeout=90)
+    assert "replayed" in second.log_text()
+    await finish(kafka, names, second)
+
+    newest, estimator = await newest_after_stop(kafka, names)
+    assert newest.examples_learned == TOTAL
+    examples = await log_examples(kafka, names)
+    assert sorted(e["id"] for e in examples) == sorted(f"e-{i}" for i in range(TOTAL))
+    assert newest.learned_through == len(examples)  # the corrupt entry has an offset too
+    assert_same_model(estimator, river_loop(examples))
+    letters = [
+        decode_dead_letter(r.value)
+        for r in await read_all(kafka.bootstrap, names.topics["dead_letters"])
+    ]
+    corrupt = [d for d in letters if d["source"]["topic"] == log_topic]
+    assert [d["reason"] for d in corrupt] == ["invalid_json"]
+    assert corrupt[0]["original"] == b"{not an example"
+
+
+async def test_the_follower_takes_over_from_a_killed_writer_and_loses_nothing(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    a = worker_factory(partitions=4, extra_config=CONFIG)
+    a.wait_healthy()
+    b = worker_factory(partitions=4, extra_config=CONFIG)
+
+    async def split() -> bool:
+        return bool(partitions(a)) and bool(partitions(b))
+
+    await wait_for(split, timeout=90, what="two workers to share the partitions")
+    writer, follower = (a, b) if a.wait_healthy()["writer"] else (b, a)
+    sending = await kill_mid_stream(kafka, names, writer)
+    await sending
+
+    async def took_over() -> bool:
+        return bool(follower.wait_healthy()["writer"])
+
+    await wait_for(took_over, timeout=60, what="the follower to become the writer")
+    await finish(kafka, names, follower)
+    newest, estimator = await newest_after_stop(kafka, names)
+    assert newest.examples_learned == TOTAL
+    examples = await log_examples(kafka, names)
+    assert len(examples) == TOTAL
+    assert_same_model(estimator, river_loop(examples))
+
+
+async def test_models_rebuild_turns_an_older_version_back_into_itself(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    worker = worker_factory(partitions=4, extra_config=CONFIG)
+    worker.wait_healthy()
+    messages = feature_messages(sea(4 * (EVERY + 100), seed=82), inline=True)
+    for start in range(0, len(messages), EVERY + 100):  # one checkpoint after each chunk
+        await produce(kafka.bootstrap, names.topics["features"], messages[start:][: EVERY + 100])
+        await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+    assert worker.stop() == 0
+    registry = await read_registry(kafka.bootstrap, names.app_id)
+    versions = registry.versions("default")
+    assert len(versions) >= 4
+    target = versions[2]  # it has a stored parent, and a child after it
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "stream_app", "models", *args],
+            env=worker.env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shown = orjson.loads(cli("show", str(target.version)).stdout)
+    parent = registry.record("default", target.parent or 0)
+    assert parent is not None and parent.learned_through is not None
+    assert shown["log_offsets"] == [parent.learned_through + 1, target.learned_through]
+    rebuilt, exported = tmp_path / "rebuilt.river", tmp_path / "exported.river"
+    said = cli("rebuild", str(target.version), "--out", str(rebuilt)).stdout
+    assert f"from v{parent.version} and the learning log" in said
+    cli("export", str(target.version), "--out", str(exported))
+    mine, stored = artifact.load(rebuilt), artifact.load(exported)
+    for x, _ in PROBE:
+        (p1, proba1), (p2, proba2) = mine.predict_one(x), stored.predict_one(x)
+        assert p1 == p2 and abs(proba1["true"] - proba2["true"]) <= 1e-9
