@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
@@ -42,6 +43,7 @@ __all__ = [
     "Plan",
     "Write",
     "encode_in_child",
+    "fork_encoder",
     "load_model",
     "restore_learner",
 ]
@@ -265,7 +267,12 @@ def load_model(registry: Registry, name: str, version: int) -> Contender:
 
 
 async def encode_in_child(states: list[Any], level: int) -> list[bytes]:
-    """Pickle and compress ``states`` in a forked child, so serving goes on meanwhile.
+    """Pickle and compress ``states`` in a forked child, so serving goes on meanwhile."""
+    return await fork_encoder(states, level)
+
+
+def fork_encoder(states: list[Any], level: int) -> Coroutine[Any, Any, list[bytes]]:
+    """Fork now; return what collects the packed ``states`` from the child once awaited.
 
     The fork is the snapshot's instant: the child sees the learner exactly as it was (copy on
     write) while the parent keeps learning. Pickling a large model (an adaptive random forest:
@@ -276,7 +283,7 @@ async def encode_in_child(states: list[Any], level: int) -> list[bytes]:
     if pid == 0:  # the child: encode, write, exit without running the parent's cleanup
         _child_encode(read_fd, write_fd, states, level)
     os.close(write_fd)
-    return await asyncio.to_thread(_collect, pid, read_fd, len(states))
+    return asyncio.to_thread(_collect, pid, read_fd, len(states))
 
 
 def _child_encode(read_fd: int, write_fd: int, states: list[Any], level: int) -> NoReturn:

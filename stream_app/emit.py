@@ -27,8 +27,17 @@ class Emitter:
         self._full: list[tuple[str, int, Any]] = []
         self._keyed: list[tuple[str, bytes | None, bytes]] = []
         self.tracked = tracked
-        """A topic whose offsets the caller needs (the learning log): see :meth:`acked_through`."""
-        self._sent: list[tuple[asyncio.Future[Any], int]] = []
+        """A topic whose offsets the caller needs and whose messages may never be dropped (the
+        learning log): see :meth:`acked_through` and :meth:`discard`."""
+        self._unsent: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        self._sent: list[tuple[asyncio.Future[Any], int, int, list[tuple[bytes | None, bytes]]]]
+        self._sent = []
+        """Tracked batches sent since the last check: future, partition, count, messages."""
+
+    @property
+    def settled(self) -> bool:
+        """True when no tracked message waits to be sent again (after a failed flush)."""
+        return not any(self._unsent.values())
 
     @property
     def pending(self) -> int:
@@ -37,6 +46,8 @@ class Emitter:
 
     def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         """Queue ``value`` for an explicit partition (keeps the input partition's order)."""
+        if topic == self.tracked:
+            self._unsent.setdefault(partition, []).append((key, value))
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
@@ -64,7 +75,10 @@ class Emitter:
             future = await self._producer.send_batch(batch, topic, partition=partition)
             futures.append(future)
             if topic == self.tracked:
-                self._sent.append((future, batch.record_count()))
+                queued = self._unsent[partition]
+                count = batch.record_count()
+                self._sent.append((future, partition, count, queued[:count]))
+                del queued[:count]
         self._full.clear()
         for topic, key, value in self._keyed:
             futures.append(await self._producer.send(topic, value, key=key))
@@ -78,15 +92,35 @@ class Emitter:
         its first offset, and its records follow one another.
         """
         last = None
-        for future, count in self._sent:
-            if future.done() and not future.cancelled() and future.exception() is None:
+        for future, _, count, _ in self._sent:
+            if _acknowledged(future):
                 last = max(last if last is not None else -1, future.result().offset + count - 1)
         self._sent.clear()
         return last
 
     def discard(self) -> None:
-        """Drop everything queued and not yet sent (the input will be read again)."""
+        """Drop what a failed flush left (the input will be read again), except tracked messages.
+
+        A tracked message whose batch Kafka did not acknowledge is queued again, in order: the
+        learner has learned what the learning log says, and the log may not lose a line of it.
+        """
+        again = [
+            (partition, message)
+            for future, partition, _, messages in self._sent
+            if not _acknowledged(future)
+            for message in messages
+        ]
+        unsent = [(p, m) for p, queued in self._unsent.items() for m in queued]
         self._open.clear()
         self._full.clear()
         self._keyed.clear()
         self._sent.clear()
+        self._unsent.clear()
+        assert self.tracked is not None or not (again or unsent)
+        for partition, (key, value) in [*again, *unsent]:
+            self.to_partition(str(self.tracked), partition, key, value)
+
+
+def _acknowledged(future: asyncio.Future[Any]) -> bool:
+    """Whether Kafka acknowledged the batch behind ``future``."""
+    return future.done() and not future.cancelled() and future.exception() is None

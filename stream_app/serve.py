@@ -179,7 +179,8 @@ class ServeLoop(mode.Service):
                 async with self._lock:
                     if batches or len(self.pipeline.early):  # held labels expire on time
                         await self._serve_batches(batches)
-                    await self.keeper.maybe_checkpoint(self.publish)
+                    if self._emitter is not None and self._emitter.settled:
+                        await self.keeper.maybe_checkpoint(self.publish)
                     await self._commit(force=False)
         finally:
             self.set_shutdown()
@@ -248,6 +249,7 @@ class ServeLoop(mode.Service):
                 "new examples to checkpoint" if dirty else "nothing new learned",
             )
             if self.is_writer and dirty:
+                await self._settle_log()
                 await self.keeper.checkpoint("shutdown", self.publish)
             await self._commit(force=True)
         if self._consumer is not None:
@@ -267,6 +269,7 @@ class ServeLoop(mode.Service):
             s.examples_topic: 3,
             s.commands_topic: 4,
         }
+        commands: list[Any] = []
         # Served events first, so a label fetched together with its event finds it served.
         for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, len(order)), tp.partition)):
             records = batches[tp]
@@ -279,8 +282,7 @@ class ServeLoop(mode.Service):
             elif tp.topic == s.examples_topic:
                 self.pipeline.examples(records, self._emitter)
             else:
-                for record in records:
-                    await self.keeper.command(record.value, self.publish)
+                commands += records
         self.pipeline.expire(time.time(), self._emitter)
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
@@ -295,6 +297,23 @@ class ServeLoop(mode.Service):
             self._acked[tp] = records[-1].offset + 1
         through = self._emitter.acked_through()
         if through is not None:  # what a checkpoint of the learner now says it has learned
+            self.pipeline.learner.learned_through = through
+        # Operations run once the batch is durable: a version they store agrees with the log.
+        for record in commands:
+            await self.keeper.command(record.value, self.publish)
+
+    async def _settle_log(self) -> None:
+        """Send learning-log lines a failed batch left, so a checkpoint agrees with the log."""
+        if self._emitter is None or self._emitter.settled:
+            return
+        try:
+            await asyncio.gather(*await self._emitter.flush())
+        except KafkaError as exc:
+            log.warning("the learning log is behind the learner (%s); checkpointing anyway", exc)
+            self._emitter.discard()
+            return
+        through = self._emitter.acked_through()
+        if through is not None:
             self.pipeline.learner.learned_through = through
 
     def _rewind(self, batches: Mapping[TopicPartition, list[Any]], failure: BaseException) -> None:
@@ -332,6 +351,7 @@ class ServeLoop(mode.Service):
         """Before a rebalance: commit what was acknowledged, forget the partitions we give up."""
         async with self._lock:
             if TopicPartition(self.settings.commands_topic, 0) in revoked and self.is_writer:
+                await self._settle_log()
                 await self.keeper.hand_over(self.publish)
             await self._commit(force=True)
             for tp in revoked:

@@ -24,7 +24,8 @@ from stream_app import reasons
 from stream_app.checkpoint import (
     Checkpoint,
     Checkpointer,
-    encode_in_child,
+    Plan,
+    fork_encoder,
     load_model,
     restore_learner,
 )
@@ -46,6 +47,13 @@ __all__ = ["VersionKeeper"]
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bytes], Awaitable[None]]
+Snapshot = tuple[Plan, Awaitable[list[bytes]]]
+"""A checkpoint's plan and its encoding under way (a forked child's, or done already)."""
+
+
+async def _ready(packed: list[bytes]) -> list[bytes]:
+    """Wrap states packed already as the awaitable a snapshot carries."""
+    return packed
 
 
 class VersionKeeper:
@@ -122,7 +130,8 @@ class VersionKeeper:
         if self._factory_change is not None and self.is_writer():
             await self._announce_factory_change(self._factory_change, publish)
         if self.is_writer() and self.checkpointer.due(self.learner, time.monotonic()):
-            self._background = asyncio.create_task(self.checkpoint("periodic", publish))
+            snapshot = self._snapshot()  # now, between batches: the learner agrees with its log
+            self._background = asyncio.create_task(self.checkpoint("periodic", publish, snapshot))
 
     async def _announce_factory_change(self, change: FactoryChange, publish: Publish) -> None:
         """As the writer: store a replacing model as a version, then announce the change."""
@@ -139,25 +148,38 @@ class VersionKeeper:
         if self._background is not None:
             await asyncio.shield(self._background)
 
-    async def _store(self, reason: str) -> Checkpoint:
-        """Snapshot, encode (in a forked child unless disabled), and write new versions."""
+    def _snapshot(self) -> Snapshot:
+        """Take a checkpoint's snapshot at once: plan it, and fork its encoder or pack it.
+
+        Called where the learner has learned exactly what the learning log has acknowledged
+        (between batches, under the serve lock), so its ``learned_through`` is exact.
+        """
+        plan = self.checkpointer.plan(self.learner, self.store.registry)
+        level = self.settings.registry.compression_level
+        if self.checkpointer.in_child():
+            return plan, fork_encoder(plan.states, level)
+        return plan, _ready([pack(state, level) for state in plan.states])
+
+    async def _store(self, reason: str, snapshot: Snapshot | None = None) -> Checkpoint:
+        """Encode a snapshot (taken now unless given) and write it as new versions."""
+        if snapshot is None:
+            await self.settle()  # one at a time: numbering and retirement need the last one done
+            snapshot = self._snapshot()
+        plan, encoding = snapshot
+        packed = await encoding
         registry = self.store.registry
         async with self._writing:
-            plan = self.checkpointer.plan(self.learner, registry)
-            level = self.settings.registry.compression_level
-            if self.checkpointer.in_child():
-                packed = await encode_in_child(plan.states, level)
-            else:
-                packed = [pack(state, level) for state in plan.states]
             done = self.checkpointer.finish(plan, packed, registry, reason)
             await self.store.write(done.writes)
         return done
 
-    async def checkpoint(self, reason: str, publish: Publish) -> None:
+    async def checkpoint(
+        self, reason: str, publish: Publish, snapshot: Snapshot | None = None
+    ) -> None:
         """Store the learner as new versions; count and announce it. Failures keep serving."""
         name = self.settings.model.name
         try:
-            done = await self._store(reason)
+            done = await self._store(reason, snapshot)
         except Exception as exc:  # a checkpoint must never take serving down
             self.metrics.checkpoint_failures.inc()
             log.error("checkpoint of model %s failed: %s", name, exc, exc_info=exc)
