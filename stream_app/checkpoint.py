@@ -21,6 +21,7 @@ from typing import Any, Final, NoReturn
 
 from stream_app.errors import CheckpointError
 from stream_app.learn import Contender, Learner
+from stream_app.model_size import model_inputs
 from stream_app.registry import (
     CorruptVersion,
     Registry,
@@ -60,6 +61,7 @@ class _Version:
     examples_learned: int
     quality: dict[str, Any]
     task: str
+    features: int
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class Checkpointer:
                 c.model.examples_learned,
                 {"metric": c.quality.metric, "value": c.quality.value, "window": len(c.quality)},
                 c.model.task,
+                model_inputs(c.model)[0],
             )
             for status, c in contenders
         ]
@@ -181,6 +184,7 @@ class Checkpointer:
                 chunks=len(blob.chunks),
                 factory=s.model.factory,
                 task=version.task,
+                features=version.features,
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)

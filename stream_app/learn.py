@@ -147,7 +147,7 @@ class Contender:
             )
         y = self.model.labels.to_model(label)
         if verdict.reason is None:
-            self.model.feature_names.update(features)
+            self.model.note_names(features)
             if self.deferred is None:
                 self.model.estimator.learn_one(features, y)
             else:
@@ -156,7 +156,7 @@ class Contender:
         if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
             witness.estimator.learn_one(features, y)
             witness.examples_learned += 1
-            witness.feature_names.update(features)
+            witness.note_names(features)
             if self.guard.witness_ahead:
                 self._adopt_witness(witness)
         return verdict
@@ -177,7 +177,7 @@ class Contender:
         )
         self.model.estimator = copy.deepcopy(witness.estimator)
         self.model.examples_learned = witness.examples_learned
-        self.model.feature_names.update(witness.feature_names)
+        self.model.note_names(witness.feature_names)
         if self.deferred:
             self.deferred = []
         self.guard.restart_duel_window()

@@ -21,12 +21,19 @@ A batch gets one answer per event, from one vectorised call when it is large and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
 from stream_app.label import LabelCodec
-from stream_app.models import is_binary, resolve_factory, supports_many, task_of
+from stream_app.models import (
+    DEFAULT_MAX_INDICATORS,
+    is_binary,
+    resolve_factory,
+    set_max_indicators,
+    supports_many,
+    task_of,
+)
 from stream_app.settings import ModelSettings
 
 __all__ = [
@@ -53,11 +60,30 @@ class ServingModel:
     examples_learned: int = 0
     feature_names: set[str] = dataclasses.field(default_factory=set)
     """Names of the features of the examples it learned (for exported artifacts)."""
+    max_names: int = DEFAULT_MAX_INDICATORS
+    """Most names :attr:`feature_names` keeps (``model.max_indicators``): churning names stop."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle, also versions stored before ``feature_names`` existed."""
+        """Unpickle, also versions stored before ``feature_names`` or ``max_names`` existed."""
         state.setdefault("feature_names", set())
+        state.setdefault("max_names", DEFAULT_MAX_INDICATORS)
         self.__dict__.update(state)
+
+    def note_names(self, names: Collection[str]) -> None:
+        """Remember the feature names of a learned example, up to :attr:`max_names` of them.
+
+        >>> model = dataclasses.replace(fresh_model(ModelSettings()), max_names=2)
+        >>> model.note_names(["a", "b"]); model.note_names(["c"]); sorted(model.feature_names)
+        ['a', 'b']
+        """
+        known = self.feature_names
+        if len(known) + len(names) <= self.max_names:
+            known.update(names)
+            return
+        for name in names:
+            if len(known) >= self.max_names:
+                return
+            known.add(name)
 
 
 class Prediction(NamedTuple):
@@ -74,7 +100,7 @@ NO_ANSWER = Prediction(None, {})
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
     """Build an untrained model from the configured factory and check it fits the task."""
     try:
-        estimator = resolve_factory(settings.factory)()
+        estimator = set_max_indicators(resolve_factory(settings.factory)(), settings.max_indicators)
         task = task_of(estimator)
     except Exception as exc:
         raise ModelError(f"model factory {settings.factory!r} failed: {exc}") from exc
@@ -83,7 +109,9 @@ def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
             f"model.task is {settings.task!r} but {settings.factory} builds a {task} model"
         )
     codec = LabelCodec(task, binary=is_binary(estimator), declared=settings.classes)
-    return ServingModel(settings.name, version, estimator, task, codec)
+    return ServingModel(
+        settings.name, version, estimator, task, codec, max_names=settings.max_indicators
+    )
 
 
 def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:

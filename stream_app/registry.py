@@ -74,6 +74,8 @@ class VersionRecord:
     chunks: int
     factory: str
     task: str
+    features: int | None = None
+    """Distinct inputs the model tracked when stored (None: stored before this was recorded)."""
 
     def to_json(self) -> bytes:
         """Encode as the table value."""
