@@ -437,7 +437,7 @@ class Learner:
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard, quality window and (if configured) witness."""
-        guard = NoiseGuard(self.settings.guard, model.task)
+        guard = NoiseGuard(self.settings.guard, model.task, self.settings.model.max_indicators)
         quality = Quality(model.task, self.settings.learn.quality_window)
         return self._fit(Contender(model, guard, quality))
 

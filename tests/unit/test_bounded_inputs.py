@@ -203,3 +203,13 @@ def test_a_model_without_a_bounded_step_counts_the_names_it_learned() -> None:
     model = fresh_model(ModelSettings(factory="stream_app.models:hoeffding_tree"))
     model.note_names({"a": 1.0, "b": 2.0})
     assert model_inputs(model) == (2, DEFAULT_MAX_INDICATORS)
+
+
+def test_the_guard_watches_at_most_max_indicators_feature_names() -> None:
+    learner = Learner(Settings().replace(model={"max_indicators": BOUND}))
+    for i in range(20):
+        churn = {f"churn-{i}-{k}": float(k) for k in range(100)}
+        learner.learn(f"e-{i}", {"x": float(i), **churn}, i % 2 == 0, NO_ANSWER, None, now=0.0)
+    guard = learner.serving.guard
+    assert guard.learned == 20 and len(guard._stats) == BOUND
+    assert "x" in guard._stats  # names seen first are still watched
