@@ -23,6 +23,7 @@ from typing import Any, Final, NoReturn
 from stream_app.errors import CheckpointError
 from stream_app.factory import spec_of
 from stream_app.learn import Contender, Learner
+from stream_app.model_size import model_inputs
 from stream_app.registry import (
     CORRUPT,
     CorruptVersion,
@@ -68,6 +69,7 @@ class _Version:
     learned_through: int
     factory: str
     """The canonical name of the factory that built the model ("" if unknown)."""
+    features: int
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class Checkpointer:
                 c.model.task,
                 learner.learned_through,
                 c.model.factory,
+                model_inputs(c.model)[0],
             )
             for status, c in contenders
         ]
@@ -197,6 +200,7 @@ class Checkpointer:
                 **written_by(),
                 configured_factory=configured,
                 on_factory_change=s.model.on_factory_change,
+                features=version.features,
             )
             writes.append((record_key(name, version.number), record.to_json()))
             records.append(record)

@@ -205,16 +205,17 @@ def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
     """Print a table of versions for people."""
     print(
         f"{'version':>7}  {'created (UTC)':19}  {'examples':>9}  {'quality':>16}  "
-        f"{'reason':14}  {'status':8}  {'size':>9}  factory"
+        f"{'reason':14}  {'status':8}  {'size':>9}  {'features':>8}  factory"
     )
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
         q = row["quality"]
         quality = "-" if q.get("value") is None else f"{q['metric']} {q['value']:.4f}"
         mark = " *" if row["serves"] else (" p" if row["pinned"] else "")
+        features = "-" if row.get("features") is None else row["features"]
         print(
             f"{row['version']:>7}  {created:19}  {row['examples_learned']:>9}  {quality:>16}  "
-            f"{row['reason']:14}  {row['status']:8}  {row['size']:>9}  "
+            f"{row['reason']:14}  {row['status']:8}  {row['size']:>9}  {features:>8}  "
             f"{row['factory'] or '(not recorded)'}{mark}"
         )
     if not rows:

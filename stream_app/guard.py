@@ -35,6 +35,7 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from stream_app import reasons
+from stream_app.models import DEFAULT_MAX_INDICATORS
 from stream_app.predict import class_key
 from stream_app.settings import GuardSettings
 
@@ -56,10 +57,15 @@ _LEARN = Verdict(None)
 class NoiseGuard:
     """Running statistics and rules deciding which labeled examples are learned."""
 
-    def __init__(self, settings: GuardSettings, task: str) -> None:
+    def __init__(
+        self, settings: GuardSettings, task: str, max_features: int = DEFAULT_MAX_INDICATORS
+    ) -> None:
         self.settings = settings
         self.task = task
         self.learned = 0
+        self.max_features = max_features
+        """Most feature names with running statistics (``model.max_indicators``): names that
+        churn would otherwise grow the guard, and every checkpoint, without end."""
         self._stats: dict[str, list[float]] = {}  # feature -> [count, mean, M2] (Welford)
         self._abs_residual = 0.0  # running mean absolute residual (regression)
         self._flags: deque[bool] = deque(maxlen=settings.cap_window)
@@ -73,6 +79,7 @@ class NoiseGuard:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also guards stored before the witness rule existed."""
+        state.setdefault("max_features", DEFAULT_MAX_INDICATORS)
         self.__dict__.update(state)
         if "_duel" not in state:
             self.restart_duel_window()
@@ -206,7 +213,8 @@ class NoiseGuard:
                 continue
             stats = stats_of.get(name)
             if stats is None:
-                stats_of[name] = [1.0, float(value), 0.0]
+                if len(stats_of) < self.max_features:  # past the bound, new names go unwatched
+                    stats_of[name] = [1.0, float(value), 0.0]
                 continue
             stats[0] += 1.0
             delta = value - stats[1]

@@ -164,7 +164,7 @@ class Contender:
             )
         y = self.model.labels.to_model(label)
         if verdict.reason is None:
-            self.model.feature_names.update(features)
+            self.model.note_names(features)
             if self.deferred is None:
                 self.model.estimator.learn_one(features, y)
             else:
@@ -173,7 +173,7 @@ class Contender:
         if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
             witness.estimator.learn_one(features, y)
             witness.examples_learned += 1
-            witness.feature_names.update(features)
+            witness.note_names(features)
             if self.guard.witness_ahead:
                 self._adopt_witness(witness)
         return verdict
@@ -194,7 +194,7 @@ class Contender:
         )
         self.model.estimator = copy.deepcopy(witness.estimator)
         self.model.examples_learned = witness.examples_learned
-        self.model.feature_names.update(witness.feature_names)
+        self.model.note_names(witness.feature_names)
         if self.deferred:
             self.deferred = []
         self.guard.restart_duel_window()
@@ -496,7 +496,7 @@ class Learner:
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard, quality window and (if configured) witness."""
-        guard = NoiseGuard(self.settings.guard, model.task)
+        guard = NoiseGuard(self.settings.guard, model.task, self.settings.model.max_indicators)
         quality = Quality(model.task, self.settings.learn.quality_window)
         return self._fit(Contender(model, guard, quality))
 

@@ -109,6 +109,17 @@ class Metrics:
         self.checkpoint_bytes = Gauge(
             "stream_app_checkpoint_bytes", "Compressed size of the last checkpoint.", registry=r
         )
+        self.model_features = Gauge(
+            "stream_app_model_features",
+            "Distinct inputs (feature names, string indicators, hash buckets) the serving model "
+            "tracks; bounded by model.max_indicators for the shipped factories.",
+            registry=r,
+        )
+        self.model_bytes = Gauge(
+            "stream_app_model_bytes",
+            "Compressed size of the serving model's last checkpoint (or restored version).",
+            registry=r,
+        )
         self.checkpoint_failures = Counter(
             "stream_app_checkpoint_failures", "Checkpoints that could not be written.", registry=r
         )

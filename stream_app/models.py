@@ -2,7 +2,7 @@
 
 Config names one by dotted path (``model.factory = "stream_app.models:logistic_regression"``);
 point it at your own function to serve your own model. This module imports River and the standard
-library only, so a pickled model that uses :class:`OneHotStrings` loads without any Kafka code.
+library only, so a pickled model that uses :class:`BoundedOneHot` loads without any Kafka code.
 
 >>> model = logistic_regression()
 >>> model.learn_one({"x": 1.0, "color": "red"}, True)
@@ -10,35 +10,175 @@ library only, so a pickled model that uses :class:`OneHotStrings` loads without 
 0.501
 >>> task_of(model), task_of(linear_regression())
 ('classification', 'regression')
+
+Bounded inputs
+--------------
+
+A linear model keeps a weight (and scaler state) per input it has ever seen, so a string feature
+with a new value per event (a user id, a URL) or ``features`` whose keys churn would grow it
+without end. :class:`BoundedOneHot` turns ``name: "value"`` into the indicator ``"name=value"``
+(numbers and booleans pass through) and admits the first ``max_indicators`` distinct inputs
+(numeric names and indicators alike) exactly; any input first seen after that is hashed into one
+of ``max_indicators`` buckets, where values that share a bucket add up. A model behind it tracks
+at most ``2 * max_indicators`` inputs, whatever the stream; a stream with fewer distinct inputs
+than the bound is served exactly as without it (the oracle tests rely on this).
+
+Buckets are keyed by their number, an ``int``, which no JSON feature name can be. The bucket of an
+input is a keyed BLAKE2b digest of its name, the same in every process (Python's ``hash()`` of a
+``str`` is salted per process, so it would scatter a restored model's buckets).
+
+>>> step = BoundedOneHot(max_indicators=2)
+>>> for x in ({"x": 1.0, "color": "red"}, {"x": 2.0, "color": "blue"}):
+...     step.learn_one(x)
+>>> step.transform_one({"x": 2.0, "color": "red"})
+{'x': 2.0, 'color=red': 1.0}
+>>> hashed = step.transform_one({"x": 2.0, "color": "blue"})
+>>> hashed["x"], [type(k).__name__ for k in hashed]
+(2.0, ['str', 'int'])
+>>> step.inputs, input_bound(step)
+(3, 4)
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Final
 
 from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
 
 __all__ = [
+    "DEFAULT_MAX_INDICATORS",
+    "BoundedOneHot",
     "OneHotStrings",
     "adaptive_random_forest",
+    "bucket_of",
     "final_step",
     "gaussian_nb",
     "hoeffding_tree",
+    "input_bound",
     "is_binary",
     "linear_regression",
     "logistic_regression",
     "resolve_factory",
+    "set_max_indicators",
     "supports_many",
     "task_of",
+    "tracked_inputs",
 ]
 
 Factory = Callable[[], Any]
 
+DEFAULT_MAX_INDICATORS: Final = 2**16
+"""Exact inputs (and hash buckets) of a step built without a bound (``model.max_indicators``)."""
+BUCKETS_PER_INDICATOR: Final = 1
+"""Hash buckets per exactly kept input: an input beyond the bound goes to one of as many buckets."""
+_DIGEST_BYTES: Final = 8
+_DIGEST_KEY: Final = b"stream_app.indicators"
+
+
+def bucket_of(key: Hashable, buckets: int) -> int:
+    """Return the bucket of input ``key`` among ``buckets``: the same in every process.
+
+    >>> bucket_of("user=u-1", 1024), bucket_of("user=u-1", 1024) == bucket_of("user=u-2", 1024)
+    (116, False)
+    """
+    digest = hashlib.blake2b(str(key).encode(), digest_size=_DIGEST_BYTES, key=_DIGEST_KEY)
+    return int.from_bytes(digest.digest(), "little") % buckets
+
+
+class BoundedOneHot(base.Transformer):
+    """Turn strings into ``name=value`` indicators; hash inputs beyond ``max_indicators``.
+
+    Parameters
+    ----------
+    max_indicators
+        Distinct inputs kept exactly (first seen, first kept); later ones share as many buckets.
+
+    >>> BoundedOneHot().transform_one({"x": 2.0, "color": "red", "ok": True})
+    {'x': 2.0, 'color=red': 1.0, 'ok': True}
+    """
+
+    def __init__(self, max_indicators: int = DEFAULT_MAX_INDICATORS) -> None:
+        if max_indicators < 1:
+            raise ValueError(f"max_indicators must be positive, got {max_indicators}")
+        self.max_indicators = max_indicators
+        self._known: set[Hashable] = set()
+        self._used: bytearray | None = None  # one byte per bucket, allocated once one is used
+        self._buckets_used = 0
+
+    @property
+    def inputs(self) -> int:
+        """Distinct inputs the next step sees: exact names plus buckets in use."""
+        return len(self._known) + self._buckets_used
+
+    @property
+    def buckets(self) -> int:
+        """How many buckets inputs beyond the bound share."""
+        return self.max_indicators * BUCKETS_PER_INDICATOR
+
+    def learn_one(self, x: dict[Hashable, Any]) -> None:
+        """Admit the new inputs of ``x`` while there is room; count the buckets the rest take."""
+        known = self._known
+        for name, value in x.items():
+            key = f"{name}={value}" if value.__class__ is str else name
+            if key in known:
+                continue
+            if len(known) < self.max_indicators:
+                known.add(key)
+            else:
+                self._use(bucket_of(key, self.buckets))
+
+    def _use(self, bucket: int) -> None:
+        """Mark ``bucket`` as in use (for :attr:`inputs`)."""
+        if self._used is None:
+            self._used = bytearray(self.buckets)
+        if not self._used[bucket]:
+            self._used[bucket] = 1
+            self._buckets_used += 1
+
+    def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """Return ``x`` with strings as 1.0 indicators and inputs beyond the bound hashed."""
+        known = self._known
+        for name, value in x.items():
+            if value.__class__ is str or name not in known:
+                break
+        else:
+            return x  # known numbers only: no copy (the common case, and most of this step's cost)
+        full = len(known) >= self.max_indicators
+        out: dict[Hashable, Any] = {}
+        for name, value in x.items():
+            if value.__class__ is str:
+                key: Hashable = f"{name}={value}"
+                value = 1.0
+            else:
+                key = name
+            if full and key not in known:
+                key = bucket_of(key, self.buckets)
+                value = out.get(key, 0.0) + value
+            out[key] = value
+        return out
+
+    def learn_many(self, X: Any) -> None:
+        """Admit a numeric frame's columns as :meth:`learn_one` admits names."""
+        self.learn_one(dict.fromkeys(X.columns, 0.0))
+
+    def transform_many(self, X: Any) -> Any:
+        """Return a numeric frame with columns beyond the bound summed into their buckets."""
+        if any(dtype.kind not in "biuf" for dtype in X.dtypes):
+            raise TypeError("BoundedOneHot.transform_many takes numeric columns only")
+        known = self._known
+        if len(known) < self.max_indicators or all(c in known for c in X.columns):
+            return X
+        mapping = {c: c if c in known else bucket_of(c, self.buckets) for c in X.columns}
+        return X.rename(columns=mapping).T.groupby(level=0, sort=False).sum().T
+
 
 class OneHotStrings(base.Transformer):
     """Turn string features into ``name=value`` indicators; numbers and booleans pass through.
+
+    Unbounded: kept so that versions stored before :class:`BoundedOneHot` still load.
 
     Linear models and scalers need numbers; this costs ~3 us per event where River's
     ``SelectType`` union costs ~24 us (measured on 15 features).
@@ -73,12 +213,12 @@ class OneHotStrings(base.Transformer):
 
 def logistic_regression() -> Any:
     """Binary classifier: strings one-hot, numbers standardised, logistic regression (default)."""
-    return OneHotStrings() | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return BoundedOneHot() | preprocessing.StandardScaler() | linear_model.LogisticRegression()
 
 
 def linear_regression() -> Any:
     """Regressor: strings one-hot, numbers standardised, linear regression with SGD."""
-    return OneHotStrings() | preprocessing.StandardScaler() | linear_model.LinearRegression()
+    return BoundedOneHot() | preprocessing.StandardScaler() | linear_model.LinearRegression()
 
 
 def hoeffding_tree() -> Any:
@@ -88,7 +228,7 @@ def hoeffding_tree() -> Any:
 
 def gaussian_nb() -> Any:
     """Multi-class classifier: Gaussian naive Bayes on one-hot strings and raw numbers."""
-    return OneHotStrings() | naive_bayes.GaussianNB()  # type: ignore[no-untyped-call]
+    return BoundedOneHot() | naive_bayes.GaussianNB()  # type: ignore[no-untyped-call]
 
 
 def adaptive_random_forest() -> Any:
@@ -158,3 +298,43 @@ def task_of(estimator: Any) -> str:
     if isinstance(final, base.Regressor):
         return "regression"
     raise TypeError(f"{type(estimator).__name__} is neither a River classifier nor a regressor")
+
+
+def _steps(estimator: Any) -> list[BoundedOneHot]:
+    """Every :class:`BoundedOneHot` in ``estimator`` (a pipeline, possibly nested)."""
+    if isinstance(estimator, BoundedOneHot):
+        return [estimator]
+    if isinstance(estimator, compose.Pipeline):
+        return [s for step in estimator.steps.values() for s in _steps(step)]
+    return []
+
+
+def tracked_inputs(estimator: Any) -> int | None:
+    """Distinct inputs past the bounded steps of ``estimator``; None if it has none.
+
+    >>> from river import linear_model
+    >>> model = BoundedOneHot() | linear_model.LogisticRegression()
+    >>> model.learn_one({"x": 1.0, "color": "red"}, True)
+    >>> tracked_inputs(model), tracked_inputs(linear_model.LogisticRegression())
+    (2, None)
+    """
+    steps = _steps(estimator)
+    return sum(s.inputs for s in steps) if steps else None
+
+
+def input_bound(estimator: Any) -> int | None:
+    """Most inputs the bounded steps of ``estimator`` can pass on; None if it has none."""
+    steps = _steps(estimator)
+    return sum(s.max_indicators + s.buckets for s in steps) if steps else None
+
+
+def set_max_indicators(estimator: Any, max_indicators: int) -> Any:
+    """Give every bounded step of an untrained ``estimator`` this bound; return ``estimator``.
+
+    A trained step keeps its own: its buckets depend on it.
+    """
+    for step in _steps(estimator):
+        if step.inputs:
+            raise ValueError("the bound of a trained BoundedOneHot cannot change")
+        step.max_indicators = max_indicators
+    return estimator

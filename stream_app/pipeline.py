@@ -38,6 +38,7 @@ from stream_app.messages import (
     encode_prediction,
 )
 from stream_app.metrics import Metrics
+from stream_app.model_size import SizeWatch
 from stream_app.predict import Prediction
 from stream_app.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.settings import Settings
@@ -109,6 +110,7 @@ class Pipeline:
         self._learned_count = 0
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
+        self._size = SizeWatch()
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after.
@@ -516,6 +518,7 @@ class Pipeline:
             return
         self.metrics.labels_learned.inc(self._learned_count)
         self._learned_count = 0
+        self.metrics.model_features.set(self._size.observe(self.learner.serving.model))
         quality = self.learner.serving.quality
         value = quality.value
         if value is not None:

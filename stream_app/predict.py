@@ -21,13 +21,18 @@ A batch gets one answer per event, from one vectorised call when it is large and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
 from stream_app.factory import build_estimator
 from stream_app.label import LabelCodec
-from stream_app.models import is_binary, supports_many
+from stream_app.models import (
+    DEFAULT_MAX_INDICATORS,
+    is_binary,
+    set_max_indicators,
+    supports_many,
+)
 from stream_app.settings import ModelSettings
 
 __all__ = [
@@ -57,12 +62,31 @@ class ServingModel:
     factory: str = ""
     """The canonical name of the factory that built it (:func:`~stream_app.factory.factory_spec`);
     empty when unknown (a version stored before models recorded it)."""
+    max_names: int = DEFAULT_MAX_INDICATORS
+    """Most names :attr:`feature_names` keeps (``model.max_indicators``): churning names stop."""
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle, also versions stored before ``feature_names`` or ``factory`` existed."""
+        """Unpickle, also versions stored before ``feature_names``, ``factory`` or ``max_names``."""
         state.setdefault("feature_names", set())
         state.setdefault("factory", "")
+        state.setdefault("max_names", DEFAULT_MAX_INDICATORS)
         self.__dict__.update(state)
+
+    def note_names(self, names: Collection[str]) -> None:
+        """Remember the feature names of a learned example, up to :attr:`max_names` of them.
+
+        >>> model = dataclasses.replace(fresh_model(ModelSettings()), max_names=2)
+        >>> model.note_names(["a", "b"]); model.note_names(["c"]); sorted(model.feature_names)
+        ['a', 'b']
+        """
+        known = self.feature_names
+        if len(known) + len(names) <= self.max_names:
+            known.update(names)
+            return
+        for name in names:
+            if len(known) >= self.max_names:
+                return
+            known.add(name)
 
 
 class Prediction(NamedTuple):
@@ -79,10 +103,19 @@ NO_ANSWER = Prediction(None, {})
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
     """Build an untrained model from the configured factory and check it fits the task."""
     estimator, task, spec = build_estimator(settings.factory, settings.factory_params)
+    estimator = set_max_indicators(estimator, settings.max_indicators)
     if settings.task not in ("auto", task):
         raise ModelError(f"model.task is {settings.task!r} but {spec} builds a {task} model")
     codec = LabelCodec(task, binary=is_binary(estimator), declared=settings.classes)
-    return ServingModel(settings.name, version, estimator, task, codec, factory=spec)
+    return ServingModel(
+        settings.name,
+        version,
+        estimator,
+        task,
+        codec,
+        factory=spec,
+        max_names=settings.max_indicators,
+    )
 
 
 def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:

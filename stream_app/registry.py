@@ -26,7 +26,7 @@ import pickle
 import zlib
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypedDict
 
 import orjson
 
@@ -91,7 +91,14 @@ def river_version() -> str:
         return "unknown"
 
 
-def written_by() -> dict[str, str]:
+class WrittenBy(TypedDict):
+    """The software versions a new record stores."""
+
+    river_version: str
+    stream_app_version: str
+
+
+def written_by() -> WrittenBy:
     """Return the versions a new record stores: River's and stream_app's."""
     return {"river_version": river_version(), "stream_app_version": __version__}
 
@@ -140,6 +147,8 @@ class VersionRecord:
     on_factory_change: str = ""
     """``model.on_factory_change`` of that worker: with ``configured_factory``, the change that
     was already acted on (a restart acts again only when either differs)."""
+    features: int | None = None
+    """Distinct inputs the model tracked when stored (None: stored before this was recorded)."""
 
     def to_json(self) -> bytes:
         """Encode as the table value."""

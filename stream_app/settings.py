@@ -171,6 +171,11 @@ class ModelSettings:
     """Declared classes (classification); a label outside them is dead-lettered as unknown_label.
     Empty: any string, integer or boolean label is a class. For a binary-only estimator (logistic
     regression) the first class is the negative one."""
+    max_indicators: int = 2**16
+    """Distinct inputs (numeric names, ``name=value`` string indicators) the shipped factories'
+    models keep exactly; inputs first seen beyond it share as many hash buckets, so a model
+    tracks at most twice this many, whatever the strings or names. A stored model keeps the
+    bound it was built with; a raised one applies to the next fresh model (challenger, reset)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -624,6 +629,8 @@ def _check(s: Settings) -> None:
         )
     if s.model.task not in {"auto", "classification", "regression"}:
         raise ConfigError("model.task must be auto, classification or regression")
+    if s.model.max_indicators < 1:
+        raise ConfigError("model.max_indicators must be positive")
     if ":" not in s.model.factory:
         raise ConfigError("model.factory must be a dotted path 'module:function'")
     if s.model.on_factory_change not in FACTORY_CHANGE_ACTIONS:

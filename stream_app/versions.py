@@ -73,6 +73,7 @@ class VersionKeeper:
         self.metrics = metrics
         self.is_writer = is_writer
         self.checkpointer = Checkpointer(settings)
+        metrics.model_bytes.set_function(self._model_bytes)
         self._writing = asyncio.Lock()
         """One checkpoint at a time: numbering and retirement assume the previous one is done."""
         self._background: asyncio.Task[None] | None = None
@@ -92,6 +93,10 @@ class VersionKeeper:
             "unpin": self._unpin,
             "promote": self._promote,
         }
+
+    def _model_bytes(self) -> float:
+        """Return the serving state's size in the last checkpoint or restored version (0: none)."""
+        return float(self.checkpointer.last_bytes or 0)
 
     @property
     def learner(self) -> Learner:

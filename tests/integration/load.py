@@ -35,6 +35,9 @@ from tests.integration.support import (
 )
 
 FEATURES = 8
+NEW_NAMES_PER_EVENT = 2
+"""With ``cardinality="unique"``: new feature names each event carries, beside its new string."""
+CARDINALITIES = ("numeric", "unique")
 
 
 @dataclass
@@ -55,10 +58,20 @@ class Observed:
     """ERROR lines the worker logged during the run (after it was healthy)."""
     send_seconds: float = 0.0
     """How long the producer took to send every event (acknowledged)."""
+    model_features: list[float] = field(default_factory=list)
+    """``stream_app_model_features`` (inputs the serving model tracks) at each sample."""
+    model_bytes: list[float] = field(default_factory=list)
+    """``stream_app_model_bytes`` (its last checkpoint's size) at each sample."""
 
     def rss_at(self, served: int) -> int:
         """RSS (kB) at the first sample with at least ``served`` events served (else the last)."""
         return next((kb for n, kb in self.rss_kb if n >= served), self.rss_kb[-1][1])
+
+    def at(self, series: list[float], served: int) -> float:
+        """A sampled series' value at the first sample with at least ``served`` events served."""
+        return next(
+            (v for (n, _), v in zip(self.rss_kb, series, strict=True) if n >= served), series[-1]
+        )
 
 
 def rss_kb(pid: int) -> int:
@@ -84,10 +97,17 @@ def log_length(worker: WorkerProcess) -> int:
     return len(worker.log_text().splitlines())
 
 
-def event(i: int, rng: random.Random) -> tuple[bytes, bytes, bool]:
-    """One seeded event (key, value) and its true label."""
-    x = {f"f{k}": rng.gauss(0, 1) for k in range(FEATURES)}
-    y = x["f0"] + 0.5 * x["f1"] - x["f2"] + rng.gauss(0, 0.3) > 0
+def event(i: int, rng: random.Random, cardinality: str = "numeric") -> tuple[bytes, bytes, bool]:
+    """One seeded event (key, value) and its true label.
+
+    ``numeric``: :data:`FEATURES` numbers. ``unique``: also a string never seen before (a user
+    id) and :data:`NEW_NAMES_PER_EVENT` feature names never seen before.
+    """
+    x: dict[str, float | str] = {f"f{k}": rng.gauss(0, 1) for k in range(FEATURES)}
+    y = x["f0"] + 0.5 * x["f1"] - x["f2"] + rng.gauss(0, 0.3) > 0  # type: ignore[operator]
+    if cardinality == "unique":
+        x["user"] = f"u-{i}"
+        x.update({f"n{i}-{k}": 1.0 for k in range(NEW_NAMES_PER_EVENT)})
     return f"e-{i}".encode(), orjson.dumps({"id": f"e-{i}", "features": x}), y
 
 
@@ -96,6 +116,8 @@ async def sample(worker: WorkerProcess, served: int, observed: Observed, feature
     scraped = await asyncio.to_thread(worker.metrics)
     observed.rss_kb.append((served, rss_kb(worker.proc.pid)))
     observed.pending.append(scraped.get("stream_app_pending_events", 0.0))
+    observed.model_features.append(scraped.get("stream_app_model_features", 0.0))
+    observed.model_bytes.append(scraped.get("stream_app_model_bytes", 0.0))
     prefix = 'stream_app_consumer_lag{partition="'
     observed.lag.append(
         sum(v for k, v in scraped.items() if k.startswith(prefix) and f'topic="{features}"' in k)
@@ -111,11 +133,14 @@ async def soak(
     label_share: float = 0.8,
     label_after_chunks: int = 2,
     seed: int = 13,
+    first: int = 0,
+    cardinality: str = "numeric",
     progress: Callable[[str], None] | None = None,
 ) -> Observed:
     """Send ``events`` in chunks; label ``label_share`` of each chunk once it was served.
 
-    A chunk's labels go out ``label_after_chunks`` chunks later, and only after the serve group
+    Event ids start at ``first``; ``cardinality`` names their shape (see :func:`event`). A
+    chunk's labels go out ``label_after_chunks`` chunks later, and only after the serve group
     committed past the chunk's last event on every partition, so each label finds its event
     served (the rest stay unlabeled and age out of the bounded pending store).
     """
@@ -133,7 +158,8 @@ async def soak(
     started = time.monotonic()
     try:
         for k in range((events + chunk - 1) // chunk):
-            batch = [event(i, rng) for i in range(k * chunk, min((k + 1) * chunk, events))]
+            ids = range(first + k * chunk, first + min((k + 1) * chunk, events))
+            batch = [event(i, rng, cardinality) for i in ids]
             await asyncio.gather(
                 *[await producer.send(features, v, key=key) for key, v, _ in batch]
             )

@@ -26,6 +26,8 @@ REQUIRED_FAMILIES = {
     "stream_app_consumer_lag",
     "stream_app_checkpoints",
 }
+# What issue 21 asks it to show: how big the serving model is.
+REQUIRED_FAMILIES |= {"stream_app_model_features", "stream_app_model_bytes"}
 
 
 @pytest.fixture(scope="module")
