@@ -37,7 +37,7 @@ from stream_app.messages import (
     encode_model_event,
     encode_prediction,
 )
-from stream_app.metrics import Metrics
+from stream_app.metrics import Metrics, observe_many
 from stream_app.predict import Prediction
 from stream_app.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.settings import Settings
@@ -101,8 +101,8 @@ class Pipeline:
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
         self._children: dict[tuple[int, str], Any] = {}
-        self._observe = metrics.predict_latency.observe
-        self._served = 0
+        self._latencies: list[float] = []
+        """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
@@ -131,8 +131,11 @@ class Pipeline:
                     continue
                 self._emit(out, record, event, served, shadow, received)
         self.metrics.events.inc(len(records))
-        self.metrics.predictions.inc(self._served)
-        self._served = 0
+        latencies = self._latencies
+        if latencies:
+            self.metrics.predictions.inc(len(latencies))
+            observe_many(self.metrics.predict_latency, latencies)
+            latencies.clear()
         self._report_learning()
 
     def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
@@ -191,8 +194,7 @@ class Pipeline:
             out.to_partition(self.settings.topics.predictions, out_partition, key, value)
         if shadow is not None:
             self._shadow(out, out_partition, event.id, shadow, now)
-        self._observe(latency)
-        self._served += 1
+        self._latencies.append(latency)
         if not self.settings.learn.enabled:
             return
         if event.label is NO_LABEL:
