@@ -275,6 +275,14 @@ class Learner:
         """Tell whether a label for ``event_id`` was already taken (learned or held out)."""
         return event_id in self._learned
 
+    def shed(self, event_id: str, now: float) -> None:
+        """Take a label without learning it (shed by ``learn.max_lag_s``): never learned later.
+
+        The id is remembered as a learned one, so the same label read again, or a second label
+        for the event, is refused as a duplicate rather than learned by accident.
+        """
+        self._learned.add(event_id, now)
+
     @property
     def task(self) -> str:
         """``classification`` or ``regression``."""

@@ -84,6 +84,24 @@ class Metrics:
             "an HTTP prediction).",
             registry=r,
         )
+        self.learner_lag_examples = Gauge(
+            "stream_app_learner_lag_examples",
+            "Labeled examples forwarded to the single writer that it has not learned yet "
+            "(reported by the writer, from the examples topic's end offset).",
+            registry=r,
+        )
+        self.learner_lag_seconds = Gauge(
+            "stream_app_learner_lag_seconds",
+            "How long ago the examples the single writer is learning now were forwarded "
+            "(0 once it has caught up).",
+            registry=r,
+        )
+        self.labels_shed = Counter(
+            "stream_app_labels_shed",
+            "Forwarded labeled examples the writer did not learn because it was more than "
+            "learn.max_lag_s behind (a uniform random sample of the backlog was learned).",
+            registry=r,
+        )
         self.early_labels = Gauge(
             "stream_app_early_labels",
             "Labels held because their event has not been served yet.",

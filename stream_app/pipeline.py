@@ -41,6 +41,7 @@ from stream_app.metrics import Metrics, observe_many
 from stream_app.predict import Prediction
 from stream_app.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.settings import Settings
+from stream_app.shed import Shedder
 
 __all__ = ["Outputs", "Pipeline", "Record"]
 
@@ -69,6 +70,14 @@ class Record(Protocol):
     @property
     def value(self) -> bytes | None:
         """Its value, as produced."""
+
+
+class Forwarded(Record, Protocol):
+    """A record of the examples topic: also when it was forwarded (aiokafka's records have it)."""
+
+    @property
+    def timestamp(self) -> int:
+        """Its Kafka timestamp, milliseconds since the epoch (when the follower sent it)."""
 
 
 class Outputs(Protocol):
@@ -101,6 +110,12 @@ class Pipeline:
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
         self._children: dict[tuple[int, str], Any] = {}
+        self.shedder = Shedder(settings.learn.max_lag_s)
+        """The writer's bound on its lag behind the examples followers forward."""
+        self.lag_examples = 0
+        """Forwarded examples the writer has not reached (from the examples topic's end offset)."""
+        self.lag_seconds = 0.0
+        """Age of the forwarded examples the writer reached last (0 once it has caught up)."""
         self._latencies: list[float] = []
         """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
@@ -370,9 +385,17 @@ class Pipeline:
                 self._unjoined(out, home, expired, f"within {ttl:g}s (learn.early_label_ttl_s)")
         self.metrics.early_labels.set(len(self.early))
 
-    def examples(self, records: Sequence[Record], out: Outputs) -> None:
-        """Learn, as the writer, the examples other workers forwarded (as if it had served them)."""
+    def examples(self, records: Sequence[Forwarded], out: Outputs) -> None:
+        """Learn, as the writer, the examples other workers forwarded (as if it had served them).
+
+        The batch's age is the writer's lag; past ``learn.max_lag_s`` it learns a uniform sample
+        of the batch (see :mod:`stream_app.shed`) and counts and announces what it skipped.
+        """
+        if not records:
+            return
         now = time.time()
+        share = self.shedder.share(now - records[0].timestamp / 1000.0)
+        shed = 0
         for record in records:
             try:
                 ex = decode_example(record.value or b"")
@@ -387,8 +410,34 @@ class Pipeline:
                     out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
                 )
                 continue
+            sampled_out = share < 1.0 and not self.shedder.keep(event_id, share)
+            if sampled_out and not self.learner.has_learned(event_id):  # (a duplicate says so)
+                self.learner.shed(event_id, now)
+                shed += 1
+                continue
             self._apply(out, record, event_id, features, label, served, shadow, now)
+        self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
         self._report_learning()
+
+    def _report_lag(self, out: Outputs, now: float, share: float, lag_s: float, shed: int) -> None:
+        """Publish how far behind the writer is; count and announce what it shed."""
+        self.set_learner_lag(seconds=max(lag_s, 0.0))
+        if shed:
+            self.metrics.labels_shed.inc(shed)
+        fields = self.shedder.note(now, share, lag_s, shed)
+        if fields is not None:
+            version = self.learner.serving.model.version
+            self._model_event(out, ModelEvent("shedding", version, fields))
+            if share < 1.0:
+                log.warning(
+                    "the writer is %.1fs behind the forwarded labels (learn.max_lag_s %g): it "
+                    "learns %.0f%% of them and skips the rest (%d since the last notice; "
+                    "all counted in stream_app_labels_shed_total)",
+                    lag_s,
+                    self.shedder.max_lag_s,
+                    100 * share,
+                    fields["shed"],
+                )
 
     def _learn(
         self,
@@ -476,6 +525,15 @@ class Pipeline:
         if event.kind == "drift":
             self.metrics.drift_detected.inc()
         self.report_versions()
+
+    def set_learner_lag(self, *, examples: int | None = None, seconds: float | None = None) -> None:
+        """Record (and publish) how far behind the writer is: examples not learned, their age."""
+        if examples is not None:
+            self.lag_examples = examples
+            self.metrics.learner_lag_examples.set(examples)
+        if seconds is not None:
+            self.lag_seconds = seconds
+            self.metrics.learner_lag_seconds.set(seconds)
 
     def _report_learning(self) -> None:
         """Count what a batch learned; publish the serving and challenger models' quality.
