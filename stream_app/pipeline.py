@@ -394,7 +394,9 @@ class Pipeline:
         if not records:
             return
         now = time.time()
-        share = self.shedder.share(now - records[0].timestamp / 1000.0)
+        started = time.perf_counter()
+        backlog = max(self.lag_examples, len(records))  # the topic's lag, as last read
+        share = self.shedder.share(now - records[0].timestamp / 1000.0, backlog)
         shed = 0
         for record in records:
             try:
@@ -416,6 +418,7 @@ class Pipeline:
                 shed += 1
                 continue
             self._apply(out, record, event_id, features, label, served, shadow, now)
+        self.shedder.observe(time.perf_counter() - started, len(records) - shed)
         self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
         self._report_learning()
 

@@ -4,18 +4,20 @@ One global model has one writer; every follower forwards its labeled examples to
 examples topic, so the labels a whole group can learn per second are capped by one process. The
 writer measures its lag as the age of the forwarded examples it reaches (their Kafka timestamps:
 a restarted writer recomputes it from the topic, it is not kept anywhere). With
-``learn.max_lag_s`` set and exceeded, it learns a uniform random sample of the backlog, of share
-``max_lag_s / lag``: going through a backlog of L seconds takes that share of the time, so the
-writer comes back within bound. Which examples are kept is decided by a hash of the event id, so
-the sample is uniform, independent of the labels, and the same if the backlog is read again.
+``learn.max_lag_s`` set and exceeded, it learns a uniform random sample of the backlog, of the
+share that takes ``max_lag_s`` seconds to learn at its measured cost per example: the writer is
+back within bound once through it, whatever the followers offer. Which examples are kept is
+decided by a hash of the event id, so the sample is uniform, independent of the labels, and the
+same if the backlog is read again.
 
 >>> shedder = Shedder(max_lag_s=2.0)
->>> shedder.share(1.5), shedder.share(8.0)
-(1.0, 0.25)
+>>> shedder.observe(seconds=0.5, learned=1000)  # it learns 2,000 examples per second
+>>> shedder.share(lag_s=1.5, backlog=40_000), shedder.share(lag_s=8.0, backlog=40_000)
+(1.0, 0.1)
 >>> kept = sum(shedder.keep(f"e-{i}", 0.25) for i in range(10_000))
 >>> 2_300 < kept < 2_700
 True
->>> Shedder(max_lag_s=0.0).share(3600.0)  # no bound: learn everything, however late
+>>> Shedder(max_lag_s=0.0).share(lag_s=3600.0, backlog=10**6)  # no bound: learn all, however late
 1.0
 """
 
@@ -28,6 +30,8 @@ __all__ = ["Shedder"]
 
 _HASH_SPACE: Final = 2**32
 """crc32 values are uniform over [0, 2**32): a hash below share * this is kept."""
+COST_SMOOTHING: Final = 0.2
+"""Weight of the newest batch in the running cost per learned example (an exponential mean)."""
 
 
 class Shedder:
@@ -40,12 +44,27 @@ class Shedder:
         self._announced_at = float("-inf")
         self._shed_since = 0
         """Examples skipped since the last announcement."""
+        self.cost_s = 0.0
+        """Seconds the writer takes per learned example, a running mean (0 = not measured)."""
 
-    def share(self, lag_s: float) -> float:
-        """Return the share of examples this late to learn: 1 within bound, else bound / lag."""
-        if self.max_lag_s <= 0.0 or lag_s <= self.max_lag_s:
+    def observe(self, seconds: float, learned: int) -> None:
+        """Fold a batch's time into the running cost per learned example."""
+        if learned <= 0:
+            return
+        cost = seconds / learned
+        self.cost_s = (
+            cost if not self.cost_s else self.cost_s + COST_SMOOTHING * (cost - self.cost_s)
+        )
+
+    def share(self, lag_s: float, backlog: int) -> float:
+        """Return the share of a backlog this late to learn.
+
+        All of it within bound; past it, the share of its ``backlog`` examples the writer learns
+        in ``max_lag_s`` seconds at its measured cost per example.
+        """
+        if self.max_lag_s <= 0.0 or lag_s <= self.max_lag_s or backlog <= 0 or not self.cost_s:
             return 1.0
-        return self.max_lag_s / lag_s
+        return min(1.0, self.max_lag_s / (backlog * self.cost_s))
 
     @staticmethod
     def keep(event_id: str, share: float) -> bool:
