@@ -1,10 +1,12 @@
 """Where the time of one event goes on the straight path, without Kafka.
 
-    python bench/profile_path.py [--events 30000] [--mode event|batch] [--json]
+    python bench/profile_path.py [--events 30000] [--mode event|batch]
+                                 [--config defaults|features_off] [--json]
 
 Runs :class:`~stream_app.pipeline.Pipeline` over the same seeded events as ``bench/run.py``
-(15 numeric features, inline labels, logistic regression, guard off, drift policy none) into an
-output that drops what it is given, beside the bare River loop (the floor). Then profiles the same
+(15 numeric features, inline labels, logistic regression; the shipped defaults, or guard off and
+drift policy none) into an output that drops what it is given, beside the bare River loop (the
+floor). Then profiles the same
 run with cProfile and sums the own time of every function by where it lives: River (the model),
 stream_app's modules one by one, orjson, prometheus_client, the rest. Asserts nothing.
 """
@@ -58,13 +60,11 @@ class Drop:
         """Drop it."""
 
 
-def pipeline(mode: str, learn_many: bool = False) -> Pipeline:
-    """A fresh path as the bench's worker runs it."""
-    settings = Settings().replace(
-        guard={"enabled": False},
-        drift={"policy": "none"},
-        inference={"mode": mode, "learn_many": learn_many},
-    )
+def pipeline(mode: str, learn_many: bool = False, config: str = "features_off") -> Pipeline:
+    """A fresh path as the bench's worker runs it, in a configuration of ``bench/run.py``."""
+    settings = Settings().replace(inference={"mode": mode, "learn_many": learn_many})
+    if config == "features_off":
+        settings = settings.replace(guard={"enabled": False}, drift={"policy": "none"})
     path = Pipeline(settings, Learner(settings), Metrics())
     path.output_partitions = 1
     return path
@@ -97,16 +97,17 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--mode", choices=("event", "batch"), default="event")
+    parser.add_argument("--config", choices=("defaults", "features_off"), default="features_off")
     parser.add_argument("--learn-many", action="store_true", help="inference.learn_many (batch)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     events = make_events(args.events)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(events)]
     floor_rate = floor(events, "stream_app.models:logistic_regression")
-    seconds = run(pipeline(args.mode, args.learn_many), records)
+    seconds = run(pipeline(args.mode, args.learn_many, args.config), records)
     profile = cProfile.Profile()
     profile.enable()
-    run(pipeline(args.mode, args.learn_many), records)
+    run(pipeline(args.mode, args.learn_many, args.config), records)
     profile.disable()
     stats = pstats.Stats(profile)
     own: dict[str, float] = defaultdict(float)
@@ -116,6 +117,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "events": args.events,
         "mode": args.mode,
+        "config": args.config,
         "floor_us": 1e6 / floor_rate,
         "path_us": 1e6 * seconds / args.events,
         "share": {k: v / total for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
@@ -124,7 +126,7 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     print(
-        f"bench/profile_path.py: {args.events} events, {args.mode} mode"
+        f"bench/profile_path.py: {args.events} events, {args.config}, {args.mode} mode"
         f"{' with learn_many' if args.learn_many else ''}, no Kafka: "
         f"{report['path_us']:.1f} us/event on the path, floor (River alone) "
         f"{report['floor_us']:.1f} us/event"

@@ -1,18 +1,22 @@
 """Side by side, one run, one broker: the River floor, a hand-written aiokafka loop, stream_app.
 
     python bench/run.py [--events 50000] [--factories logistic_regression,hoeffding_tree]
-                        [--seconds 5] [--plot bench/latency.png] [--json]
+                        [--configs defaults,features_off] [--modes event,batch]
+                        [--rates 1000,5000] [--seconds 5] [--plot bench/latency.png] [--json]
 
 Same events (15 numeric features, inline labels, seeded), same model factory:
 
 (a) floor: the bare in-process River loop, predict_proba_one + learn_one, no Kafka;
-(b) hand-written: getmany -> orjson -> predict_proba_one -> send -> learn_one, what a user writes;
-(c) stream_app: the worker (``python -m stream_app worker``), event mode;
-(d) stream_app in batch mode (``inference.mode = "batch"``).
+(b) hand-written: getmany -> orjson -> predict_proba_one -> send -> learn_one, what a competent
+    engineer writes (batched fetch, one send per event, no guard, no drift check, no DLQ);
+(c) stream_app ``defaults``: the worker (``python -m stream_app worker``) with the shipped
+    config/default.toml as it is (4 partitions, guard with witness, drift policy ``challenger``);
+(d) stream_app ``features_off``: guard off, drift policy none, 1 partition;
 
-The topics are prefilled, then each consumer drains them; events/s is measured from the first to
-the last output's timestamp; the worker's RSS is read before and after. Then produce ->
-prediction latency (p50, p99) of the worker, in both modes, at offered loads of 1k and 5k
+each of (c) and (d) in event mode and in batch mode (``inference.mode = "batch"``). The topics are
+prefilled, then each consumer drains them; events/s is measured from the first to the last
+output's timestamp; the worker's RSS is read before and after. Then produce -> prediction
+latency (p50, p99) of the worker, per configuration and mode, at offered loads of 1k and 5k
 events/s, drawn as a PNG. Starts its own broker unless STREAM_APP_BROKER is set. Prints a table
 (or one JSON object); asserts nothing.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -41,9 +46,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.broker import LocalKafka, free_port, free_ports
 from stream_app.models import resolve_factory
-from stream_app.settings import BrokerSettings
+from stream_app.settings import BrokerSettings, Settings
+from stream_app.topics import ensure_topics
 
 FEATURES = 15
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
+
+@dataclasses.dataclass
+class Plan:
+    """What to run besides the floor and the hand-written loop."""
+
+    configs: list[str]
+    modes: list[str]
+    rates: list[float]
+    seconds: float
 
 
 def make_events(n: int, seed: int = 7) -> list[tuple[bytes, bytes, dict[str, float], bool]]:
@@ -120,12 +137,31 @@ async def hand_written(bootstrap: str, topic: str, out: str, n: int, factory: st
     return n / (last - first)
 
 
+CONFIGS: dict[str, tuple[int, str]] = {
+    "defaults": (4, ""),
+    "features_off": (1, '[guard]\nenabled = false\n[drift]\npolicy = "none"\n'),
+}
+"""Worker configurations: (partitions, TOML layered over config/default.toml). ``defaults`` is
+what a user runs; ``features_off`` leaves out the guard and the drift check."""
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """Create ``name`` with ``partitions`` partitions before anything writes to it."""
+    settings = Settings().replace(app={"broker": f"kafka://{bootstrap}"})
+    await ensure_topics(settings, [name], partitions=partitions)
+
+
 def start_worker(
-    bootstrap: str, prefix: str, factory: str, workdir: Path, mode: str = "event"
+    bootstrap: str,
+    prefix: str,
+    factory: str,
+    workdir: Path,
+    mode: str = "event",
+    config: str = "features_off",
 ) -> tuple[Any, int]:
-    """A worker process on its own topics (1 partition) in the given inference mode; its port."""
+    """A worker process on its own topics, in a configuration of :data:`CONFIGS`; its port."""
     port = free_port()
-    config = workdir / f"{prefix}.toml"
+    path = workdir / f"{prefix}.toml"
     keys = [
         "features",
         "predictions",
@@ -135,11 +171,11 @@ def start_worker(
         "predictions_shadow",
     ]
     topics = "".join(f'{key} = "{prefix}-{key}"\n' for key in keys)
-    config.write_text(
-        f"[topics]\npartitions = 1\n{topics}"
+    partitions, overrides = CONFIGS[config]
+    path.write_text(
+        f"[topics]\npartitions = {partitions}\n{topics}"
         f'[model]\nfactory = "stream_app.models:{factory}"\n'
-        '[guard]\nenabled = false\n[drift]\npolicy = "none"\n'
-        f'[inference]\nmode = "{mode}"\n'
+        f'[inference]\nmode = "{mode}"\n{overrides}'
     )
     env = {
         **os.environ,
@@ -147,7 +183,7 @@ def start_worker(
         "STREAM_APP_ID": prefix,
         "STREAM_APP_WEB_PORT": str(port),
         "STREAM_APP_DATA_DIR": str(workdir / prefix),
-        "STREAM_APP_CONFIG": str(config),
+        "STREAM_APP_CONFIG": str(path),
     }
     with open(workdir / f"{prefix}.log", "wb") as log:
         proc = subprocess.Popen(
@@ -160,11 +196,11 @@ def start_worker(
 
 
 def stream_app_worker(
-    bootstrap: str, prefix: str, n: int, factory: str, workdir: Path, mode: str
+    bootstrap: str, prefix: str, n: int, factory: str, workdir: Path, mode: str, config: str
 ) -> tuple[float, int, int]:
     """(c, d) the worker draining a prefilled topic: events/s from its outputs' served_at, and
     its RSS in bytes once ready (before) and after the drain."""
-    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode)
+    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode, config)
     try:
         wait_healthy(port)
         before = rss(proc.pid)
@@ -224,12 +260,15 @@ def latency(
     rate: float,
     seconds: float,
     mode: str,
+    config: str,
 ) -> dict[str, Any]:
     """p50/p99 produce -> prediction (ms) at an offered load of ``rate`` events/s."""
-    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode)
+    asyncio.run(create_topic(bootstrap, f"{prefix}-features", CONFIGS[config][0]))
+    proc, port = start_worker(bootstrap, prefix, factory, workdir, mode, config)
     try:
         wait_healthy(port)
-        return {"mode": mode, **asyncio.run(_offered_load(bootstrap, prefix, rate, seconds))}
+        load = asyncio.run(_offered_load(bootstrap, prefix, rate, seconds))
+        return {"config": config, "mode": mode, **load}
     finally:
         proc.terminate()
         proc.wait(60)
@@ -280,29 +319,47 @@ async def _offered_load(
 
 
 def run_factory(
-    bootstrap: str, factory: str, events: list[Any], workdir: Path, seconds: float
+    bootstrap: str,
+    factory: str,
+    events: list[Any],
+    workdir: Path,
+    plan: Plan,
 ) -> dict[str, Any]:
-    """Every path for one model factory: throughput, RSS, latency at 1k and 5k events/s."""
+    """Every path for one model factory: throughput, RSS, latency at the offered loads."""
     path = f"stream_app.models:{factory}"
     results = {"floor": floor(events, path)}
     tag = uuid.uuid4().hex[:6]
+    asyncio.run(create_topic(bootstrap, f"hand-{tag}", CONFIGS["defaults"][0]))
     asyncio.run(prefill(bootstrap, f"hand-{tag}", events))
     results["hand_written"] = asyncio.run(
         hand_written(bootstrap, f"hand-{tag}", f"hand-{tag}-out", len(events), path)
     )
     memory: dict[str, dict[str, int]] = {}
-    for mode in ("event", "batch"):
-        prefix = f"sa{mode}-{tag}"
-        asyncio.run(prefill(bootstrap, f"{prefix}-features", events))
-        rate, before, after = stream_app_worker(
-            bootstrap, prefix, len(events), factory, workdir, mode
-        )
-        results[f"stream_app_{mode}"] = rate
-        memory[mode] = {"rss_before": before, "rss_after": after}
+    for config in plan.configs:
+        for mode in plan.modes:
+            name = f"{config}_{mode}"
+            prefix = f"sa{mode}-{config.replace('_', '')}-{tag}"
+            asyncio.run(create_topic(bootstrap, f"{prefix}-features", CONFIGS[config][0]))
+            asyncio.run(prefill(bootstrap, f"{prefix}-features", events))
+            rate, before, after = stream_app_worker(
+                bootstrap, prefix, len(events), factory, workdir, mode, config
+            )
+            results[name] = rate
+            memory[name] = {"rss_before": before, "rss_after": after}
     loads = [
-        latency(bootstrap, f"lat{mode}{int(r)}-{tag}", factory, workdir, r, seconds, mode)
-        for mode in ("event", "batch")
-        for r in (1000.0, 5000.0)
+        latency(
+            bootstrap,
+            f"lat{mode}{config.replace('_', '')}{int(r)}-{tag}",
+            factory,
+            workdir,
+            r,
+            plan.seconds,
+            mode,
+            config,
+        )
+        for config in plan.configs
+        for mode in plan.modes
+        for r in plan.rates
     ]
     return {
         "factory": factory,
@@ -324,11 +381,13 @@ def plot(reports: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4), squeeze=False)
     for ax, report in zip(axes[0], reports, strict=True):
-        for mode, color in (("event", "tab:blue"), ("batch", "tab:orange")):
-            loads = [x for x in report["latency"] if x["mode"] == mode]
+        series = sorted({(x["config"], x["mode"]) for x in report["latency"]})
+        for (config, mode), color in zip(series, COLORS, strict=False):
+            loads = [x for x in report["latency"] if (x["config"], x["mode"]) == (config, mode)]
             rates = [x["rate"] for x in loads]
-            ax.plot(rates, [x["p50_ms"] for x in loads], "o-", color=color, label=f"{mode} p50")
-            ax.plot(rates, [x["p99_ms"] for x in loads], "s--", color=color, label=f"{mode} p99")
+            name = f"{config} {mode}"
+            ax.plot(rates, [x["p50_ms"] for x in loads], "o-", color=color, label=f"{name} p50")
+            ax.plot(rates, [x["p99_ms"] for x in loads], "s--", color=color, label=f"{name} p99")
         ax.axhline(5, color="grey", lw=0.8, ls=":", label="target p50 5 ms")
         ax.axhline(25, color="grey", lw=0.8, ls="-.", label="target p99 25 ms")
         ax.set(
@@ -347,22 +406,22 @@ def print_report(report: dict[str, Any], n: int) -> None:
     """One factory's table for people."""
     results = report["events_per_s"]
     print(f"\n{n} events of {FEATURES} features, inline labels, {report['factory']}")
-    print(f"{'path':18} {'events/s':>10} {'us/event':>9} {'x floor':>8} {'x hand':>7}")
+    print(f"{'path':20} {'events/s':>10} {'us/event':>9} {'x floor':>8} {'x hand':>7}")
     for name, rate in results.items():
         print(
-            f"{name:18} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
+            f"{name:20} {rate:>10,.0f} {1e6 / rate:>9.1f} {rate / results['floor']:>8.2f} "
             f"{rate / results['hand_written']:>7.2f}"
         )
-    for mode, mem in report["rss"].items():
+    for name, mem in report["rss"].items():
         grown = (mem["rss_after"] - mem["rss_before"]) / 2**20
         print(
-            f"worker RSS ({mode}): {mem['rss_before'] / 2**20:.0f} MB ready, "
+            f"worker RSS ({name}): {mem['rss_before'] / 2**20:.0f} MB ready, "
             f"{mem['rss_after'] / 2**20:.0f} MB after {n} events ({grown:+.0f} MB)"
         )
     for load in report["latency"]:
         print(
-            f"{load['mode']:5} mode, offered {load['rate']:,.0f} events/s: produce -> prediction "
-            f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
+            f"{load['config']} {load['mode']} mode, offered {load['rate']:,.0f} events/s: "
+            f"produce -> prediction p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms"
         )
 
 
@@ -390,6 +449,9 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--factories", default="logistic_regression,hoeffding_tree")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="of: " + ", ".join(CONFIGS))
+    parser.add_argument("--modes", default="event,batch")
+    parser.add_argument("--rates", default="1000,5000", help="offered loads for latency (events/s)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
     parser.add_argument("--plot", type=Path, default=Path("bench/latency.png"))
     parser.add_argument("--json", action="store_true")
@@ -399,17 +461,35 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stream-app-bench-") as tmp:
         workdir = Path(tmp)
         with bench_broker(workdir) as bootstrap:
+            plan = Plan(
+                configs=args.configs.split(","),
+                modes=args.modes.split(","),
+                rates=[float(r) for r in args.rates.split(",") if r],
+                seconds=args.seconds,
+            )
             reports = [
-                run_factory(bootstrap, factory, events, workdir, args.seconds)
+                run_factory(bootstrap, factory, events, workdir, plan)
                 for factory in args.factories.split(",")
             ]
-    plot(reports, args.plot)
+    if plan.rates:
+        plot(reports, args.plot)
     if args.json:
-        print(json.dumps({"events": args.events, "plot": str(args.plot), "factories": reports}))
+        command = " ".join(["python", *sys.argv])
+        print(
+            json.dumps(
+                {
+                    "command": command,
+                    "events": args.events,
+                    "plot": str(args.plot),
+                    "factories": reports,
+                }
+            )
+        )
         return 0
     for report in reports:
         print_report(report, args.events)
-    print(f"\nlatency plot: {args.plot}")
+    if plan.rates:
+        print(f"\nlatency plot: {args.plot}")
     return 0
 
 

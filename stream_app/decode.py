@@ -215,10 +215,7 @@ def _plainly_numeric(features: dict[str, Any], max_chars: int) -> bool:
         return False
     try:
         total = sum(values)  # NaN or infinity anywhere makes the sum non-finite
-        return (
-            math.isfinite(total)
-            and 0 < min(map(len, features)) <= max(map(len, features)) <= max_chars
-        )
+        return math.isfinite(total) and "" not in features and max(map(len, features)) <= max_chars
     except OverflowError:  # an int beyond a double's range: the exact check reports it
         return False
 

@@ -23,7 +23,7 @@ from stream_app.decode import check_id, expect_object, json_type, parse_json
 from stream_app.errors import RejectedMessage
 from stream_app.settings import LimitSettings
 
-__all__ = ["LabelCodec", "LabelEvent", "check_label", "decode_label"]
+__all__ = ["LabelCodec", "LabelEvent", "check_label", "class_key", "decode_label"]
 
 _MISSING = object()
 
@@ -80,6 +80,19 @@ def check_label(label: Any, task: str, classes: tuple[Any, ...], max_chars: int)
     return label
 
 
+def class_key(label: Any) -> str:
+    """Spell a class as a JSON object key: booleans as JSON spells them, anything else as str().
+
+    >>> class_key(True), class_key(1), class_key("cat")
+    ('true', '1', 'cat')
+    """
+    if label is True:
+        return "true"
+    if label is False:
+        return "false"
+    return str(label)
+
+
 def _show(value: Any) -> str:
     """Describe a bad label briefly: its JSON type, and its value when that is short."""
     return f"{json_type(value)} {value!r:.40}" if value is not None else "null"
@@ -105,6 +118,34 @@ class LabelCodec:
         self.task = task
         self.binary = binary and task == "classification"
         self.classes: list[Any] = list(declared)
+        self._names: dict[Any, tuple[Any, str | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the naming cache (it is rebuilt on use)."""
+        state = dict(self.__dict__)
+        state.pop("_names", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, with an empty naming cache (also codecs stored before it existed)."""
+        self.__dict__.update(state)
+        self._names = {}
+
+    def name(self, value: Any) -> tuple[Any, str | None]:
+        """Return the user's class for an estimator's answer and its JSON key, cached per answer.
+
+        The key is None while the class is not known yet. The serve path names each class of
+        every prediction; the cache makes that a dictionary lookup.
+
+        >>> codec = LabelCodec("classification", binary=True, declared=("ham", "spam"))
+        >>> codec.name(True), codec.name(False)
+        (('spam', 'spam'), ('ham', 'ham'))
+        """
+        named = self._names.get(value)
+        if named is None:
+            user = self.from_model(value)
+            named = self._names[value] = (user, None if user is None else class_key(user))
+        return named
 
     def to_model(self, label: Any) -> Any:
         """Return the value the estimator learns for ``label`` (registering a new class)."""
@@ -116,11 +157,13 @@ class LabelCodec:
             self.classes = [False, True] if type(label) is bool else [label]
             if type(label) is int and label in (0, 1):
                 self.classes = [0, 1]
+            self._names = {}
         for index, known in enumerate(self.classes):
             if type(known) is type(label) and known == label:
                 return index == 1
         if len(self.classes) < 2:
             self.classes.append(label)
+            self._names = {}
             return True
         raise RejectedMessage(
             reasons.UNKNOWN_LABEL,

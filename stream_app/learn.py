@@ -150,7 +150,24 @@ class Contender:
 
     def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
         """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
-        error = error_of(self.model.task, served.prediction, label)
+        y = self.model.labels.to_model(label)
+        return self.learn_coded(
+            features, label, y, error_of(self.model.task, served.prediction, label), served
+        )
+
+    def learn_coded(
+        self,
+        features: dict[str, Any],
+        label: Any,
+        y: Any,
+        error: float | None,
+        served: Prediction,
+    ) -> Verdict:
+        """:meth:`learn`, given the label as the estimator learns it and the served answer's error.
+
+        The learner has both already (it validates the label and feeds the error to the drift
+        monitor): computing them once is per-label work saved.
+        """
         if error is not None:
             self.quality.add(error)
         self.labels += 1
@@ -162,7 +179,6 @@ class Contender:
             verdict = self.guard.review(
                 features, label, answer, predict_one(witness, features).proba
             )
-        y = self.model.labels.to_model(label)
         if verdict.reason is None:
             self.model.note_names(features)
             if self.deferred is None:
@@ -282,6 +298,14 @@ class Learner:
         """Tell whether a label for ``event_id`` was already taken (learned or held out)."""
         return event_id in self._learned
 
+    def shed(self, event_id: str, now: float) -> None:
+        """Take a label without learning it (shed by ``learn.max_lag_s``): never learned later.
+
+        The id is remembered as a learned one, so the same label read again, or a second label
+        for the event, is refused as a duplicate rather than learned by accident.
+        """
+        self._learned.add(event_id, now)
+
     @property
     def task(self) -> str:
         """``classification`` or ``regression``."""
@@ -358,11 +382,11 @@ class Learner:
             return Outcome(
                 False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
             )
-        self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
+        y = self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
         self._learned.add(event_id, now)
         self.examples_seen += 1
         error = error_of(self.task, served.prediction, label)
-        reason, detail = self.serving.learn(features, label, served)
+        reason, detail = self.serving.learn_coded(features, label, y, error, served)
         events: list[ModelEvent] = []
         if self.challenger is not None:
             events += self._challenge(features, label, served, shadow, error)

@@ -11,11 +11,15 @@ True
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "Metrics", "observe_many"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4"
 LATENCY_BUCKETS: Final = (
@@ -78,6 +82,24 @@ class Metrics:
             "Labels that met their event through the join topic: the event or the label arrived "
             "on another partition than its id's home (another partitioner, an explicit partition, "
             "an HTTP prediction).",
+            registry=r,
+        )
+        self.learner_lag_examples = Gauge(
+            "stream_app_learner_lag_examples",
+            "Labeled examples forwarded to the single writer that it has not learned yet "
+            "(reported by the writer, from the examples topic's end offset).",
+            registry=r,
+        )
+        self.learner_lag_seconds = Gauge(
+            "stream_app_learner_lag_seconds",
+            "How long ago the examples the single writer is learning now were forwarded "
+            "(0 once it has caught up).",
+            registry=r,
+        )
+        self.labels_shed = Counter(
+            "stream_app_labels_shed",
+            "Forwarded labeled examples the writer did not learn because it was more than "
+            "learn.max_lag_s behind (a uniform random sample of the backlog was learned).",
             registry=r,
         )
         self.early_labels = Gauge(
@@ -168,3 +190,25 @@ class Metrics:
     def render(self) -> bytes:
         """Return the Prometheus text exposition of every metric."""
         return bytes(generate_latest(self.registry))
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """Observe a batch of amounts at once: the same exposition as one ``observe`` per amount.
+
+    ``Histogram.observe`` takes two locks per amount (~1.5 us, more than predicting with a linear
+    model); the serve path observes a whole batch's latencies here, counting them per bucket first.
+    It uses the histogram's own bucket bounds and values (prometheus_client has no public bulk
+    call); tests/unit/test_metrics.py holds it equal to ``observe``.
+
+    >>> m = Metrics()
+    >>> observe_many(m.predict_latency, [0.00005, 0.003, 0.003])
+    >>> b'stream_app_predict_latency_seconds_bucket{le="0.005"} 3.0' in m.render()
+    True
+    """
+    if not amounts:
+        return
+    bounds = histogram._upper_bounds
+    buckets = histogram._buckets
+    for index, count in Tally(map(partial(bisect_left, bounds), amounts)).items():
+        buckets[index].inc(count)
+    histogram._sum.inc(sum(amounts))

@@ -37,11 +37,12 @@ from stream_app.messages import (
     encode_model_event,
     encode_prediction,
 )
-from stream_app.metrics import Metrics
+from stream_app.metrics import Metrics, observe_many
 from stream_app.model_size import SizeWatch
 from stream_app.predict import Prediction
 from stream_app.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.settings import Settings
+from stream_app.shed import Shedder
 
 __all__ = ["Outputs", "Pipeline", "Record"]
 
@@ -75,6 +76,14 @@ class Record(Protocol):
         """Its value, as produced."""
 
 
+class Forwarded(Record, Protocol):
+    """A record of the examples topic: also when it was forwarded (aiokafka's records have it)."""
+
+    @property
+    def timestamp(self) -> int:
+        """Its Kafka timestamp, milliseconds since the epoch (when the follower sent it)."""
+
+
 class Outputs(Protocol):
     """Where the path queues what it writes (the :class:`~stream_app.emit.Emitter`)."""
 
@@ -105,8 +114,14 @@ class Pipeline:
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
         self._children: dict[tuple[int, str], Any] = {}
-        self._observe = metrics.predict_latency.observe
-        self._served = 0
+        self.shedder = Shedder(settings.learn.max_lag_s)
+        """The writer's bound on its lag behind the examples followers forward."""
+        self.lag_examples = 0
+        """Forwarded examples the writer has not reached (from the examples topic's end offset)."""
+        self.lag_seconds = 0.0
+        """Age of the forwarded examples the writer reached last (0 once it has caught up)."""
+        self._latencies: list[float] = []
+        """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
@@ -138,8 +153,11 @@ class Pipeline:
         for dropped in self.learner.take_dropped():  # a challenger that raised in shadow
             self._model_event(out, dropped)
         self.metrics.events.inc(len(records))
-        self.metrics.predictions.inc(self._served)
-        self._served = 0
+        latencies = self._latencies
+        if latencies:
+            self.metrics.predictions.inc(len(latencies))
+            observe_many(self.metrics.predict_latency, latencies)
+            latencies.clear()
         self._report_learning()
 
     def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
@@ -198,8 +216,7 @@ class Pipeline:
             out.to_partition(self.settings.topics.predictions, out_partition, key, value)
         if shadow is not None:
             self._shadow(out, out_partition, event.id, shadow, now)
-        self._observe(latency)
-        self._served += 1
+        self._latencies.append(latency)
         if not self.settings.learn.enabled:
             return
         if event.label is NO_LABEL:
@@ -375,9 +392,19 @@ class Pipeline:
                 self._unjoined(out, home, expired, f"within {ttl:g}s (learn.early_label_ttl_s)")
         self.metrics.early_labels.set(len(self.early))
 
-    def examples(self, records: Sequence[Record], out: Outputs) -> None:
-        """Learn, as the writer, the examples other workers forwarded (as if it had served them)."""
+    def examples(self, records: Sequence[Forwarded], out: Outputs) -> None:
+        """Learn, as the writer, the examples other workers forwarded (as if it had served them).
+
+        The batch's age is the writer's lag; past ``learn.max_lag_s`` it learns a uniform sample
+        of the batch (see :mod:`stream_app.shed`) and counts and announces what it skipped.
+        """
+        if not records:
+            return
         now = time.time()
+        started = time.perf_counter()
+        backlog = max(self.lag_examples, len(records))  # the topic's lag, as last read
+        share = self.shedder.share(now - records[0].timestamp / 1000.0, backlog)
+        shed = 0
         for record in records:
             try:
                 ex = decode_example(record.value or b"")
@@ -392,8 +419,35 @@ class Pipeline:
                     out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
                 )
                 continue
+            sampled_out = share < 1.0 and not self.shedder.keep(event_id, share)
+            if sampled_out and not self.learner.has_learned(event_id):  # (a duplicate says so)
+                self.learner.shed(event_id, now)
+                shed += 1
+                continue
             self._apply(out, record, event_id, features, label, served, shadow, now)
+        self.shedder.observe(time.perf_counter() - started, len(records) - shed)
+        self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
         self._report_learning()
+
+    def _report_lag(self, out: Outputs, now: float, share: float, lag_s: float, shed: int) -> None:
+        """Publish how far behind the writer is; count and announce what it shed."""
+        self.set_learner_lag(seconds=max(lag_s, 0.0))
+        if shed:
+            self.metrics.labels_shed.inc(shed)
+        fields = self.shedder.note(now, share, lag_s, shed)
+        if fields is not None:
+            version = self.learner.serving.model.version
+            self._model_event(out, ModelEvent("shedding", version, fields))
+            if share < 1.0:
+                log.warning(
+                    "the writer is %.1fs behind the forwarded labels (learn.max_lag_s %g): it "
+                    "learns %.0f%% of them and skips the rest (%d since the last notice; "
+                    "all counted in stream_app_labels_shed_total)",
+                    lag_s,
+                    self.shedder.max_lag_s,
+                    100 * share,
+                    fields["shed"],
+                )
 
     def _learn(
         self,
@@ -505,6 +559,15 @@ class Pipeline:
         elif event.kind == CHALLENGER_DROPPED:
             self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
         self.report_versions()
+
+    def set_learner_lag(self, *, examples: int | None = None, seconds: float | None = None) -> None:
+        """Record (and publish) how far behind the writer is: examples not learned, their age."""
+        if examples is not None:
+            self.lag_examples = examples
+            self.metrics.learner_lag_examples.set(examples)
+        if seconds is not None:
+            self.lag_seconds = seconds
+            self.metrics.learner_lag_seconds.set(seconds)
 
     def _report_learning(self) -> None:
         """Count what a batch learned; publish the serving and challenger models' quality.

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from stream_app.errors import ModelError
 from stream_app.factory import build_estimator
-from stream_app.label import LabelCodec
+from stream_app.label import LabelCodec, class_key
 from stream_app.models import (
     DEFAULT_MAX_INDICATORS,
     is_binary,
@@ -128,14 +128,14 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
     if not proba:
         return NO_ANSWER
     # River's predict_one is the argmax of predict_proba_one; take it from the same call.
-    decode = model.labels.from_model
-    decoded = [(decode(c), p) for c, p in proba.items()]
-    best = max(decoded, key=_probability)[0]  # the first of equals, as River's argmax
-    return Prediction(best, {class_key(c): float(p) for c, p in decoded if c is not None})
-
-
-def _probability(pair: tuple[Any, float]) -> float:
-    return pair[1]
+    name = model.labels.name
+    best = name(max(proba, key=proba.__getitem__))[0]  # the first of equals, as River's argmax
+    answer = {}
+    for c, p in proba.items():
+        key = name(c)[1]
+        if key is not None:
+            answer[key] = float(p)
+    return Prediction(best, answer)
 
 
 def predict_many(
@@ -193,16 +193,3 @@ def numeric_matrix(rows: Sequence[dict[str, Any]]) -> tuple[list[str], Any] | No
             if value.__class__ is not float and value.__class__ is not int:
                 return None  # strings need one-hot encoding, booleans stay booleans: per event
     return columns, np.array(table, dtype=np.float64)
-
-
-def class_key(label: Any) -> str:
-    """Spell a class as a JSON object key: booleans as JSON spells them, anything else as str().
-
-    >>> class_key(True), class_key(1), class_key("cat")
-    ('true', '1', 'cat')
-    """
-    if label is True:
-        return "true"
-    if label is False:
-        return "false"
-    return str(label)

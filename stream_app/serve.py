@@ -213,11 +213,16 @@ class ServeLoop(mode.Service):
         for tp in self._lag_reported - assigned:
             self._lag_reported.discard(tp)
             self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        examples = TopicPartition(self.settings.examples_topic, 0)
         for tp in sorted(assigned):
             if tp in ends and tp in self._consumer.assignment():
                 lag = max(ends[tp] - await self._consumer.position(tp), 0)
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
                 self._lag_reported.add(tp)
+                if tp == examples:  # the writer: what it has not learned yet
+                    self.pipeline.set_learner_lag(examples=lag, seconds=None if lag else 0.0)
+        if examples not in assigned:  # not the writer (any more): it is behind nothing
+            self.pipeline.set_learner_lag(examples=0, seconds=0.0)
 
     @mode.Service.task
     async def _follow_versions(self) -> None:

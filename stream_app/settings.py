@@ -217,6 +217,11 @@ class LearnSettings:
     early_label_max: int = 100000
     """Most labels held for events not served yet, per worker; past it the oldest is
     dead-lettered."""
+    max_lag_s: float = 0.0
+    """Most seconds the single writer may fall behind the labeled examples other workers forward
+    (0 = no bound: it learns every one, however late). When exceeded, it learns a uniform random
+    sample of the backlog that brings it back within bound, counts the rest in
+    ``stream_app_labels_shed_total`` and announces a ``shedding`` model event."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,6 +113,14 @@ class Tally:
             sum(v for k, v in self.metrics.items() if k.startswith("stream_app_consumer_lag"))
         )
 
+    def learner_lag(self) -> str:
+        """Describe how far behind the writer is, from its gauges (and what it shed)."""
+        m = self.metrics
+        examples = int(m.get("stream_app_learner_lag_examples", 0.0))
+        seconds = m.get("stream_app_learner_lag_seconds", 0.0)
+        shed = int(m.get("stream_app_labels_shed_total", 0.0))
+        return f"{examples:,} examples, {seconds:.1f}s" + (f", {shed:,} shed" if shed else "")
+
     def line(self) -> str:
         """One plain status line (when the output is not a terminal)."""
         elapsed = time.monotonic() - self.started
@@ -122,6 +130,7 @@ class Tally:
             f"{elapsed:6.1f}s  in {self.produced} ({self.rates[0]:.0f}/s)  "
             f"out {self.predictions} ({self.rates[1]:.0f}/s)  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
             f"v{self.serving} {serving}  challenger {challenger}  lag {self.lag()}  "
+            f"learner lag {self.learner_lag()}  "
             f"drifts {len(self.drifts)}  dead letters: {self.letters()}"
         )
 
@@ -142,6 +151,7 @@ class Tally:
         grid.add_row("serving", f"v{self.serving}   {serving}")
         grid.add_row("challenger", challenger if shadow is None else f"v{shadow}   {challenger}")
         grid.add_row("consumer lag", f"{self.lag():,}")
+        grid.add_row("learner lag", self.learner_lag())
         grid.add_row(
             "model events",
             f"{len(self.drifts)} drift, {len(self.promotions)} promotion, "

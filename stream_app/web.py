@@ -65,6 +65,13 @@ def add_views(app: StreamApp) -> None:
             ),
             "model": model.name,
             **app.keeper.describe(),
+            "learner": {
+                "writer": app.pipeline.writer,
+                "lag_examples": app.pipeline.lag_examples,
+                "lag_s": round(app.pipeline.lag_seconds, 3),
+                "max_lag_s": app.settings.learn.max_lag_s,
+                "shedding": app.pipeline.shedder.shedding,
+            },
         }
         return web.json(body, status=_OK if reason is None else _UNAVAILABLE)
 

@@ -25,6 +25,8 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+    """Kafka's timestamp (ms): now, unless a test makes the record older."""
 
 
 @dataclass
@@ -282,3 +284,53 @@ def test_a_challenger_that_raises_learning_is_dropped_and_serving_learns() -> No
     assert [m["reason"] for m in dropped] == ["learn_error"]
     assert p.learner.serving.model.examples_learned == 20
     assert metrics.challengers_dropped.labels(reason="learn_error")._value.get() == 1
+
+
+def forwarded_examples(n: int, age_s: float, settings: Settings, start: int = 0) -> list[Rec]:
+    """Labeled examples ``e{start}``... as a follower forwards them, sent ``age_s`` seconds ago."""
+    follower = Pipeline(settings, Learner(settings), Metrics())
+    follower.writer = False
+    out = Recorder()
+    events = [event(i, i % 2 == 0, partition=0) for i in range(start, start + n)]
+    follower.features(events, 0.0, out)
+    sent = int((time.time() - age_s) * 1000)
+    return [
+        Rec(settings.examples_topic, 0, i, k, v, sent)
+        for i, (t, _, k, v) in enumerate(out.sent)
+        if t == settings.examples_topic
+    ]
+
+
+def test_a_writer_within_its_lag_bound_learns_every_forwarded_example() -> None:
+    writer, metrics, settings = pipeline(learn={"max_lag_s": 30.0})
+    writer.examples(forwarded_examples(200, age_s=5.0, settings=settings), Recorder())
+    assert metrics.labels_learned._value.get() == 200
+    assert metrics.labels_shed._value.get() == 0
+    assert 5.0 <= metrics.learner_lag_seconds._value.get() < 30.0
+    assert not writer.shedder.shedding
+
+
+def test_a_writer_past_its_lag_bound_learns_a_sample_counts_and_announces_the_rest() -> None:
+    writer, metrics, settings = pipeline(learn={"max_lag_s": 2.0})
+    out = Recorder()
+    late = forwarded_examples(1000, age_s=10.0, settings=settings)
+    writer.shedder.cost_s = 0.01  # as measured before: 1,000 examples take 10 s, 2 s learn 200
+    writer.examples(late, out)
+    learned, shed = metrics.labels_learned._value.get(), metrics.labels_shed._value.get()
+    assert learned + shed == 1000 and 120 < learned < 280  # nothing silently dropped
+    (notice,) = [m for m in out.on("model-events") if m["type"] == "shedding"]
+    assert notice["shed"] == shed and 0.15 < notice["share"] < 0.25 and notice["lag_s"] >= 10.0
+    assert writer.shedder.shedding and metrics.learner_lag_seconds._value.get() >= 10.0
+
+    again = Recorder()  # the backlog read again (say, after a restart): nothing learned by accident
+    writer.examples(late, again)
+    assert metrics.labels_learned._value.get() == learned
+    assert metrics.labels_shed._value.get() == shed
+    letters = again.on("dead-letters")
+    assert len(letters) == 1000 and {d["reason"] for d in letters} == {reasons.DUPLICATE_LABEL}
+
+    caught_up = Recorder()  # fresh examples: within bound again; shedding ends, and says so
+    writer.examples(forwarded_examples(10, 0.0, settings, start=1000), caught_up)
+    assert metrics.labels_learned._value.get() == learned + 10
+    (end,) = [m for m in caught_up.on("model-events") if m["type"] == "shedding"]
+    assert end["share"] == 1.0 and not writer.shedder.shedding
