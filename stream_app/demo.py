@@ -32,7 +32,7 @@ from stream_app.broker import LocalKafka, _die_with_parent, free_port, free_port
 from stream_app.errors import StreamAppError
 from stream_app.report import ReportData, quality_around, scored, task_of
 from stream_app.security import client_kwargs
-from stream_app.settings import Settings
+from stream_app.settings import DemoSettings, Settings
 from stream_app.synth import DemoMessage, DemoStream, concept
 from stream_app.view import Tally, announce, scrape
 
@@ -96,7 +96,7 @@ def _run(settings: Settings, options: DemoOptions) -> int:
             print(f"broker ready on {broker.bootstrap}", flush=True)
         settings = settings.replace(app={"broker": broker_url})
         worker_id = f"{settings.app.id}-demo-{os.getpid()}"
-        worker, web_port = _start_worker(worker_id, broker_url, workdir)
+        worker, web_port = _start_worker(worker_id, broker_url, workdir, settings.demo)
         stack.callback(_stop, worker)
         _wait_healthy(worker, web_port)
         print(f"worker ready: http://127.0.0.1:{web_port}/metrics", flush=True)
@@ -171,7 +171,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _start_worker(
-    worker_id: str, broker_url: str, workdir: Path
+    worker_id: str, broker_url: str, workdir: Path, demo: DemoSettings
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file."""
     web_port = free_port()
@@ -181,6 +181,7 @@ def _start_worker(
         "STREAM_APP_ID": worker_id,
         "STREAM_APP_WEB_PORT": str(web_port),
         "STREAM_APP_DATA_DIR": str(workdir / "worker"),
+        "STREAM_APP_LEARN__EARLY_LABEL_TTL_S": str(demo.early_label_ttl_s),
     }
     with open(workdir / "worker.log", "ab") as log:
         proc = subprocess.Popen(

@@ -43,7 +43,8 @@ def _json(name: str, description: str) -> dict[str, Any]:
 
 def _summary_fields() -> list[str]:
     """Name the fields of a version record's summary (the record less checksum and chunk count)."""
-    return [f.name for f in dataclasses.fields(VersionRecord) if f.name not in ("sha256", "chunks")]
+    hidden = ("sha256", "chunks", "signature")  # what VersionRecord.summary leaves out
+    return [f.name for f in dataclasses.fields(VersionRecord) if f.name not in hidden]
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -184,6 +185,16 @@ def _schemas(s: Settings) -> dict[str, Any]:
             task={"enum": ["classification", "regression"]},
             configured_factory={"type": "string"},
             on_factory_change={"enum": ["", *FACTORY_CHANGE_ACTIONS]},
+            river_version={"type": "string"},
+            stream_app_version={"type": "string"},
+            learned_through={
+                **_NULLABLE_INT,
+                "description": "Learning-log offset of the last example this version learned.",
+            },
+            features={
+                **_NULLABLE_INT,
+                "description": "Distinct inputs the model tracked when stored.",
+            },
         ),
         "Models": {
             "allOf": [

@@ -106,8 +106,12 @@ async def replay_log(
     learner: Learner,
     until: int | None = None,
     on_corrupt: Callable[[Any], Awaitable[None]] | None = None,
+    on_progress: Callable[[int, float], None] | None = None,
 ) -> Replayed:
     """Replay the log from ``learner.learned_through + 1`` to ``until`` (default: its end now).
+
+    ``on_progress(examples_left, seconds_behind)`` is told after each fetched batch (the learner
+    lag during a takeover), and ``(0, 0.0)`` at the end.
 
     Raises ``StreamAppError`` when the log no longer holds the first entry needed (retention).
     """
@@ -133,12 +137,17 @@ async def replay_log(
         consumer.seek(tp, start)
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-            done = replay(learner, (r for r in batch.get(tp, []) if r.offset < end))
+            records = [r for r in batch.get(tp, []) if r.offset < end]
+            done = replay(learner, records)
+            if on_progress is not None and records:
+                on_progress(end - 1 - records[-1].offset, time.time() - records[-1].timestamp / 1e3)
             learned += done.learned
             corrupt += done.corrupt
             for record in done.corrupt:
                 if on_corrupt is not None:
                     await on_corrupt(record)
+        if on_progress is not None:
+            on_progress(0, 0.0)
         log.info(
             "replayed %d examples of the learning log (offsets %d..%d) in %.2fs",
             learned,

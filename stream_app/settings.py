@@ -423,6 +423,9 @@ class DemoSettings:
     """How often the live view refreshes."""
     drain_timeout_s: float = 30.0
     """Most time waited at the end for the worker to answer everything sent."""
+    early_label_ttl_s: float = 2.0
+    """The demo worker's ``learn.early_label_ttl_s``: short, so that labels of events that never
+    were show as ``label_without_event`` within the run (a real worker waits longer)."""
     report: str = ""
     """Where the demo writes its report; empty means ``<app.data_dir>/demo-report.html``."""
 

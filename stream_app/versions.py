@@ -238,7 +238,10 @@ class VersionKeeper:
             await publish(self.settings.topics.dead_letters, record.key or b"", value)
             self.metrics.dead_letters.labels(reason=reasons.INVALID_JSON).inc()
 
-        await replay_log(self.settings, self.learner, on_corrupt=dead_letter)
+        def lag(examples: int, seconds: float) -> None:
+            self.pipeline.set_learner_lag(examples=examples, seconds=seconds)
+
+        await replay_log(self.settings, self.learner, on_corrupt=dead_letter, on_progress=lag)
         log.info(
             "this worker is the writer of model %s (v%d, learned through log offset %d)",
             self.settings.model.name,

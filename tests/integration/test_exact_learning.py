@@ -8,8 +8,6 @@ turns an older version back into the same model from its ancestor and the log.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +21,6 @@ from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     WorkerProcess,
-    end_offsets,
     produce,
     read_all,
     read_registry,
@@ -34,10 +31,12 @@ from tests.integration.test_learning import feature_messages, sea
 from tests.integration.test_scaling import partitions
 
 TOTAL = 5000
-EVERY = 700
+EVERY = 1000
+AFTER = 300
+"""Examples learned (and logged) after the last checkpoint when the writer is killed."""
 CONFIG = (
     "[guard]\nenabled = false\n[drift]\npolicy = 'none'\n"
-    f"[registry]\ncheckpoint_every_examples = {EVERY}\n"
+    f"[registry]\ncheckpoint_every_examples = {EVERY}\ncheckpoint_every_s = 3600.0\n"
 )
 PROBE = sea(100, seed=404)
 
@@ -76,22 +75,27 @@ async def newest_after_stop(kafka: Kafka, names: Names) -> tuple[Any, Any]:
     return newest, state["learner"]["serving"].model.estimator
 
 
-async def kill_mid_stream(kafka: Kafka, names: Names, victim: WorkerProcess) -> asyncio.Task[int]:
-    """Send the whole stream in the background; SIGKILL ``victim`` after a seeded share of it,
-    once it has checkpointed at least once (so the replay starts from a stored version)."""
+async def kill_after_learning_past_a_checkpoint(
+    kafka: Kafka, names: Names, victim: WorkerProcess
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Serve 2,000 labelled events in two rounds (a checkpoint after each), then 300 more that are
+    learned, logged and committed but not checkpointed; SIGKILL the writer; return the rest."""
     messages = feature_messages(sea(TOTAL, seed=81), inline=True)
-    sending = asyncio.create_task(produce(kafka.bootstrap, names.topics["features"], messages))
-    kill_after = random.Random(81).randint(1500, 3000)
+    group = f"{names.app_id}-serve"
+    for start, end in ((0, EVERY), (EVERY, 2 * EVERY), (2 * EVERY, 2 * EVERY + AFTER)):
+        await produce(kafka.bootstrap, names.topics["features"], messages[start:end])
+        await wait_consumed(kafka.bootstrap, group, names.topics["features"])
+        await wait_consumed(kafka.bootstrap, group, f"{names.app_id}-examples")
 
-    async def far_enough() -> bool:
-        ends = await end_offsets(kafka.bootstrap, names.topics["predictions"])
-        return sum(ends.values()) >= kill_after and bool(
-            victim.metrics().get("stream_app_checkpoints_total")
-        )
+        async def learned(count: int = end) -> bool:
+            return victim.metrics().get("stream_app_labels_learned_total") == count
 
-    await wait_for(far_enough, what=f"{kill_after} predictions and a checkpoint")
+        await wait_for(learned, what=f"the writer to learn {end} labels")
+    registry = await read_registry(kafka.bootstrap, names.app_id)
+    newest = registry.newest("default", "serving")
+    assert newest is not None and newest.examples_learned == 2 * EVERY  # the 300 are not stored
     victim.kill()
-    return sending
+    return messages[2 * EVERY + AFTER :]
 
 
 async def finish(kafka: Kafka, names: Names, survivor: WorkerProcess) -> None:
@@ -107,22 +111,22 @@ async def test_sigkill_the_writer_and_every_label_is_learned_exactly_once(
 ) -> None:
     first = worker_factory(partitions=4, extra_config=CONFIG)
     first.wait_healthy()
-    sending = await kill_mid_stream(kafka, names, first)
+    rest = await kill_after_learning_past_a_checkpoint(kafka, names, first)
     # A corrupt entry in the log: the replay dead-letters it and goes on.
     log_topic = f"{names.app_id}-learning-log"
     await produce(kafka.bootstrap, log_topic, [(b"x", b"{not an example")])
-    await sending
 
     second = worker_factory(partitions=4, extra_config=CONFIG)
     second.wait_healthy(timeout=90)
-    assert "replayed" in second.log_text()
+    assert f"replayed {AFTER} examples of the learning log" in second.log_text()
+    await produce(kafka.bootstrap, names.topics["features"], rest)
     await finish(kafka, names, second)
 
     newest, estimator = await newest_after_stop(kafka, names)
     assert newest.examples_learned == TOTAL
     examples = await log_examples(kafka, names)
     assert sorted(e["id"] for e in examples) == sorted(f"e-{i}" for i in range(TOTAL))
-    assert newest.learned_through == len(examples)  # the corrupt entry has an offset too
+    assert newest.learned_through == len(examples)  # the last; the corrupt one has an offset too
     assert_same_model(estimator, river_loop(examples))
     letters = [
         decode_dead_letter(r.value)
@@ -145,13 +149,14 @@ async def test_the_follower_takes_over_from_a_killed_writer_and_loses_nothing(
 
     await wait_for(split, timeout=90, what="two workers to share the partitions")
     writer, follower = (a, b) if a.wait_healthy()["writer"] else (b, a)
-    sending = await kill_mid_stream(kafka, names, writer)
-    await sending
+    rest = await kill_after_learning_past_a_checkpoint(kafka, names, writer)
 
     async def took_over() -> bool:
         return bool(follower.wait_healthy()["writer"])
 
     await wait_for(took_over, timeout=60, what="the follower to become the writer")
+    assert f"replayed {AFTER} examples of the learning log" in follower.log_text()
+    await produce(kafka.bootstrap, names.topics["features"], rest)
     await finish(kafka, names, follower)
     newest, estimator = await newest_after_stop(kafka, names)
     assert newest.examples_learned == TOTAL
@@ -165,9 +170,9 @@ async def test_models_rebuild_turns_an_older_version_back_into_itself(
 ) -> None:
     worker = worker_factory(partitions=4, extra_config=CONFIG)
     worker.wait_healthy()
-    messages = feature_messages(sea(4 * (EVERY + 100), seed=82), inline=True)
-    for start in range(0, len(messages), EVERY + 100):  # one checkpoint after each chunk
-        await produce(kafka.bootstrap, names.topics["features"], messages[start:][: EVERY + 100])
+    messages = feature_messages(sea(4 * EVERY, seed=82), inline=True)
+    for start in range(0, len(messages), EVERY):  # one checkpoint after each chunk
+        await produce(kafka.bootstrap, names.topics["features"], messages[start:][:EVERY])
         await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
     assert worker.stop() == 0
     registry = await read_registry(kafka.bootstrap, names.app_id)
