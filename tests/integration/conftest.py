@@ -7,6 +7,7 @@ groups) and its own topics, so no test waits on another's group or reads another
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import uuid
@@ -18,7 +19,7 @@ import pytest
 
 from stream_app.broker import LocalKafka, free_port, free_ports
 from stream_app.errors import BrokerError
-from stream_app.settings import BrokerSettings
+from stream_app.settings import ENV_PREFIX, BrokerSettings, load_settings
 from tests.integration.support import WorkerProcess, faust_command, start_worker
 
 pytestmark = pytest.mark.integration
@@ -45,12 +46,23 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
         broker.stop()
 
 
+def broker_settings(controller_port: int) -> BrokerSettings:
+    """The local broker's settings: defaults, then ``STREAM_APP_BROKER__*`` from the environment.
+
+    Only the ``[broker]`` variables are read, so that ``STREAM_APP_BROKER__KAFKA_VERSION=4.x`` runs
+    the suite on the other Kafka line while no other variable of the caller reaches the tests.
+    """
+    prefix = f"{ENV_PREFIX}BROKER__"
+    env = {name: value for name, value in os.environ.items() if name.startswith(prefix)}
+    return dataclasses.replace(load_settings(env, files=[]).broker, controller_port=controller_port)
+
+
 def start_broker(tmp_path_factory: pytest.TempPathFactory, attempts: int = 2) -> LocalKafka:
     """Start the session's broker; a failed start is reported in full and tried once more."""
     for attempt in range(1, attempts + 1):
         port, controller_port = free_ports(2)
         broker = LocalKafka(
-            BrokerSettings(controller_port=controller_port),
+            broker_settings(controller_port),
             tmp_path_factory.mktemp("kafka"),
             port=port,
             partitions=4,
