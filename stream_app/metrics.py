@@ -57,6 +57,12 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.healthy = Gauge(
+            "stream_app_healthy",
+            "1 while this worker serves its partitions and the broker answers (/health says 200), "
+            "else 0.",
+            registry=r,
+        )
         self.model_version = Gauge(
             "stream_app_model_version",
             "Model version in use, by model and status (serving, shadow).",

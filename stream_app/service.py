@@ -69,6 +69,8 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
         settings, app.store, app.pipeline, app.metrics, lambda: app.serve_loop.is_writer
     )
     app.serve_loop = ServeLoop(settings, app.pipeline, app.metrics, app.keeper)
+    # Read at each scrape, so that an alert sees what /health says (a worker can be up, unhealthy).
+    app.metrics.healthy.set_function(lambda: float(app.serve_loop.healthy))
     add_views(app)
 
     async def start_serving(*_: Any) -> None:

@@ -355,7 +355,7 @@ class BrokerSettings:
     """Listener port of the local broker (``stream-app broker --port``)."""
     controller_port: int = 0
     """0 means ``port + 1``."""
-    kafka_version: str = "3.9.1"
+    kafka_version: str = "4.4.0"
     """Apache Kafka version whose jars are fetched from Maven Central."""
     scala_version: str = "2.13"
     """Scala version of the Kafka jars."""

@@ -2,19 +2,23 @@
 
 No Docker engine runs the tests, so they check these files instead of running them: the compose
 file with its ``${VAR:-default}`` references resolved as ``docker compose`` resolves them, the
-Dockerfile's instructions, and the metric names in the dashboard's PromQL.
+Dockerfile's instructions, and the metric names in the dashboard's PromQL. Prometheus itself runs
+from Debian's ``prometheus`` package when it is installed (:func:`prometheus_tool`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from stream_app.metrics import Metrics
@@ -24,6 +28,9 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_SCHEMA = REPO / "tests" / "data" / "compose-spec" / "compose-spec.json"
 DOCKERIGNORE = REPO / ".dockerignore"
 PROMETHEUS_FILE = REPO / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS_FILE = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST_FILE = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+OPERATIONS_DOC = REPO / "docs" / "operations.md"
 GRAFANA_DIR = REPO / "deploy" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "stream_app.json"
 
@@ -204,3 +211,27 @@ def exported_names(metrics: Metrics) -> dict[str, str]:
         for suffix in _SUFFIXES[family.type]:
             names[family.name + suffix] = family.name
     return names
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of ``prometheus`` or ``promtool``; else skip the test, saying how to install it.
+
+    ``make test`` installs Debian's ``prometheus`` package (both programs) when it runs as root.
+    Under CI (``CI`` set) a missing tool fails the test instead: CI must not skip it silently.
+    """
+    path = shutil.which(name)
+    if path:
+        return path
+    message = (
+        f"{name} is not installed: `sudo apt-get install prometheus` (Debian and Ubuntu; the "
+        "package holds prometheus and promtool), or run `make test` as root, which installs it"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}. CI is set, so this test may not be skipped")
+    pytest.skip(message)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of ``deploy/prometheus/alerts.yml``, in file order."""
+    groups = read_yaml(ALERTS_FILE)["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]

@@ -7,6 +7,7 @@ groups) and its own topics, so no test waits on another's group or reads another
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from stream_app.broker import LocalKafka, free_port, free_ports
 from stream_app.errors import BrokerError
-from stream_app.settings import BrokerSettings
+from stream_app.settings import ENV_PREFIX, BrokerSettings, load_settings
 from tests.integration.support import WorkerProcess, faust_command, start_worker
 
 pytestmark = pytest.mark.integration
@@ -44,11 +45,22 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
         broker.stop()
 
 
+def broker_settings(controller_port: int) -> BrokerSettings:
+    """The local broker's settings: defaults, then ``STREAM_APP_BROKER__*`` from the environment.
+
+    Only the ``[broker]`` variables are read, so that ``STREAM_APP_BROKER__KAFKA_VERSION=4.x`` runs
+    the suite on the other Kafka line while no other variable of the caller reaches the tests.
+    """
+    prefix = f"{ENV_PREFIX}BROKER__"
+    env = {name: value for name, value in os.environ.items() if name.startswith(prefix)}
+    return dataclasses.replace(load_settings(env, files=[]).broker, controller_port=controller_port)
+
+
 def start_broker(tmp_path_factory: pytest.TempPathFactory) -> LocalKafka:
     """Start the session's broker once: a failed start fails the session, so no flake hides."""
     port, controller_port = free_ports(2)
     broker = LocalKafka(
-        BrokerSettings(controller_port=controller_port),
+        broker_settings(controller_port),
         tmp_path_factory.mktemp("kafka"),
         port=port,
         partitions=4,

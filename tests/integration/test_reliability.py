@@ -66,7 +66,12 @@ def fuzzed(rng: random.Random, i: int) -> bytes:
 async def test_fuzzed_features_and_labels_are_each_served_or_dead_lettered(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
-    worker = worker_factory(extra_config=f"[limits]\nmax_message_bytes = {MAX_BYTES}\n")
+    # A label whose event was never served waits learn.early_label_ttl_s (600 s by default)
+    # before it is dead-lettered: 1 s here, and the test waits for it below.
+    worker = worker_factory(
+        extra_config=f"[limits]\nmax_message_bytes = {MAX_BYTES}\n"
+        "[learn]\nearly_label_ttl_s = 1.0\n"
+    )
     worker.wait_healthy()
     rng = random.Random(2026)
     features = [
@@ -79,6 +84,10 @@ async def test_fuzzed_features_and_labels_are_each_served_or_dead_lettered(
     await wait_consumed(kafka.bootstrap, group, names.topics["features"], timeout=120)
     await wait_consumed(kafka.bootstrap, group, names.topics["labels"], timeout=120)
 
+    async def no_label_held() -> bool:  # (their offsets were committed while they waited)
+        return worker.metrics().get("stream_app_early_labels") == 0
+
+    await wait_for(no_label_held, what="the held labels' dead letters")
     predictions = await read_all(kafka.bootstrap, names.topics["predictions"])
     letters = [
         decode_dead_letter(r.value)

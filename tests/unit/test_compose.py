@@ -18,6 +18,7 @@ import pytest
 
 from stream_app.settings import SHORT_ENV, BrokerSettings, bootstrap_servers, load_settings
 from tests.deployment import (
+    ALERTS_FILE,
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
     DASHBOARD_FILE,
@@ -203,6 +204,15 @@ def test_prometheus_scrapes_every_worker_at_its_web_port(services: dict[str, Any
         "./" + PROMETHEUS_FILE.relative_to(REPO).as_posix(),
         "/etc/prometheus/prometheus.yml",
     ] in (mounts)
+
+
+def test_prometheus_loads_the_alert_rules_mounted_beside_its_config(
+    services: dict[str, Any],
+) -> None:
+    assert read_yaml(PROMETHEUS_FILE)["rule_files"] == [ALERTS_FILE.name]  # beside the config
+    mounts = [v.split(":")[:2] for v in services["prometheus"]["volumes"]]
+    source = "./" + ALERTS_FILE.relative_to(REPO).as_posix()
+    assert [source, f"/etc/prometheus/{ALERTS_FILE.name}"] in mounts
 
 
 def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(
