@@ -109,6 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
     score.set_defaults(run=_score)
 
+    train = commands.add_parser(
+        "train", help="train a model offline on a JSONL or CSV file; write it as an artifact"
+    )
+    train.add_argument("file", type=Path)
+    train.add_argument(
+        "--factory", required=True, help="module:function returning a fresh River estimator"
+    )
+    train.add_argument("--out", type=Path, required=True, help="the artifact file to write")
+    train.add_argument("--label-column", default="label", help="column that is the label")
+    train.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    train.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    train.set_defaults(run=_train)
+
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
     produce.add_argument("file", type=Path)
     produce.add_argument(
@@ -254,6 +267,18 @@ def _score(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(summary.line(model), flush=True)
     return 0 if summary.scored else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train offline on a file and write an artifact: see :mod:`stream_app.train`."""
+    from stream_app.train import train_file
+
+    model, summary = train_file(
+        load_settings(), args.file, args.out, args.factory,
+        label_column=args.label_column, id_column=args.id_column, fmt=args.format,
+    )  # fmt: skip
+    print(summary.line(model, args.out), flush=True)
+    return 0 if summary.trained else 1
 
 
 def _tail(args: argparse.Namespace) -> int:
