@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     ):
         ops.add_parser(op, help=text).add_argument("version", type=int)
     ops.add_parser("unpin", help="serve the newest version again")
+    canary = ops.add_parser(
+        "canary", help="let version V answer a share of events, stepping up along rollout.steps"
+    )
+    canary.add_argument("version", type=int, nargs="?", help="a stored or shadow version")
+    canary.add_argument("--share", type=float, default=None, help="its first share, e.g. 0.05")
+    canary.add_argument("--abort", action="store_true", help="return to the incumbent")
     export = ops.add_parser("export", help="write version V as a file (stream_app.artifact)")
     export.add_argument("version", type=int)
     export.add_argument("--out", type=Path, required=True, help="the file to write")
@@ -108,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--id-column", default=None, help="id column (default: id, or made)")
     score.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
     score.set_defaults(run=_score)
+
+    train = commands.add_parser(
+        "train", help="train a model offline on a JSONL or CSV file; write it as an artifact"
+    )
+    train.add_argument("file", type=Path)
+    train.add_argument(
+        "--factory", required=True, help="module:function returning a fresh River estimator"
+    )
+    train.add_argument("--out", type=Path, required=True, help="the artifact file to write")
+    train.add_argument("--label-column", default="label", help="column that is the label")
+    train.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    train.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    train.set_defaults(run=_train)
 
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
     produce.add_argument("file", type=Path)
@@ -195,10 +214,23 @@ def _models(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise StreamAppError(f"cannot read {args.path}: {exc.strerror}") from None
         answer = run(import_artifact(settings, data))
+    elif args.op == "canary":
+        answer = run(_canary(settings, args))
     else:
         answer = run(run_command(settings, args.op, getattr(args, "version", None)))
     print(orjson.dumps(answer).decode())
     return 0 if answer.get("ok") else 1
+
+
+def _canary(settings: Any, args: argparse.Namespace) -> Any:
+    """Return the coroutine of a canary start (``V --share S``) or abort (``--abort``)."""
+    from stream_app.ops import CANARY, run_command
+
+    if args.abort:
+        return run_command(settings, CANARY, None, abort=True)
+    if args.version is None or args.share is None:
+        raise StreamAppError("models canary needs a version and --share S, or --abort")
+    return run_command(settings, CANARY, args.version, share=args.share)
 
 
 def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
@@ -255,6 +287,18 @@ def _score(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(summary.line(model), flush=True)
     return 0 if summary.scored else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train offline on a file and write an artifact: see :mod:`stream_app.train`."""
+    from stream_app.train import train_file
+
+    model, summary = train_file(
+        load_settings(), args.file, args.out, args.factory,
+        label_column=args.label_column, id_column=args.id_column, fmt=args.format,
+    )  # fmt: skip
+    print(summary.line(model, args.out), flush=True)
+    return 0 if summary.trained else 1
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -24,6 +24,15 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from stream_app import reasons
+from stream_app.canary import (
+    CANARY_DONE,
+    CANARY_ROLLBACK,
+    CANARY_STEP,
+    DONE,
+    REGRESSED,
+    ROLLBACK,
+    Canary,
+)
 from stream_app.drift import DriftMonitor
 from stream_app.guard import NoiseGuard, Verdict
 from stream_app.join import RecentIds
@@ -100,6 +109,16 @@ class Quality:
 
     def __len__(self) -> int:
         return len(self._errors)
+
+    @property
+    def window(self) -> int:
+        """How many labels the rolling figure holds at most."""
+        return self._errors.maxlen or 0
+
+    def clear(self) -> None:
+        """Forget every label (a new judgement starts)."""
+        self._errors.clear()
+        self._sum = 0.0
 
     @property
     def full(self) -> bool:
@@ -252,6 +271,8 @@ class Learner:
         """A stored version that answers instead of the learner (which keeps learning)."""
         self.dropped: list[ModelEvent] = []
         """``challenger_dropped`` events from answering, for the caller to publish (take them)."""
+        self.canary: Canary | None = None
+        """The challenger's rollout while it answers a share of events (stream_app.canary)."""
         if settings.model.challenger_factory and model is None:
             self._start_challenger(settings.model.challenger_factory)
 
@@ -266,6 +287,7 @@ class Learner:
             "duel": self._duel,
             "examples_seen": self.examples_seen,
             "learned_through": self.learned_through,
+            "canary": self.canary,
         }
 
     @classmethod
@@ -281,6 +303,7 @@ class Learner:
         learner._duel = state["duel"]
         learner.examples_seen = state["examples_seen"]
         learner.learned_through = state.get("learned_through", -1)
+        learner.canary = state.get("canary")
         learner.next_version = max(next_version, learner.next_version)
         for contender in (learner.serving, learner.challenger):
             if contender is not None:
@@ -319,7 +342,7 @@ class Learner:
         try:
             return served, predict_one(self.challenger.model, features)
         except Exception as exc:  # a challenger never costs the serving model an answer
-            self.dropped.append(self._drop_challenger(DROPPED_PREDICTING, exc))
+            self.dropped += self._drop_challenger(DROPPED_PREDICTING, exc)
             return served, None
 
     def answer_many(
@@ -333,7 +356,7 @@ class Learner:
         try:
             shadow = predict_many(self.challenger.model, rows, min_rows)
         except Exception as exc:  # a challenger never costs the serving model an answer
-            self.dropped.append(self._drop_challenger(DROPPED_PREDICTING, exc))
+            self.dropped += self._drop_challenger(DROPPED_PREDICTING, exc)
             return [(answer, None) for answer in served]
         return list(zip(served, shadow, strict=True))
 
@@ -342,8 +365,13 @@ class Learner:
         dropped, self.dropped = self.dropped, []
         return dropped
 
-    def _drop_challenger(self, reason: str, exc: Exception) -> ModelEvent:
-        """Forget a challenger that raised; return the ``challenger_dropped`` event."""
+    def canary_takes(self, event_id: str) -> bool:
+        """Tell whether the canary (not the incumbent) answers this event; never while pinned."""
+        canary = self.canary
+        return canary is not None and self.pinned is None and canary.takes(event_id)
+
+    def _drop_challenger(self, reason: str, exc: Exception) -> list[ModelEvent]:
+        """Forget a challenger that raised; return ``challenger_dropped`` (and canary_rollback)."""
         challenger = self.challenger
         assert challenger is not None
         detail = f"{type(exc).__name__}: {exc}"
@@ -354,10 +382,10 @@ class Learner:
             self.serving.model.version,
             detail[:200],
         )
+        events = [self.end_canary(reason)] if self.canary is not None else []
         self.challenger, self._duel = None, None
-        return ModelEvent(
-            CHALLENGER_DROPPED, challenger.model.version, {"reason": reason, "detail": detail}
-        )
+        fields = {"reason": reason, "detail": detail}
+        return [ModelEvent(CHALLENGER_DROPPED, challenger.model.version, fields), *events]
 
     def flush(self) -> None:
         """Learn what ``inference.learn_many`` deferred (after a batch, before a swap or a save)."""
@@ -366,7 +394,7 @@ class Learner:
             try:
                 self.challenger.flush()
             except Exception as exc:  # the challenger's batch failed: drop it, keep serving
-                self.dropped.append(self._drop_challenger(DROPPED_LEARNING, exc))
+                self.dropped += self._drop_challenger(DROPPED_LEARNING, exc)
 
     def learn(
         self,
@@ -389,13 +417,14 @@ class Learner:
         reason, detail = self.serving.learn_coded(features, label, y, error, served)
         events: list[ModelEvent] = []
         if self.challenger is not None:
-            events += self._challenge(features, label, served, shadow, error)
+            events += self._challenge(event_id, features, label, served, shadow, error)
         if error is not None and self.monitor.update(error):
             events += self._on_drift(now)
         return Outcome(reason is None, reason, detail, tuple(events))
 
     def _challenge(
         self,
+        event_id: str,
         features: dict[str, Any],
         label: Any,
         served: Prediction,
@@ -409,14 +438,18 @@ class Learner:
         try:
             challenger.learn(features, label, shadow)
         except Exception as exc:  # a challenger never costs the serving model its learning
-            return [self._drop_challenger(DROPPED_LEARNING, exc)]
+            return self._drop_challenger(DROPPED_LEARNING, exc)
         challenger_error = error_of(self.task, shadow.prediction, label)
+        if self.canary is not None:
+            return self._judge_canary(event_id, serving_error, challenger_error)
         if serving_error is not None and challenger_error is not None:
             self._duel[0].add(serving_error)
             self._duel[1].add(challenger_error)
         s = self.settings.drift
         serving_q, challenger_q = self._duel
         if challenger_q.full and challenger_q.better_than(serving_q, s.promotion_margin):
+            if s.promotion == "canary":
+                return [self.start_canary(self.settings.rollout.steps[0], "won_in_shadow")]
             return [
                 self._promote(reason="challenger", serving_q=serving_q, challenger_q=challenger_q)
             ]
@@ -429,6 +462,78 @@ class Learner:
             )
             self.challenger, self._duel = None, None
         return []
+
+    def start_canary(self, share: float, reason: str) -> ModelEvent:
+        """Let the challenger answer ``share`` of the events (by id hash); return canary_step."""
+        if self.challenger is None:
+            raise ValueError("there is no challenger to roll out")
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"a canary share is above 0 and below 1; got {share!r}")
+        r = self.settings.rollout
+        before = self.canary.share if self.canary is not None else 0.0
+        window = r.window
+        self.canary = Canary(
+            share, r.steps, self._quality(window), self._quality(window), r.max_regression
+        )
+        log.warning(
+            "canary: v%d answers %.0f%% of events (%s); v%d the rest",
+            self.challenger.model.version,
+            share * 100,
+            reason,
+            self.serving.model.version,
+        )
+        fields = {"from_share": before, **self.canary.fields(), "reason": reason}
+        return ModelEvent(CANARY_STEP, self.challenger.model.version, fields)
+
+    def end_canary(self, reason: str) -> ModelEvent:
+        """Roll the canary back (the incumbent answers everything); return ``canary_rollback``.
+
+        The challenger is dropped with it, unless the caller keeps it (an operator's abort does
+        not: the version stays stored, to try again).
+        """
+        canary, challenger = self.canary, self.challenger
+        if canary is None or challenger is None:
+            raise ValueError("there is no canary to roll back")
+        self.canary = None
+        log.warning(
+            "canary v%d rolled back at %.0f%% (%s); v%d answers everything",
+            challenger.model.version,
+            canary.share * 100,
+            reason,
+            self.serving.model.version,
+        )
+        fields = {**canary.fields(), "reason": reason}
+        return ModelEvent(CANARY_ROLLBACK, challenger.model.version, fields)
+
+    def abort_canary(self) -> ModelEvent:
+        """Return to the incumbent now (an operator's decision); the challenger is dropped."""
+        event = self.end_canary("abort")
+        self.challenger, self._duel = None, None
+        return event
+
+    def _judge_canary(
+        self, event_id: str, serving_error: float | None, challenger_error: float | None
+    ) -> list[ModelEvent]:
+        """Score the answer that was served on its share; step up, finish or roll back."""
+        canary, challenger = self.canary, self.challenger
+        assert canary is not None and challenger is not None
+        on_canary = canary.takes(event_id)
+        decision = canary.judge(on_canary, challenger_error if on_canary else serving_error)
+        if decision is None:
+            return []
+        version = challenger.model.version
+        if decision == ROLLBACK:
+            event = self.end_canary(REGRESSED)
+            self.challenger, self._duel = None, None
+            return [event]
+        fields = {"from_share": canary.share, **canary.fields()}
+        canary.advance()
+        fields["share"] = canary.share
+        if decision == DONE:
+            self.canary = None
+            return [ModelEvent(CANARY_DONE, version, fields), self._promote("canary", None, None)]
+        log.info("canary v%d steps up to %.0f%%", version, canary.share * 100)
+        return [ModelEvent(CANARY_STEP, version, fields)]
 
     def _on_drift(self, now: float) -> list[ModelEvent]:
         """Report the drift and apply the policy: none, reset, or start a challenger."""
@@ -469,6 +574,7 @@ class Learner:
         self.flush()
         previous = self.serving.model.version
         self.serving, self.challenger, self._duel = self.challenger, None, None
+        self.canary = None
         self.monitor.reset()
         fields: dict[str, Any] = {"previous_version": previous, "reason": reason}
         if serving_q is not None and challenger_q is not None:
@@ -495,6 +601,7 @@ class Learner:
         self.flush()
         self._fit(contender)
         self.serving, self.challenger, self._duel = contender, None, None
+        self.canary = None
         self.monitor.reset()
 
     def _fresh(self, factory: str | None = None) -> ServingModel:
@@ -513,7 +620,7 @@ class Learner:
         if model.task != self.task:
             raise ValueError(f"a {model.task} model cannot challenge a {self.task} model")
         self.flush()
-        self.challenger = self._contender(model)
+        self.challenger, self.canary = self._contender(model), None
         window = self.settings.drift.challenger_window
         self._duel = (self._quality(window), self._quality(window))
         return self.challenger

@@ -257,6 +257,29 @@ def _operation(summary: str, description: str, version: bool) -> dict[str, Any]:
     return {"post": op}
 
 
+def _canary_operation() -> dict[str, Any]:
+    """Describe ``POST /models/canary``: a version answers a share of events, or the abort."""
+    operation = _operation(
+        "Let a version answer a share of events (canary)",
+        "The version (stored or shadow) answers the events whose id hashes below the share and "
+        "steps up along rollout.steps while its quality holds; {abort: true} returns to the "
+        "incumbent.",
+        False,
+    )
+    body = {
+        "type": "object",
+        "properties": {
+            "version": {"type": "integer"},
+            "share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "abort": {"type": "boolean"},
+        },
+    }
+    post = operation["post"]
+    post["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+    post["responses"]["400"] = _json("Error", "Not a JSON object with an integer version.")
+    return operation
+
+
 def _paths(s: Settings) -> dict[str, Any]:
     problems = {
         "400": _json("Problem", "Invalid request; reason is the dead-letter code."),
@@ -365,6 +388,7 @@ def _paths(s: Settings) -> dict[str, Any]:
             "Make a shadow version serve", "The live challenger, or a stored version.", True
         ),
         "/models/unpin": _operation("Serve the newest version again", "Undoes a pin.", False),
+        "/models/canary": _canary_operation(),
         "/openapi.json": {
             "get": {
                 "summary": "This document",

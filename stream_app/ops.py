@@ -21,6 +21,7 @@ from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 
 __all__ = [
+    "CANARY",
     "OPERATIONS",
     "import_artifact",
     "log_offsets",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 OPERATIONS: Final = ("rollback", "pin", "unpin", "promote")
+CANARY: Final = "canary"
+"""The rollout operation: ``version`` and ``share``, or ``abort`` (``models canary``)."""
 _POLL_MS: Final = 200
 
 
@@ -59,13 +62,22 @@ async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
 
 
 async def run_command(
-    settings: Settings, op: str, version: int | None, timeout: float = 30.0
+    settings: Settings, op: str, version: int | None, timeout: float = 30.0, **fields: Any
 ) -> dict[str, Any]:
-    """Send one operation to the writer and return its answer (a ``model-events`` message)."""
-    if op not in OPERATIONS:
-        raise StreamAppError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
+    """Send one operation to the writer and return its answer (a ``model-events`` message).
+
+    ``fields`` are the operation's own arguments (``share``, ``abort`` for :data:`CANARY`).
+    """
+    if op not in (*OPERATIONS, CANARY):
+        raise StreamAppError(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}, {CANARY}")
     request_id = uuid.uuid4().hex
-    command = {"op": op, "version": version, "model": settings.model.name, "request_id": request_id}
+    command = {
+        **fields,
+        "op": op,
+        "version": version,
+        "model": settings.model.name,
+        "request_id": request_id,
+    }
     return await _exchange(settings, [command], request_id, timeout)
 
 

@@ -199,10 +199,14 @@ class Pipeline:
         now = time.time()
         learner = self.learner
         model = learner.pinned or learner.serving.model
+        answer = served
+        if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
+            assert learner.challenger is not None  # a canary is the challenger answering
+            answer, model = shadow, learner.challenger.model
         value = encode_prediction(
             event.id,
-            served.prediction,
-            served.proba,
+            answer.prediction,
+            answer.proba,
             model.name,
             model.version,
             now,
@@ -607,6 +611,8 @@ class Pipeline:
         gauge.labels(name, "shadow").set(
             learner.challenger.model.version if learner.challenger else -1
         )
+        canary = learner.challenger if learner.canary is not None else None
+        gauge.labels(name, "canary").set(canary.model.version if canary else -1)
 
     def _reject_label(self, out: Outputs, record: Record, reason: str, detail: str) -> None:
         """Dead-letter a label that is not learned, and count it as rejected."""

@@ -35,7 +35,9 @@ __all__ = ["BOUNDARIES", "Replayed", "rebuild_learner", "replay", "replay_log"]
 
 log = logging.getLogger(__name__)
 
-BOUNDARIES: Final = frozenset({"rollback", "promotion", "import", "manual", "factory_change"})
+BOUNDARIES: Final = frozenset(
+    {"rollback", "promotion", "import", "manual", "factory_change", "canary"}
+)
 """Version reasons that are not their parent plus the log: an operator swapped the state."""
 
 _POLL_MS: Final = 200

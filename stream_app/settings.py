@@ -13,6 +13,7 @@ environment overrides any setting as ``STREAM_APP_<SECTION>__<KEY>`` (for exampl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import tomllib
 import typing
@@ -37,6 +38,8 @@ __all__ = [
     "ModelSettings",
     "RegistrySettings",
     "ReportSettings",
+    "RetrainSettings",
+    "RolloutSettings",
     "SecuritySettings",
     "ServeSettings",
     "Settings",
@@ -280,6 +283,43 @@ class DriftSettings:
     """How much better (accuracy points or MAE) the challenger must be to take over."""
     challenger_patience: int = 10000
     """Labels after which a challenger that has not won is dropped."""
+    promotion: str = "immediate"
+    """How a challenger that won in shadow enters: ``immediate`` (it serves everything at once)
+    or ``canary`` (it serves the first of ``rollout.steps`` and steps up while it holds up)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    """Canary rollout: a version serves a share of events, chosen by a hash of the event id."""
+
+    steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    """Shares the canary steps through, increasing; the last is 1.0 (it then serves)."""
+    window: int = 500
+    """Labels on each share (the canary's and the incumbent's) that one step is judged on."""
+    max_regression: float = 0.02
+    """How much worse (accuracy points, or MAE) the canary may be than the incumbent and still
+    step up; worse than that, it is rolled back."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainSettings:
+    """Retraining a fresh model on the learning log, beside the per-label learning."""
+
+    policy: str = "none"
+    """``none``, ``schedule`` (every ``every_s`` or ``every_examples``) or ``quality_floor``
+    (when the rolling quality stays below ``quality_floor`` for ``patience`` labels)."""
+    every_s: float = 86400.0
+    """``schedule``: retrain this often (seconds; 0 = not by time)."""
+    every_examples: int = 0
+    """``schedule``: ...or after this many learned examples (0 = not by count)."""
+    quality_floor: float = 0.8
+    """``quality_floor``: the rolling accuracy below which (or MAE above which) a retrain is due."""
+    patience: int = 500
+    """``quality_floor``: labels in a row that the quality must stay beyond the floor."""
+    window: int = 10000
+    """The last this many learned examples of the learning log, in order, are trained on."""
+    min_examples: int = 1000
+    """A retrain with fewer examples is skipped (a ``retrain_skipped`` event)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,6 +495,8 @@ class Settings:
     learn: LearnSettings = dataclasses.field(default_factory=LearnSettings)
     guard: GuardSettings = dataclasses.field(default_factory=GuardSettings)
     drift: DriftSettings = dataclasses.field(default_factory=DriftSettings)
+    rollout: RolloutSettings = dataclasses.field(default_factory=RolloutSettings)
+    retrain: RetrainSettings = dataclasses.field(default_factory=RetrainSettings)
     registry: RegistrySettings = dataclasses.field(default_factory=RegistrySettings)
     serve: ServeSettings = dataclasses.field(default_factory=ServeSettings)
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
@@ -501,6 +543,10 @@ class Settings:
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 FACTORY_CHANGE_ACTIONS: Final = ("challenger", "replace", "keep")
+PROMOTIONS: Final = ("immediate", "canary")
+"""What ``drift.promotion`` may say."""
+RETRAIN_POLICIES: Final = ("none", "schedule", "quality_floor")
+"""What ``retrain.policy`` may say."""
 """What ``model.on_factory_change`` may say."""
 
 SHORT_ENV: Final[Mapping[str, tuple[str, str]]] = {
@@ -627,6 +673,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("learn.early_label_ttl_s and learn.early_label_max cannot be negative")
     if s.drift.policy not in {"none", "reset", "challenger"}:
         raise ConfigError("drift.policy must be none, reset or challenger")
+    if s.drift.promotion not in PROMOTIONS:
+        raise ConfigError(f"drift.promotion must be one of {', '.join(PROMOTIONS)}")
+    _check_rollout(s.rollout)
+    _check_retrain(s.retrain)
     if not 0.0 < s.guard.cap_share <= 1.0 or not 0.5 <= s.guard.label_confidence < 1.0:
         raise ConfigError(
             "guard.cap_share must be in (0, 1] and guard.label_confidence in [0.5, 1)"
@@ -664,6 +714,30 @@ def _check(s: Settings) -> None:
     for name in ("max_message_bytes", "max_features", "max_id_chars", "max_string_chars"):
         if getattr(s.limits, name) < 1:
             raise ConfigError(f"limits.{name} must be positive")
+
+
+def _check_rollout(r: RolloutSettings) -> None:
+    """Refuse canary steps that do not climb to 1.0, and windows that judge nothing."""
+    steps = r.steps
+    climbing = all(a < b for a, b in itertools.pairwise(steps))
+    if not steps or not climbing or steps[0] <= 0.0 or steps[-1] != 1.0:
+        raise ConfigError("rollout.steps must increase from above 0 to 1.0, e.g. [0.05, 0.5, 1.0]")
+    if r.window < 1 or r.max_regression < 0.0:
+        raise ConfigError("rollout.window must be positive and rollout.max_regression >= 0")
+
+
+def _check_retrain(r: RetrainSettings) -> None:
+    """Refuse a retrain policy that could never fire, or train on nothing."""
+    if r.policy not in RETRAIN_POLICIES:
+        raise ConfigError(f"retrain.policy must be one of {', '.join(RETRAIN_POLICIES)}")
+    if r.every_s < 0 or r.every_examples < 0:
+        raise ConfigError("retrain.every_s and retrain.every_examples cannot be negative")
+    if r.policy == "schedule" and not (r.every_s > 0 or r.every_examples > 0):
+        raise ConfigError("retrain.policy = schedule needs retrain.every_s or every_examples > 0")
+    if r.window < 1 or r.min_examples < 0 or r.patience < 1:
+        raise ConfigError(
+            "retrain.window and retrain.patience must be positive, retrain.min_examples >= 0"
+        )
 
 
 def bootstrap_servers(broker_url: str) -> str:

@@ -38,6 +38,7 @@ from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.registry import LOAD_FAILURES, CorruptVersion, pack, pin_key
 from stream_app.replay import replay_log
+from stream_app.rollout import CANARY, canary_command, canary_status
 from stream_app.settings import Settings
 from stream_app.store import RegistryStore
 from stream_app.transfer import Assembler, ImportRefused, admit
@@ -261,7 +262,7 @@ class VersionKeeper:
         try:
             body = orjson.loads(raw or b"")
             op, version, request = body["op"], body.get("version"), str(body.get("request_id", ""))
-            if op not in self._ops and op != "import":
+            if op not in self._ops and op not in ("import", CANARY):
                 raise ValueError(f"unknown operation {op!r}")
             if version is not None and type(version) is not int:
                 raise ValueError("version must be an integer")
@@ -269,7 +270,11 @@ class VersionKeeper:
             log.warning("ignoring a malformed model command: %s", exc)
             return
         try:
-            outcome = await (self._import(body) if op == "import" else self._ops[op](version))
+            outcome: dict[str, Any] | None
+            if op == CANARY:
+                outcome = await canary_command(self, body, publish)
+            else:
+                outcome = await (self._import(body) if op == "import" else self._ops[op](version))
             if outcome is None:
                 return  # an import chunk: the answer comes with the last one
             fields: dict[str, Any] = {"ok": True, **outcome}
@@ -423,5 +428,6 @@ class VersionKeeper:
             "learning": learner.serving.model.version,
             "pinned": learner.pinned.version if learner.pinned is not None else None,
             "shadow": learner.challenger.model.version if learner.challenger else None,
+            "canary": canary_status(learner),
             "loaded_at": self.loaded_at,
         }

@@ -16,7 +16,7 @@ from stream_app.errors import StreamAppError
 from stream_app.http_api import ENDPOINTS, HttpApi
 from stream_app.metrics import CONTENT_TYPE
 from stream_app.openapi import document
-from stream_app.ops import OPERATIONS, run_command, version_table
+from stream_app.ops import CANARY, OPERATIONS, run_command, version_table
 
 if TYPE_CHECKING:
     from stream_app.service import StreamApp
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["add_views", "authorized"]
 
 _OK: Final = 200
+_BAD_REQUEST: Final = 400
 _UNAUTHORIZED: Final = 401
 _NOT_FOUND: Final = 404
 _CONFLICT: Final = 409
@@ -101,6 +102,29 @@ def add_views(app: StreamApp) -> None:
                 return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
             try:
                 answer = await run_command(app.settings, "unpin", None)
+            except StreamAppError as exc:
+                return self.json({"error": str(exc)}, status=_TIMEOUT)
+            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+
+    @app.page("/models/canary")
+    class Canary(View):
+        """``POST /models/canary``: ``{"version": V, "share": S}``, or ``{"abort": true}``."""
+
+        async def post(self, request: Request) -> Response:
+            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
+                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
+            try:
+                body = orjson.loads(await request.read())
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                return self.json({"error": "the body is a JSON object"}, status=_BAD_REQUEST)
+            abort, version = bool(body.get("abort")), body.get("version")
+            if not abort and type(version) is not int:
+                return self.json({"error": "version is an integer"}, status=_BAD_REQUEST)
+            fields = {"abort": True} if abort else {"share": body.get("share")}
+            try:
+                answer = await run_command(app.settings, CANARY, version, **fields)
             except StreamAppError as exc:
                 return self.json({"error": str(exc)}, status=_TIMEOUT)
             return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
