@@ -268,6 +268,11 @@ class Learner:
         self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
+        retrain = settings.retrain
+        self._floor = retrain.quality_floor if retrain.policy == "quality_floor" else None
+        self.beyond_floor = 0
+        """Labels in a row after which the serving model's rolling quality was beyond
+        ``retrain.quality_floor`` (counted only under that policy; :mod:`stream_app.retrain`)."""
         """A stored version that answers instead of the learner (which keeps learning)."""
         self.dropped: list[ModelEvent] = []
         """``challenger_dropped`` events from answering, for the caller to publish (take them)."""
@@ -415,12 +420,23 @@ class Learner:
         self.examples_seen += 1
         error = error_of(self.task, served.prediction, label)
         reason, detail = self.serving.learn_coded(features, label, y, error, served)
+        if self._floor is not None:
+            self._watch_floor(self._floor)
         events: list[ModelEvent] = []
         if self.challenger is not None:
             events += self._challenge(event_id, features, label, served, shadow, error)
         if error is not None and self.monitor.update(error):
             events += self._on_drift(now)
         return Outcome(reason is None, reason, detail, tuple(events))
+
+    def _watch_floor(self, floor: float) -> None:
+        """Count the labels in a row after which the rolling quality was beyond ``floor``."""
+        quality = self.serving.quality
+        value = quality.value
+        beyond = value is not None and (
+            value < floor if quality.metric == "accuracy" else value > floor
+        )
+        self.beyond_floor = self.beyond_floor + 1 if beyond else 0
 
     def _challenge(
         self,

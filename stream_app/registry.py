@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 REASONS: Final = (
     "periodic", "drift", "promotion", "rollback", "manual", "shutdown", "handover", "import",
-    "factory_change",
+    "factory_change", "canary", "retrain",
 )  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
 CORRUPT: Final = "corrupt"

@@ -36,7 +36,7 @@ __all__ = ["BOUNDARIES", "Replayed", "rebuild_learner", "replay", "replay_log"]
 log = logging.getLogger(__name__)
 
 BOUNDARIES: Final = frozenset(
-    {"rollback", "promotion", "import", "manual", "factory_change", "canary"}
+    {"rollback", "promotion", "import", "manual", "factory_change", "canary", "retrain"}
 )
 """Version reasons that are not their parent plus the log: an operator swapped the state."""
 

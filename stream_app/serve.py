@@ -32,6 +32,7 @@ from stream_app.errors import StreamAppError
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Pipeline
 from stream_app.restore import restore_home
+from stream_app.retrain import Retrainer
 from stream_app.security import client_kwargs
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
@@ -64,6 +65,7 @@ class ServeLoop(mode.Service):
         self.assignment: frozenset[TopicPartition] | None = None
         """Partitions this worker serves; ``None`` until it has joined the consumer group."""
         self._lock = asyncio.Lock()
+        self.retrainer = Retrainer(settings, pipeline, keeper, self._lock)
         self._acked: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -181,6 +183,8 @@ class ServeLoop(mode.Service):
                         await self._serve_batches(batches)
                     if self._emitter is not None and self._emitter.settled:
                         await self.keeper.maybe_checkpoint(self.publish)
+                    if self.is_writer:
+                        self.retrainer.maybe_start(self.publish)
                     await self._commit(force=False)
         finally:
             self.set_shutdown()
@@ -245,6 +249,7 @@ class ServeLoop(mode.Service):
 
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""
+        await self.retrainer.settle()
         await self.keeper.settle()
         async with self._lock:
             dirty = self.keeper.checkpointer.dirty(self.pipeline.learner)
