@@ -85,6 +85,11 @@ async def import_artifact(settings: Settings, data: bytes, timeout: float = 60.0
     """Send an artifact to the writer in chunks; return its answer (the new shadow version)."""
     from stream_app.transfer import import_commands  # loads River: only this command needs it
 
+    most = settings.registry.max_import_bytes
+    if len(data) > most:
+        raise StreamAppError(
+            f"the artifact is {len(data)} bytes; registry.max_import_bytes allows {most}"
+        )
     request_id = uuid.uuid4().hex
     chunk = settings.registry.chunk_bytes
     commands = import_commands(data, settings.model.name, request_id, chunk)

@@ -369,6 +369,9 @@ class RegistrySettings(_MaskedRepr):
     """Versions kept besides the serving, pinned and shadow ones."""
     chunk_bytes: int = 524288
     """Largest piece of a blob in one message (below the broker's 1 MB default)."""
+    max_import_bytes: int = 268435456
+    """Largest artifact ``models import`` takes (256 MiB); a larger one is refused, by the CLI
+    before it sends and by the writer while it assembles the chunks."""
     compression_level: int = 3
     """zlib level of checkpoint blobs (1 fast .. 9 small)."""
     follow_poll_ms: int = 100

@@ -210,14 +210,23 @@ def import_commands(
 class Assembler:
     """Collects the chunks of one import at a time (a new request id drops an unfinished one).
 
+    At most ``max_bytes`` are held: a larger import is refused (and forgotten) as it arrives.
+
     >>> assembler = Assembler()
     >>> [assembler.add(c) for c in import_commands(b"hello", "default", "r1", chunk_bytes=2)]
     [None, None, b'hello']
+    >>> small = Assembler(max_bytes=4)
+    >>> [small.add(c) for c in import_commands(b"hello", "default", "r2", chunk_bytes=2)]
+    Traceback (most recent call last):
+    ...
+    ValueError: the import is larger than registry.max_import_bytes (4 bytes)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 2**28) -> None:
+        self.max_bytes = max_bytes
         self._request: str | None = None
         self._parts: dict[int, bytes] = {}
+        self._held = 0
 
     def add(self, command: dict[str, Any]) -> bytes | None:
         """Take one chunk; return the whole artifact once its last chunk is in, else None."""
@@ -230,12 +239,18 @@ class Assembler:
         if not (type(part) is int and type(parts) is int and 0 <= part < parts):
             raise ValueError("an import chunk needs integer part < parts")
         if request != self._request:
-            self._request, self._parts = request, {}
+            self._request, self._parts, self._held = request, {}, 0
+        self._held += len(data) - len(self._parts.get(part, b""))
         self._parts[part] = data
+        if self._held > self.max_bytes or parts > self.max_bytes:
+            self._request, self._parts, self._held = None, {}, 0
+            raise ValueError(
+                f"the import is larger than registry.max_import_bytes ({self.max_bytes} bytes)"
+            )
         if len(self._parts) < parts:
             return None
         whole = b"".join(self._parts[i] for i in range(parts))
-        self._request, self._parts = None, {}
+        self._request, self._parts, self._held = None, {}, 0
         if hashlib.sha256(whole).hexdigest() != digest:
             raise ValueError("the imported artifact fails its checksum")
         return whole

@@ -78,7 +78,7 @@ class VersionKeeper:
         self._writing = asyncio.Lock()
         """One checkpoint at a time: numbering and retirement assume the previous one is done."""
         self._background: asyncio.Task[None] | None = None
-        self.assembler = Assembler()
+        self.assembler = Assembler(settings.registry.max_import_bytes)
         self.changed = asyncio.Event()
         self._factory_change: FactoryChange | None = None
         """A factory change found at start, announced by the writer (see :meth:`restore`)."""
