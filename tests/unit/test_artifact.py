@@ -144,12 +144,12 @@ def test_an_oversized_import_is_refused_before_it_is_sent_and_while_it_is_assemb
     from stream_app.transfer import Assembler, import_commands
 
     settings = Settings().replace(registry={"max_import_bytes": 10})
-    with pytest.raises(StreamAppError, match="registry.max_import_bytes allows 10"):
+    with pytest.raises(StreamAppError, match=r"registry\.max_import_bytes allows 10"):
         asyncio.run(import_artifact(settings, b"x" * 11))  # refused here: no broker is asked
     assembler = Assembler(max_bytes=10)
     chunks = import_commands(b"y" * 12, "default", "big", chunk_bytes=5)
     assert assembler.add(chunks[0]) is None and assembler.add(chunks[1]) is None
-    with pytest.raises(ValueError, match="larger than registry.max_import_bytes"):
+    with pytest.raises(ValueError, match=r"larger than registry\.max_import_bytes"):
         assembler.add(chunks[2])
     fits = import_commands(b"z" * 10, "default", "ok", chunk_bytes=5)
     assert [assembler.add(c) for c in fits] == [None, b"z" * 10]  # the next import is taken
