@@ -221,7 +221,7 @@ def _schemas(s: Settings) -> dict[str, Any]:
         "OperationAnswer": {
             **_object(
                 ["type", "model", "model_version", "request_id", "ok"],
-                type={"enum": ["rollback", "pin", "unpin", "promote", "import"]},
+                type={"enum": ["rollback", "pin", "unpin", "promote", "import", "canary"]},
                 model={"type": "string"},
                 model_version={"type": "integer"},
                 request_id={"type": "string"},

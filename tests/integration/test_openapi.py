@@ -80,6 +80,9 @@ async def test_the_document_validates_and_real_answers_match_it(
     expect("/models/unpin", "post", 200, post(worker, "/models/unpin", b"{}"))
     expect("/models/{version}/promote", "post", 409, post(worker, "/models/999/promote", b"{}"))
     expect("/models/{version}/rollback", "post", 404, post(worker, "/models/x/rollback", b"{}"))
+    unknown = orjson.dumps({"version": 999, "share": 0.1})
+    expect("/models/canary", "post", 409, post(worker, "/models/canary", unknown))
+    expect("/models/canary", "post", 400, post(worker, "/models/canary", b"[]"))
 
     with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
