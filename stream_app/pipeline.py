@@ -77,7 +77,7 @@ class Record(Protocol):
 
 
 class Forwarded(Record, Protocol):
-    """A record of the examples topic: also when it was forwarded (aiokafka's records have it)."""
+    """A record with its Kafka timestamp: forwarded examples, and what a restore re-reads."""
 
     @property
     def timestamp(self) -> int:

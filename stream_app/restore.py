@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,6 +26,7 @@ from stream_app.errors import RejectedMessage
 from stream_app.join import EarlyLabel, EarlyLabels, PendingStore, Served, Source
 from stream_app.label import decode_label
 from stream_app.messages import decode_join
+from stream_app.pipeline import Forwarded
 from stream_app.route import home_partition
 from stream_app.security import client_kwargs
 from stream_app.settings import Settings
@@ -38,44 +39,16 @@ _POLL_MS = 200
 _MS = 1000.0
 
 
-class Stamped(Protocol):
-    """A consumed record: what the rebuild reads of it."""
-
-    @property
-    def topic(self) -> str:
-        """Its topic."""
-
-    @property
-    def partition(self) -> int:
-        """Its partition."""
-
-    @property
-    def offset(self) -> int:
-        """Its offset."""
-
-    @property
-    def timestamp(self) -> int:
-        """Its broker or producer timestamp, epoch milliseconds."""
-
-    @property
-    def key(self) -> bytes | None:
-        """Its key."""
-
-    @property
-    def value(self) -> bytes | None:
-        """Its value."""
-
-
 class Past(NamedTuple):
     """The recent past of one home partition, each list in offset order."""
 
-    events: Sequence[Stamped]
+    events: Sequence[Forwarded]
     """``features`` records, up to the committed offset."""
     answers: Mapping[str, dict[str, Any]]
     """The latest prediction message of each event id, from ``predictions``."""
-    joins: Sequence[Stamped] = ()
+    joins: Sequence[Forwarded] = ()
     """Join-topic records, up to the committed offset."""
-    labels: Sequence[Stamped] = ()
+    labels: Sequence[Forwarded] = ()
     """``labels`` records, up to the committed offset."""
 
 
