@@ -218,7 +218,9 @@ class Pipeline:
             out.keyed(self.settings.topics.predictions, key, value)
         else:
             out.to_partition(self.settings.topics.predictions, out_partition, key, value)
-        if shadow is not None:
+        if shadow is not None and self.learner.challenger is not None:
+            # (In a micro-batch the challenger that answered may have been promoted or dropped
+            # by a label learned earlier in the batch: then its answer has no shadow to go to.)
             self._shadow(out, out_partition, event.id, shadow, now)
         self._latencies.append(latency)
         if not self.settings.learn.enabled:
@@ -534,7 +536,8 @@ class Pipeline:
     ) -> None:
         """Queue the challenger's answer on the shadow topic, same shape as a prediction."""
         challenger = self.learner.challenger
-        assert challenger is not None
+        if challenger is None:
+            return
         value = encode_prediction(
             event_id,
             shadow.prediction,

@@ -334,3 +334,24 @@ def test_a_writer_past_its_lag_bound_learns_a_sample_counts_and_announces_the_re
     assert metrics.labels_learned._value.get() == learned + 10
     (end,) = [m for m in caught_up.on("model-events") if m["type"] == "shedding"]
     assert end["share"] == 1.0 and not writer.shedder.shedding
+
+
+def test_a_challenger_promoted_in_the_middle_of_a_micro_batch_costs_no_answer() -> None:
+    """Batch mode answers a whole batch first; a label learned in it may promote the challenger."""
+    from stream_app.predict import fresh_model
+
+    p, metrics, _ = pipeline(inference={"mode": "batch", "max_batch": 50})
+    p.learner.challenge(fresh_model(p.settings.model, version=5))
+    learn = p.learner.learn
+
+    def promoting(*args: Any, **kwargs: Any) -> Any:
+        outcome = learn(*args, **kwargs)
+        if p.learner.challenger is not None:
+            p.learner.promote("test")  # as a won duel would, after the batch was answered
+        return outcome
+
+    p.learner.learn = promoting  # type: ignore[method-assign]
+    out = Recorder()
+    p.features([event(i, label=i % 2 == 0) for i in range(10)], 0.0, out)
+    assert len(out.on("predictions")) == 10 and metrics.labels_learned._value.get() == 10
+    assert len(out.on("predictions-shadow")) == 1  # only the event answered before the promotion
