@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -44,6 +44,7 @@ __all__ = [
     "parse_jsonl",
     "produce_file",
     "read_items",
+    "readable_values",
 ]
 
 _NUMBER: Final = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)")
@@ -219,6 +220,26 @@ def read_items(path: Path, columns: Columns, fmt: str = "auto") -> Iterator[Mess
     else:
         with path.open("rb") as binary:
             yield from parse_jsonl(binary, path.stem, columns)
+
+
+def readable_values(
+    items: Iterable[Message | Skipped], seen: Callable[[], None], rejected: Counter[str]
+) -> Iterator[bytes]:
+    """Yield the value of each readable line; count each unreadable one in ``rejected``.
+
+    ``seen`` is called once per line (a progress bar). What ``score`` and ``train`` read.
+
+    >>> rejected: Counter[str] = Counter()
+    >>> items = [Message(1, None, b"{}"), Skipped(2, "not JSON", "", b"{")]
+    >>> list(readable_values(items, lambda: None, rejected)), dict(rejected)
+    ([b'{}'], {'unreadable line (not JSON)': 1})
+    """
+    for item in items:
+        seen()
+        if isinstance(item, Message):
+            yield item.value
+        else:
+            rejected[f"unreadable line ({item.reason})"] += 1
 
 
 def _sniff(path: Path) -> str:

@@ -150,7 +150,7 @@ def score_file(
     from rich.console import Console
     from rich.progress import Progress
 
-    from stream_app.produce import Columns, Message, read_items
+    from stream_app.produce import Columns, read_items, readable_values
 
     summary = ScoreSummary()
     started = time.perf_counter()
@@ -164,17 +164,10 @@ def score_file(
     ):
         task = progress.add_task(f"scoring with {model.name} v{model.version}", total=total)
 
-        def values() -> Iterator[bytes]:
-            for item in items:
-                progress.advance(task)
-                if isinstance(item, Message):
-                    yield item.value
-                else:
-                    summary.rejected[f"unreadable line ({item.reason})"] += 1
-
+        values = readable_values(items, lambda: progress.advance(task), summary.rejected)
         inference = settings.inference
         for line in score_events(
-            model, values(), summary, inference.max_batch, settings.limits, inference.many_min_rows
+            model, values, summary, inference.max_batch, settings.limits, inference.many_min_rows
         ):
             sink.write(line + b"\n")
     summary.seconds = time.perf_counter() - started

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,7 @@ def train_file(
     from rich.console import Console
     from rich.progress import Progress
 
-    from stream_app.produce import Columns, Message, read_items
+    from stream_app.produce import Columns, read_items, readable_values
     from stream_app.transfer import artifact_of
 
     path, params = parse_spec(factory)
@@ -154,15 +154,8 @@ def train_file(
     with Progress(console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"training {model.name} ({path})", total=total)
 
-        def values() -> Iterator[bytes]:
-            for item in items:
-                progress.advance(task)
-                if isinstance(item, Message):
-                    yield item.value
-                else:
-                    summary.rejected[f"unreadable line ({item.reason})"] += 1
-
-        train_events(model, values(), summary, settings.limits, settings.model.classes)
+        values = readable_values(items, lambda: progress.advance(task), summary.rejected)
+        train_events(model, values, summary, settings.limits, settings.model.classes)
     summary.seconds = time.perf_counter() - started
     out.write_bytes(artifact_of(model, None, signing_key=settings.registry.signing_key))
     return model, summary
