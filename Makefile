@@ -24,7 +24,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,tools]'
 	touch $@
 
 kafka: install ## fetch Kafka's jars (both lines) from Maven Central into the cache (once)
@@ -49,6 +49,7 @@ lint: install
 	$(PY) -m ruff check stream_app tests bench scripts conftest.py
 	$(PY) -m ruff format --check stream_app tests bench scripts conftest.py
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache  # the import contracts in pyproject.toml
 
 unit: install
 	$(PY) -m pytest tests/unit tests/property stream_app

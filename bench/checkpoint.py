@@ -21,10 +21,10 @@ import logging
 import random
 import time
 
-from stream_app.checkpoint import Checkpointer, encode_in_child
-from stream_app.learn import Learner
-from stream_app.predict import Prediction
-from stream_app.registry import Registry, decode_blob, encode_blob, pack
+from stream_app.core.learn import Learner
+from stream_app.core.predict import Prediction
+from stream_app.registry.checkpoint import Checkpointer, encode_in_child
+from stream_app.registry.records import Registry, decode_blob, encode_blob, pack
 from stream_app.settings import Settings
 
 FACTORIES = [

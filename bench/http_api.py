@@ -38,10 +38,10 @@ import orjson
 from aiohttp import web
 
 from stream_app.artifact import load
-from stream_app.broker import free_port
-from stream_app.predict import predict_many, predict_one
+from stream_app.core.predict import predict_many, predict_one
+from stream_app.registry.transfer import serving_model
 from stream_app.settings import Settings
-from stream_app.transfer import serving_model
+from stream_app.tools.broker import free_port
 
 _spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).parent / "run.py")
 assert _spec is not None and _spec.loader is not None

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.profile_path import Drop, Rec
 from bench.run import make_events
-from stream_app.learn import Learner
-from stream_app.metrics import Metrics
-from stream_app.pipeline import Pipeline
+from stream_app.core.learn import Learner
+from stream_app.core.metrics import Metrics
+from stream_app.core.pipeline import Pipeline
 from stream_app.settings import Settings
 
 SAMPLE_EVERY_S = 0.5

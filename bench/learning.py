@@ -28,7 +28,7 @@ from typing import Any
 
 from river.datasets import synth
 
-from stream_app.learn import Learner
+from stream_app.core.learn import Learner
 from stream_app.settings import Settings
 
 WINDOW = 500

@@ -3,7 +3,7 @@
     python bench/profile_path.py [--events 30000] [--mode event|batch]
                                  [--config defaults|features_off] [--json]
 
-Runs :class:`~stream_app.pipeline.Pipeline` over the same seeded events as ``bench/run.py``
+Runs :class:`~stream_app.core.pipeline.Pipeline` over the same seeded events as ``bench/run.py``
 (15 numeric features, inline labels, logistic regression; the shipped defaults, or guard off and
 drift policy none) into an output that drops what it is given, beside the bare River loop (the
 floor). Then profiles the same
@@ -26,9 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import floor, make_events
-from stream_app.learn import Learner
-from stream_app.metrics import Metrics
-from stream_app.pipeline import Pipeline
+from stream_app.core.learn import Learner
+from stream_app.core.metrics import Metrics
+from stream_app.core.pipeline import Pipeline
 from stream_app.settings import Settings
 
 BATCH = 2000

@@ -8,7 +8,8 @@ a challenger, tests/data/golden/ gets:
 - ``<name>.blob``: a stored version's blob (pickled learner state, zlib), as the registry holds it;
 - ``<name>.river``: the serving model exported as an artifact (:mod:`stream_app.artifact`);
 - ``<name>.json``: the settings it learned under, probe rows, and the answers (serving and
-  challenger) it gave them. tests/unit/test_golden.py loads both files and expects exactly these.
+  challenger) it gave them. tests/unit/registry/test_golden.py loads both files and expects exactly
+  these.
 
 Regenerate only when a format change is meant; a test failing on the old files is the warning
 that users' stored versions would no longer load.
@@ -22,11 +23,11 @@ from typing import Any
 import orjson
 from river.datasets import synth
 
-from stream_app.checkpoint import FORMAT
-from stream_app.learn import Learner
-from stream_app.registry import pack
+from stream_app.core.learn import Learner
+from stream_app.registry.checkpoint import FORMAT
+from stream_app.registry.records import pack
+from stream_app.registry.transfer import artifact_of
 from stream_app.settings import Settings
-from stream_app.transfer import artifact_of
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "golden"
 LEARN = 1500

@@ -1,6 +1,6 @@
 """stream_app: serve and keep training a River model from Kafka.
 
-Importing the package loads no Kafka code; the worker lives in :mod:`stream_app.service`.
+Importing the package loads no Kafka code; the worker lives in :mod:`stream_app.worker.service`.
 """
 
 from __future__ import annotations

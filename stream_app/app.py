@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app.service import build_app
 from stream_app.settings import load_settings
+from stream_app.worker.service import build_app
 
 app = build_app(load_settings())

@@ -17,14 +17,14 @@ The file is a zip archive with two or three members:
   holds the estimator's SHA-256). ``load(path, signing_key=...)`` refuses an artifact that is
   unsigned or wrongly signed.
 
-:func:`load` unpickles with :mod:`stream_app.safeload`: only River, stream_app and data globals
-resolve, so a crafted file cannot run code (``trusted_modules`` adds your own factory modules).
-The default factories' pipelines contain ``stream_app.models.OneHotStrings``, so their pickle needs
-:mod:`stream_app.models` importable: that module imports River and the standard library only (not
-Kafka, Faust, orjson or this package's other modules), and can be copied next to the application,
-with :mod:`stream_app.safeload` and :mod:`stream_app.signing` (standard library only), which
-are all this module imports of stream_app. A plain ``pickle.loads`` of the member would run any
-code the file's writer chose: do not use it on files you did not make.
+:func:`load` unpickles with :mod:`stream_app.registry.safeload`: only River, stream_app and data
+globals resolve, so a crafted file cannot run code (``trusted_modules`` adds your own factory
+modules). The default factories' pipelines contain ``stream_app.models.OneHotStrings``, so their
+pickle needs :mod:`stream_app.models` importable: that module imports River and the standard library
+only (not Kafka, Faust, orjson or this package's other modules), and can be copied next to the
+application, with :mod:`stream_app.registry.safeload` and :mod:`stream_app.registry.signing`
+(standard library only), which are all this module imports of stream_app. A plain ``pickle.loads``
+of the member would run any code the file's writer chose: do not use it on files you did not make.
 
 >>> from river import linear_model
 >>> data = dumps(linear_model.LinearRegression(), {"model": "m", "version": 1, "task": "regression",
@@ -46,7 +46,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from stream_app import __version__, safeload, signing
+from stream_app import __version__
+from stream_app.registry import safeload, signing
 
 __all__ = [
     "ESTIMATOR",
@@ -106,7 +107,7 @@ class Artifact:
     def predict_one(self, features: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """Answer as the worker does: (prediction, probabilities keyed like the ``proba`` field).
 
-        Mirrors :func:`stream_app.predict.predict_one` (tests/unit/test_artifact.py holds them
+        Mirrors :func:`stream_app.core.predict.predict_one` (tests/unit/test_artifact.py holds them
         equal) without its dependencies: a model that learned nothing says ``(None, {})``; a
         binary-only estimator's booleans are mapped back to the classes it was taught.
         """
@@ -161,7 +162,7 @@ def loads(data: bytes, signing_key: str = "", trusted_modules: Iterable[str] = (
     """Read an artifact from bytes; raise :class:`ArtifactError` if it is not a sound one.
 
     With ``signing_key``, the artifact must carry the key's signature; its pickle may name only
-    the globals :mod:`stream_app.safeload` allows, plus those of ``trusted_modules``.
+    the globals :mod:`stream_app.registry.safeload` allows, plus those of ``trusted_modules``.
     """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:

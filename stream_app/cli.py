@@ -12,11 +12,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 from stream_app.errors import StreamAppError
 from stream_app.settings import load_settings
-from stream_app.tail import TOPICS
+from stream_app.tools.tail import TOPICS
 
 __all__ = ["main"]
 
@@ -24,6 +24,10 @@ log = logging.getLogger("stream_app")
 
 # Faust's CLI spells two log levels its own way.
 _FAUST_LEVELS = {"warning": "warn", "critical": "crit"}
+
+
+TOOLS_EXTRA: Final = frozenset({"rich", "matplotlib"})
+"""Packages of the ``tools`` extra: the worker runs without them, the demo and report do not."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except StreamAppError as exc:
         print(f"stream-app: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in TOOLS_EXTRA:
+            raise
+        print(
+            f"stream-app {args.command}: needs {missing}, from the tools extra: "
+            "pip install 'stream-app[tools]'",
+            file=sys.stderr,
+        )
         return 1
     return code
 
@@ -161,7 +175,13 @@ def _models(args: argparse.Namespace) -> int:
     """Model operations through Kafka: no worker address needed, only the broker."""
     import orjson
 
-    from stream_app.ops import log_offsets, read_registry, run, run_command, version_table
+    from stream_app.worker.operations import (
+        log_offsets,
+        read_registry,
+        run,
+        run_command,
+        version_table,
+    )
 
     settings = load_settings()
     if getattr(args, "model", None):
@@ -184,8 +204,8 @@ def _models(args: argparse.Namespace) -> int:
             _print_versions(name, rows)
         return 0
     if args.op == "rebuild":
-        from stream_app.replay import rebuild_learner
-        from stream_app.transfer import artifact_of
+        from stream_app.registry.replay import rebuild_learner
+        from stream_app.registry.transfer import artifact_of
 
         registry = run(read_registry(settings))
         learner, base = run(rebuild_learner(settings, registry, name, args.version))
@@ -199,7 +219,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"rebuilt {name} v{args.version} from {start} and the learning log: {args.out}")
         return 0
     if args.op == "export":
-        from stream_app.transfer import export_version
+        from stream_app.registry.transfer import export_version
 
         registry = run(read_registry(settings))
         signing_key = settings.registry.signing_key
@@ -207,7 +227,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"wrote {name} v{args.version} to {args.out}")
         return 0
     if args.op == "import":
-        from stream_app.ops import import_artifact
+        from stream_app.worker.operations import import_artifact
 
         try:
             data = args.path.read_bytes()
@@ -224,7 +244,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _canary(settings: Any, args: argparse.Namespace) -> Any:
     """Return the coroutine of a canary start (``V --share S``) or abort (``--abort``)."""
-    from stream_app.ops import CANARY, run_command
+    from stream_app.worker.operations import CANARY, run_command
 
     if args.abort:
         return run_command(settings, CANARY, None, abort=True)
@@ -255,16 +275,16 @@ def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Run the demo: see :mod:`stream_app.demo`."""
-    from stream_app.demo import DemoOptions, run_demo
+    """Run the demo: see :mod:`stream_app.tools.demo`."""
+    from stream_app.tools.demo import DemoOptions, run_demo
 
     options = DemoOptions(args.broker, args.events, args.rate, args.report)
     return run_demo(load_settings(), options)
 
 
 def _produce(args: argparse.Namespace) -> int:
-    """Send a file to a topic: see :mod:`stream_app.produce`."""
-    from stream_app.produce import Columns, produce_file
+    """Send a file to a topic: see :mod:`stream_app.tools.produce`."""
+    from stream_app.tools.produce import Columns, produce_file
 
     columns = Columns(label=args.label_column, id=args.id_column)
     summary = produce_file(
@@ -276,8 +296,8 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    """Score a file offline with a stored version: see :mod:`stream_app.score`."""
-    from stream_app.score import load_version, score_file
+    """Score a file offline with a stored version: see :mod:`stream_app.tools.score`."""
+    from stream_app.tools.score import load_version, score_file
 
     settings = load_settings()
     model = load_version(settings, args.version)
@@ -290,8 +310,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Train offline on a file and write an artifact: see :mod:`stream_app.train`."""
-    from stream_app.train import train_file
+    """Train offline on a file and write an artifact: see :mod:`stream_app.tools.train`."""
+    from stream_app.tools.train import train_file
 
     model, summary = train_file(
         load_settings(), args.file, args.out, args.factory,
@@ -302,10 +322,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    """Print a topic's messages: see :mod:`stream_app.tail`."""
+    """Print a topic's messages: see :mod:`stream_app.tools.tail`."""
     import asyncio
 
-    from stream_app.tail import tail
+    from stream_app.tools.tail import tail
 
     options = {"raw_json": args.json, "from_beginning": args.from_beginning}
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
@@ -318,8 +338,8 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Write the HTML report and its PNG: see :mod:`stream_app.report`."""
-    from stream_app.charts import report_to
+    """Write the HTML report and its PNG: see :mod:`stream_app.tools.report`."""
+    from stream_app.tools.charts import report_to
 
     png = args.png or args.out.with_name("report.png")
     _, charts = report_to(load_settings(), args.out, png)
@@ -329,7 +349,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     """Run the Faust worker for the app built from the settings."""
-    from stream_app.service import build_app  # Kafka code is imported only for this command
+    from stream_app.worker.service import build_app  # Kafka code is imported only for this command
 
     settings = load_settings()
     app = build_app(settings)
@@ -342,7 +362,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _broker(args: argparse.Namespace) -> int:
     """Run a local broker until SIGINT or SIGTERM; print one line when clients can connect."""
-    from stream_app.broker import LocalKafka, fetch_kafka
+    from stream_app.tools.broker import LocalKafka, fetch_kafka
 
     settings = load_settings()
     if args.fetch_only:

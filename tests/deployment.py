@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_app.metrics import Metrics
+from stream_app.core.metrics import Metrics
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"

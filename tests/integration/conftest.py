@@ -1,8 +1,9 @@
 """The integration tier's fixtures: one real Kafka broker per session, one fresh worker per test.
 
-The broker is the project's own :class:`~stream_app.broker.LocalKafka` (KRaft, 127.0.0.1), unless
-``STREAM_APP_BROKER`` names one already running. Each test gets its own app id (so its own consumer
-groups) and its own topics, so no test waits on another's group or reads another's messages.
+The broker is the project's own :class:`~stream_app.tools.broker.LocalKafka` (KRaft, 127.0.0.1),
+unless ``STREAM_APP_BROKER`` names one already running. Each test gets its own app id (so its own
+consumer groups) and its own topics, so no test waits on another's group or reads another's
+messages.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import LocalKafka, free_port, free_ports
 from stream_app.errors import BrokerError
 from stream_app.settings import ENV_PREFIX, BrokerSettings, load_settings
+from stream_app.tools.broker import LocalKafka, free_port, free_ports
 from tests.integration.support import WorkerProcess, faust_command, start_worker
 
 pytestmark = pytest.mark.integration

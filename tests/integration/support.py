@@ -218,7 +218,7 @@ async def read_all(bootstrap: str, topic: str, timeout: float = WAIT_S) -> list[
 
 async def read_registry(bootstrap: str, app_id: str) -> Any:
     """The model registry as a worker sees it: its changelog topic applied in order."""
-    from stream_app.registry import Registry
+    from stream_app.registry.records import Registry
 
     registry = Registry()
     for record in await read_all(bootstrap, f"{app_id}-models-changelog"):

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from stream_app.client import AsyncClient, Event, Label
-from stream_app.route import home_partition
+from stream_app.core.route import home_partition
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import WorkerProcess, produce, wait_consumed, wait_for
 from tests.integration.test_http import topics

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from stream_app.artifact import load
-from stream_app.predict import fresh_model
+from stream_app.core.predict import fresh_model
+from stream_app.registry.transfer import artifact_of
 from stream_app.settings import ModelSettings
-from stream_app.transfer import artifact_of
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import WorkerProcess, predictions_by_id, read_registry
 from tests.integration.test_http import TRAIN, trained

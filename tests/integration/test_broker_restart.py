@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream_app.broker import LocalKafka, free_port
+from stream_app.tools.broker import LocalKafka, free_port
 from tests.integration.conftest import Names, start_broker
 from tests.integration.support import (
     WorkerProcess,

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from stream_app.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
+from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     WorkerProcess,

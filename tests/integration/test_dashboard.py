@@ -12,7 +12,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app import reasons
-from stream_app.metrics import Metrics
+from stream_app.core.metrics import Metrics
 from tests.deployment import dashboard, exported_names, exprs, grouping_labels, metric_names, panels
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (

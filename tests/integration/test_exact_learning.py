@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from stream_app import artifact
-from stream_app.messages import decode_dead_letter
+from stream_app.core.messages import decode_dead_letter
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (

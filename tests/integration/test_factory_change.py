@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from stream_app.checkpoint import load_model
-from stream_app.registry import Registry, VersionRecord
+from stream_app.registry.checkpoint import load_model
+from stream_app.registry.records import Registry, VersionRecord
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     WorkerProcess,

@@ -11,7 +11,7 @@ from river.datasets import synth
 from river.evaluate import progressive_val_score
 
 from stream_app import reasons
-from stream_app.messages import decode_dead_letter
+from stream_app.core.messages import decode_dead_letter
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (

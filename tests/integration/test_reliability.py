@@ -9,8 +9,8 @@ from collections import Counter
 import orjson
 
 from stream_app import reasons
-from stream_app.messages import decode_dead_letter
-from stream_app.registry import chunk_key
+from stream_app.core.messages import decode_dead_letter
+from stream_app.registry.records import chunk_key
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     end_offsets,

@@ -19,10 +19,10 @@ import orjson
 from river import linear_model
 
 from stream_app.artifact import dumps
-from stream_app.predict import fresh_model
-from stream_app.registry import VersionRecord, chunk_key, record_key, written_by
+from stream_app.core.predict import fresh_model
+from stream_app.registry.records import VersionRecord, chunk_key, record_key, written_by
+from stream_app.registry.transfer import artifact_of
 from stream_app.settings import ModelSettings
-from stream_app.transfer import artifact_of
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     WorkerProcess,

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_app.checkpoint import load_model
-from stream_app.predict import predict_one
+from stream_app.core.predict import predict_one
+from stream_app.registry.checkpoint import load_model
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import produce, read_registry, wait_for
 from tests.integration.test_learning import feature_messages, sea

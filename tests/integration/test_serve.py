@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 import orjson
 
 from stream_app import reasons
-from stream_app.messages import decode_dead_letter
+from stream_app.core.messages import decode_dead_letter
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import produce, read_all, stream_app_command, wait_consumed
 

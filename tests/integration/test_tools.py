@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from matplotlib import image
 
-from stream_app.messages import decode_dead_letter
+from stream_app.core.messages import decode_dead_letter
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     WAIT_S,

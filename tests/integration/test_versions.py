@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from stream_app.checkpoint import load_model
-from stream_app.predict import predict_one
+from stream_app.core.predict import predict_one
+from stream_app.registry.checkpoint import load_model
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     predictions_by_id,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import reasons
-from stream_app.decode import decode_event
+from stream_app.core.decode import decode_event
 from stream_app.errors import RejectedMessage
 from stream_app.settings import LimitSettings
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_app.metrics import Metrics
+from stream_app.core.metrics import Metrics
 from tests.deployment import (
     ALERTS_FILE,
     ALERTS_TEST_FILE,

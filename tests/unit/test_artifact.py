@@ -10,13 +10,19 @@ from typing import Any
 import pytest
 
 from stream_app.artifact import ESTIMATOR, HEADER, ArtifactError, loads
-from stream_app.checkpoint import load_model
-from stream_app.learn import Learner, Prediction
-from stream_app.predict import ServingModel, fresh_model, predict_one
-from stream_app.registry import Registry
+from stream_app.core.learn import Learner, Prediction
+from stream_app.core.predict import ServingModel, fresh_model, predict_one
+from stream_app.registry.checkpoint import load_model
+from stream_app.registry.records import Registry
+from stream_app.registry.transfer import (
+    Assembler,
+    admit,
+    artifact_of,
+    import_commands,
+    serving_model,
+)
 from stream_app.settings import ModelSettings, Settings
-from stream_app.transfer import Assembler, admit, artifact_of, import_commands, serving_model
-from tests.unit.test_batch import rows, trained
+from tests.unit.core.test_batch import rows, trained
 
 
 def spam_model() -> ServingModel:
@@ -139,9 +145,9 @@ def test_an_oversized_import_is_refused_before_it_is_sent_and_while_it_is_assemb
     import asyncio
 
     from stream_app.errors import StreamAppError
-    from stream_app.ops import import_artifact
+    from stream_app.registry.transfer import Assembler, import_commands
     from stream_app.settings import Settings
-    from stream_app.transfer import Assembler, import_commands
+    from stream_app.worker.operations import import_artifact
 
     settings = Settings().replace(registry={"max_import_bytes": 10})
     with pytest.raises(StreamAppError, match=r"registry\.max_import_bytes allows 10"):

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from stream_app import models
-from stream_app.predict import ServingModel, fresh_model, predict_one
+from stream_app.core.predict import ServingModel, fresh_model, predict_one
 from stream_app.settings import ModelSettings
 
 FACTORIES = [

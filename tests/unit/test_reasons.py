@@ -25,7 +25,7 @@ def test_contract_reasons_are_all_present() -> None:
 
 
 def test_decoder_reasons_are_each_crafted_in_test_decode() -> None:
-    from tests.unit.test_decode import BAD
+    from tests.unit.core.test_decode import BAD
 
     decoder_reasons = set(reasons.ALL[: reasons.ALL.index(reasons.INVALID_TS) + 1])
     assert decoder_reasons == set(BAD)

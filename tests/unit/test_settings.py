@@ -96,11 +96,12 @@ def test_replace_validates_like_a_file() -> None:
 
 
 def test_the_settings_reference_page_is_current() -> None:
-    """docs/settings.md is what stream_app.reference renders: every setting, env var and why."""
-    from stream_app.reference import render
+    """docs/settings.md is what stream_app.tools.reference renders: every setting, env var and
+    why."""
+    from stream_app.tools.reference import render
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
-    assert page == render(), "run: python -m stream_app.reference > docs/settings.md"
+    assert page == render(), "run: python -m stream_app.tools.reference > docs/settings.md"
     for section in dataclasses.fields(Settings):
         for field in dataclasses.fields(type(getattr(Settings(), section.name))):
             row = next(

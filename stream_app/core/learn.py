@@ -1,0 +1,676 @@
+"""The learn step: one writer that learns each labeled example once, guarded, and watches for drift.
+
+For every label: the serving model's answer is scored (prequential: it answered before it learned),
+the guard decides whether the example is learned, the drift monitor sees the error either way, and
+the drift policy may start a challenger, which learns in shadow and takes over once it is better
+over the same labels. A :class:`Learner` is pure and synchronous; the serve loop calls it.
+
+>>> from stream_app.settings import Settings
+>>> learner = Learner(Settings().replace(guard={"enabled": False}))
+>>> first = learner.serving.model
+>>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).learned
+True
+>>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).reason
+'duplicate_label'
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
+
+from stream_app import reasons
+from stream_app.core.canary import (
+    CANARY_DONE,
+    CANARY_ROLLBACK,
+    CANARY_STEP,
+    DONE,
+    REGRESSED,
+    ROLLBACK,
+    Canary,
+)
+from stream_app.core.drift import DriftMonitor
+from stream_app.core.guard import NoiseGuard, Verdict
+from stream_app.core.join import RecentIds
+from stream_app.core.predict import (
+    Prediction,
+    ServingModel,
+    fresh_model,
+    numeric_matrix,
+    predict_many,
+    predict_one,
+)
+from stream_app.models import supports_many
+from stream_app.settings import Settings
+
+__all__ = [
+    "CHALLENGER_DROPPED",
+    "DROPPED_LEARNING",
+    "DROPPED_PREDICTING",
+    "Contender",
+    "Learner",
+    "ModelEvent",
+    "Outcome",
+    "Quality",
+    "error_of",
+]
+
+log = logging.getLogger(__name__)
+
+CHALLENGER_DROPPED: Final = "challenger_dropped"
+"""The model-event type of a challenger that raised and was dropped."""
+DROPPED_PREDICTING: Final = "predict_error"
+"""Drop reason: the challenger raised while answering in shadow."""
+DROPPED_LEARNING: Final = "learn_error"
+"""Drop reason: the challenger raised while learning."""
+
+
+class ModelEvent(NamedTuple):
+    """Something that happened to a model, for the ``model-events`` topic."""
+
+    kind: str
+    version: int
+    fields: dict[str, Any]
+
+
+class Outcome(NamedTuple):
+    """What learning one label did: learned or held out (with the reason), and model events."""
+
+    learned: bool
+    reason: str | None = None
+    detail: str = ""
+    events: tuple[ModelEvent, ...] = ()
+
+
+class Quality:
+    """Rolling mean error over the last ``window`` labels: accuracy (1 - error rate) or MAE.
+
+    >>> q = Quality("classification", window=4)
+    >>> for e in (1.0, 0.0, 0.0, 0.0, 0.0): q.add(e)
+    >>> q.value, q.metric
+    (1.0, 'accuracy')
+    """
+
+    def __init__(self, task: str, window: int) -> None:
+        self.metric = "accuracy" if task == "classification" else "mae"
+        self._errors: deque[float] = deque(maxlen=window)
+        self._sum = 0.0
+
+    def add(self, error: float) -> None:
+        """Add one label's error (0/1 for classification, absolute error for regression)."""
+        if len(self._errors) == self._errors.maxlen:
+            self._sum -= self._errors[0]
+        self._errors.append(error)
+        self._sum += error
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    @property
+    def window(self) -> int:
+        """How many labels the rolling figure holds at most."""
+        return self._errors.maxlen or 0
+
+    def clear(self) -> None:
+        """Forget every label (a new judgement starts)."""
+        self._errors.clear()
+        self._sum = 0.0
+
+    @property
+    def full(self) -> bool:
+        """True once the window holds ``window`` labels."""
+        return len(self._errors) == self._errors.maxlen
+
+    @property
+    def value(self) -> float | None:
+        """Accuracy or MAE over the window, or None before the first label."""
+        if not self._errors:
+            return None
+        mean = self._sum / len(self._errors)
+        return 1.0 - mean if self.metric == "accuracy" else mean
+
+    def better_than(self, other: Quality, margin: float) -> bool:
+        """Tell whether this window's quality beats ``other``'s by more than ``margin``."""
+        mine, theirs = self.value, other.value
+        if mine is None or theirs is None:
+            return False
+        return mine > theirs + margin if self.metric == "accuracy" else mine < theirs - margin
+
+
+def error_of(task: str, prediction: Any, label: Any) -> float | None:
+    """Score one answer: 0/1 for classification, absolute error for regression; None if no answer.
+
+    >>> error_of("classification", "cat", "dog"), error_of("regression", 2.0, 3.5)
+    (1.0, 1.5)
+    """
+    if prediction is None:
+        return None
+    if task == "classification":
+        return 0.0 if prediction == label else 1.0
+    return abs(float(label) - float(prediction))
+
+
+@dataclasses.dataclass
+class Contender:
+    """A model with its own guard and rolling quality: the serving one, or a challenger."""
+
+    model: ServingModel
+    guard: NoiseGuard
+    quality: Quality
+    labels: int = 0
+    deferred: list[tuple[dict[str, Any], Any]] | None = None
+    """Accepted examples waiting for one ``learn_many`` call; ``None`` = learn each at once."""
+    witness: ServingModel | None = None
+    """An unguarded copy that also learns the labels held out as noisy (``guard.witness``)."""
+
+    def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
+        """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
+        y = self.model.labels.to_model(label)
+        return self.learn_coded(
+            features, label, y, error_of(self.model.task, served.prediction, label), served
+        )
+
+    def learn_coded(
+        self,
+        features: dict[str, Any],
+        label: Any,
+        y: Any,
+        error: float | None,
+        served: Prediction,
+    ) -> Verdict:
+        """:meth:`learn`, given the label as the estimator learns it and the served answer's error.
+
+        The learner has both already (it validates the label and feeds the error to the drift
+        monitor): computing them once is per-label work saved.
+        """
+        if error is not None:
+            self.quality.add(error)
+        self.labels += 1
+        answer = served.proba if self.model.task == "classification" else served.prediction
+        witness = self.witness
+        if witness is None:
+            verdict = self.guard.review(features, label, answer)
+        else:
+            verdict = self.guard.review(
+                features, label, answer, predict_one(witness, features).proba
+            )
+        if verdict.reason is None:
+            self.model.note_names(features)
+            if self.deferred is None:
+                self.model.estimator.learn_one(features, y)
+            else:
+                self.deferred.append((features, y))
+            self.model.examples_learned += 1
+        if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
+            witness.estimator.learn_one(features, y)
+            witness.examples_learned += 1
+            witness.note_names(features)
+            if self.guard.witness_ahead:
+                self._adopt_witness(witness)
+        return verdict
+
+    def _adopt_witness(self, witness: ServingModel) -> None:
+        """Take the witness's state: it has learned every label the guard held out as noisy.
+
+        The guard held out labels the witness then predicted better than the model: they were
+        right (the world changed under the noise). Deferred examples are dropped, as the witness
+        learned them already.
+        """
+        log.info(
+            "model %s v%d adopts its witness's state after %d labels: the labels held out as "
+            "noisy were right",
+            self.model.name,
+            self.model.version,
+            self.labels,
+        )
+        self.model.estimator = copy.deepcopy(witness.estimator)
+        self.model.examples_learned = witness.examples_learned
+        self.model.note_names(witness.feature_names)
+        if self.deferred:
+            self.deferred = []
+        self.guard.restart_duel_window()
+
+    def flush(self) -> None:
+        """Learn the deferred examples: one ``learn_many`` call where possible, else in order."""
+        batch, estimator = self.deferred, self.model.estimator
+        if not batch:
+            return
+        self.deferred = []
+        matrix = None
+        if supports_many(estimator, self.model.task, "learn_many"):
+            matrix = numeric_matrix([x for x, _ in batch])
+        if matrix is None:
+            for x, y in batch:
+                estimator.learn_one(x, y)
+            return
+        import pandas as pd  # only learn_many needs a data frame library
+
+        frame = pd.DataFrame(matrix[1], columns=matrix[0], copy=False)
+        estimator.learn_many(frame, pd.Series([y for _, y in batch]))
+
+
+class Learner:
+    """The single writer of one model: serving contender, optional challenger, drift monitor."""
+
+    def __init__(self, settings: Settings, model: ServingModel | None = None) -> None:
+        self.settings = settings
+        self.serving = self._contender(model or fresh_model(settings.model))
+        self.challenger: Contender | None = None
+        self.monitor = DriftMonitor(settings.drift)
+        self.next_version = self.serving.model.version + 1
+        self.examples_seen = 0
+        self.learned_through = -1
+        """Offset in the learning log of the last example this learner learned (-1: none)."""
+        self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
+        self.pinned: ServingModel | None = None
+        retrain = settings.retrain
+        self._floor = retrain.quality_floor if retrain.policy == "quality_floor" else None
+        self.beyond_floor = 0
+        """Labels in a row after which the serving model's rolling quality was beyond
+        ``retrain.quality_floor`` (counted only under that policy;
+        :mod:`stream_app.worker.retrain`)."""
+        """A stored version that answers instead of the learner (which keeps learning)."""
+        self.dropped: list[ModelEvent] = []
+        """``challenger_dropped`` events from answering, for the caller to publish (take them)."""
+        self.canary: Canary | None = None
+        """The challenger's rollout while it answers a share of events (stream_app.core.canary)."""
+        if settings.model.challenger_factory and model is None:
+            self._start_challenger(settings.model.challenger_factory)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the whole learning state, for a checkpoint (pickled as it is)."""
+        self.flush()
+        return {
+            "serving": self.serving,
+            "challenger": self.challenger,
+            "monitor": self.monitor,
+            "learned": self._learned,
+            "duel": self._duel,
+            "examples_seen": self.examples_seen,
+            "learned_through": self.learned_through,
+            "canary": self.canary,
+        }
+
+    @classmethod
+    def restore(cls, settings: Settings, state: dict[str, Any], next_version: int) -> Learner:
+        """Rebuild a learner from :meth:`snapshot`, under the current settings."""
+        learner = cls(settings, state["serving"].model)
+        learner.serving = state["serving"]
+        learner.challenger = state["challenger"]
+        learner.monitor = state["monitor"]
+        learner._learned = state["learned"]
+        learner._learned.ttl_s = settings.learn.pending_ttl_s
+        learner._learned.max_items = settings.learn.pending_max
+        learner._duel = state["duel"]
+        learner.examples_seen = state["examples_seen"]
+        learner.learned_through = state.get("learned_through", -1)
+        learner.canary = state.get("canary")
+        learner.next_version = max(next_version, learner.next_version)
+        for contender in (learner.serving, learner.challenger):
+            if contender is not None:
+                learner._fit(contender)
+        learner.monitor.settings = settings.drift
+        return learner
+
+    def allocate_version(self, stored_latest: int) -> int:
+        """Hand out the next version number, above anything stored or handed out before."""
+        version = max(self.next_version, stored_latest + 1)
+        self.next_version = version + 1
+        return version
+
+    def has_learned(self, event_id: str) -> bool:
+        """Tell whether a label for ``event_id`` was already taken (learned or held out)."""
+        return event_id in self._learned
+
+    def shed(self, event_id: str, now: float) -> None:
+        """Take a label without learning it (shed by ``learn.max_lag_s``): never learned later.
+
+        The id is remembered as a learned one, so the same label read again, or a second label
+        for the event, is refused as a duplicate rather than learned by accident.
+        """
+        self._learned.add(event_id, now)
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``."""
+        return self.serving.model.task
+
+    def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
+        """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
+        served = predict_one(self.pinned or self.serving.model, features)
+        if self.challenger is None:
+            return served, None
+        try:
+            return served, predict_one(self.challenger.model, features)
+        except Exception as exc:  # a challenger never costs the serving model an answer
+            self.dropped += self._drop_challenger(DROPPED_PREDICTING, exc)
+            return served, None
+
+    def answer_many(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> list[tuple[Prediction, Prediction | None]]:
+        """Like :meth:`answer` for a micro-batch: one vectorised call per model where it pays."""
+        min_rows = self.settings.inference.many_min_rows
+        served = predict_many(self.pinned or self.serving.model, rows, min_rows)
+        if self.challenger is None:
+            return [(answer, None) for answer in served]
+        try:
+            shadow = predict_many(self.challenger.model, rows, min_rows)
+        except Exception as exc:  # a challenger never costs the serving model an answer
+            self.dropped += self._drop_challenger(DROPPED_PREDICTING, exc)
+            return [(answer, None) for answer in served]
+        return list(zip(served, shadow, strict=True))
+
+    def take_dropped(self) -> list[ModelEvent]:
+        """Return (and forget) the ``challenger_dropped`` events of answering since last asked."""
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
+    def canary_takes(self, event_id: str) -> bool:
+        """Tell whether the canary (not the incumbent) answers this event; never while pinned."""
+        canary = self.canary
+        return canary is not None and self.pinned is None and canary.takes(event_id)
+
+    def _drop_challenger(self, reason: str, exc: Exception) -> list[ModelEvent]:
+        """Forget a challenger that raised; return ``challenger_dropped`` (and canary_rollback)."""
+        challenger = self.challenger
+        assert challenger is not None
+        detail = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "challenger v%d raised (%s) and is dropped; v%d serves on: %s",
+            challenger.model.version,
+            reason,
+            self.serving.model.version,
+            detail[:200],
+        )
+        events = [self.end_canary(reason)] if self.canary is not None else []
+        self.challenger, self._duel = None, None
+        fields = {"reason": reason, "detail": detail}
+        return [ModelEvent(CHALLENGER_DROPPED, challenger.model.version, fields), *events]
+
+    def flush(self) -> None:
+        """Learn what ``inference.learn_many`` deferred (after a batch, before a swap or a save)."""
+        self.serving.flush()
+        if self.challenger is not None:
+            try:
+                self.challenger.flush()
+            except Exception as exc:  # the challenger's batch failed: drop it, keep serving
+                self.dropped += self._drop_challenger(DROPPED_LEARNING, exc)
+
+    def learn(
+        self,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> Outcome:
+        """Learn one labeled example at most once; raise ``RejectedMessage`` for an unfit label."""
+        if event_id in self._learned:
+            return Outcome(
+                False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
+            )
+        y = self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
+        self._learned.add(event_id, now)
+        self.examples_seen += 1
+        error = error_of(self.task, served.prediction, label)
+        reason, detail = self.serving.learn_coded(features, label, y, error, served)
+        if self._floor is not None:
+            self._watch_floor(self._floor)
+        events: list[ModelEvent] = []
+        if self.challenger is not None:
+            events += self._challenge(event_id, features, label, served, shadow, error)
+        if error is not None and self.monitor.update(error):
+            events += self._on_drift(now)
+        return Outcome(reason is None, reason, detail, tuple(events))
+
+    def _watch_floor(self, floor: float) -> None:
+        """Count the labels in a row after which the rolling quality was beyond ``floor``."""
+        quality = self.serving.quality
+        value = quality.value
+        beyond = value is not None and (
+            value < floor if quality.metric == "accuracy" else value > floor
+        )
+        self.beyond_floor = self.beyond_floor + 1 if beyond else 0
+
+    def _challenge(
+        self,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        serving_error: float | None,
+    ) -> list[ModelEvent]:
+        """Let the challenger learn this label, score both on it, and promote if it has won."""
+        challenger = self.challenger
+        assert challenger is not None and self._duel is not None
+        shadow = shadow if shadow is not None else Prediction(None, {})
+        try:
+            challenger.learn(features, label, shadow)
+        except Exception as exc:  # a challenger never costs the serving model its learning
+            return self._drop_challenger(DROPPED_LEARNING, exc)
+        challenger_error = error_of(self.task, shadow.prediction, label)
+        if self.canary is not None:
+            return self._judge_canary(event_id, serving_error, challenger_error)
+        if serving_error is not None and challenger_error is not None:
+            self._duel[0].add(serving_error)
+            self._duel[1].add(challenger_error)
+        s = self.settings.drift
+        serving_q, challenger_q = self._duel
+        if challenger_q.full and challenger_q.better_than(serving_q, s.promotion_margin):
+            if s.promotion == "canary":
+                return [self.start_canary(self.settings.rollout.steps[0], "won_in_shadow")]
+            return [
+                self._promote(reason="challenger", serving_q=serving_q, challenger_q=challenger_q)
+            ]
+        if challenger.labels >= s.challenger_patience:
+            log.info(
+                "challenger v%d did not beat v%d in %d labels; dropped",
+                challenger.model.version,
+                self.serving.model.version,
+                challenger.labels,
+            )
+            self.challenger, self._duel = None, None
+        return []
+
+    def start_canary(self, share: float, reason: str) -> ModelEvent:
+        """Let the challenger answer ``share`` of the events (by id hash); return canary_step."""
+        if self.challenger is None:
+            raise ValueError("there is no challenger to roll out")
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"a canary share is above 0 and below 1; got {share!r}")
+        r = self.settings.rollout
+        before = self.canary.share if self.canary is not None else 0.0
+        window = r.window
+        self.canary = Canary(
+            share, r.steps, self._quality(window), self._quality(window), r.max_regression
+        )
+        log.warning(
+            "canary: v%d answers %.0f%% of events (%s); v%d the rest",
+            self.challenger.model.version,
+            share * 100,
+            reason,
+            self.serving.model.version,
+        )
+        fields = {"from_share": before, **self.canary.fields(), "reason": reason}
+        return ModelEvent(CANARY_STEP, self.challenger.model.version, fields)
+
+    def end_canary(self, reason: str) -> ModelEvent:
+        """Roll the canary back (the incumbent answers everything); return ``canary_rollback``.
+
+        The challenger is dropped with it, unless the caller keeps it (an operator's abort does
+        not: the version stays stored, to try again).
+        """
+        canary, challenger = self.canary, self.challenger
+        if canary is None or challenger is None:
+            raise ValueError("there is no canary to roll back")
+        self.canary = None
+        log.warning(
+            "canary v%d rolled back at %.0f%% (%s); v%d answers everything",
+            challenger.model.version,
+            canary.share * 100,
+            reason,
+            self.serving.model.version,
+        )
+        fields = {**canary.fields(), "reason": reason}
+        return ModelEvent(CANARY_ROLLBACK, challenger.model.version, fields)
+
+    def abort_canary(self) -> ModelEvent:
+        """Return to the incumbent now (an operator's decision); the challenger is dropped."""
+        event = self.end_canary("abort")
+        self.challenger, self._duel = None, None
+        return event
+
+    def _judge_canary(
+        self, event_id: str, serving_error: float | None, challenger_error: float | None
+    ) -> list[ModelEvent]:
+        """Score the answer that was served on its share; step up, finish or roll back."""
+        canary, challenger = self.canary, self.challenger
+        assert canary is not None and challenger is not None
+        on_canary = canary.takes(event_id)
+        decision = canary.judge(on_canary, challenger_error if on_canary else serving_error)
+        if decision is None:
+            return []
+        version = challenger.model.version
+        if decision == ROLLBACK:
+            event = self.end_canary(REGRESSED)
+            self.challenger, self._duel = None, None
+            return [event]
+        fields = {"from_share": canary.share, **canary.fields()}
+        canary.advance()
+        fields["share"] = canary.share
+        if decision == DONE:
+            self.canary = None
+            return [ModelEvent(CANARY_DONE, version, fields), self._promote("canary", None, None)]
+        log.info("canary v%d steps up to %.0f%%", version, canary.share * 100)
+        return [ModelEvent(CANARY_STEP, version, fields)]
+
+    def _on_drift(self, now: float) -> list[ModelEvent]:
+        """Report the drift and apply the policy: none, reset, or start a challenger."""
+        self.flush()
+        model = self.serving.model
+        events = [
+            ModelEvent(
+                "drift",
+                model.version,
+                {
+                    "examples_seen": self.examples_seen,
+                    "detector": self.monitor.detector_name,
+                    "at": now,
+                },
+            )
+        ]
+        log.warning(
+            "drift in model %s v%d after %d labels (%s)",
+            model.name,
+            model.version,
+            self.examples_seen,
+            self.monitor.detector_name,
+        )
+        policy = self.settings.drift.policy
+        if policy == "reset":
+            self.challenger = self._contender(self._fresh())
+            events.append(self._promote(reason="reset", serving_q=None, challenger_q=None))
+        elif policy == "challenger" and self.challenger is None:
+            self._start_challenger(self.settings.model.factory)
+            log.info("challenger learns from the drift point in shadow")
+        return events
+
+    def _promote(
+        self, reason: str, serving_q: Quality | None, challenger_q: Quality | None
+    ) -> ModelEvent:
+        """Make the challenger serve; the old model is retired. Returns the promotion event."""
+        assert self.challenger is not None
+        self.flush()
+        previous = self.serving.model.version
+        self.serving, self.challenger, self._duel = self.challenger, None, None
+        self.canary = None
+        self.monitor.reset()
+        fields: dict[str, Any] = {"previous_version": previous, "reason": reason}
+        if serving_q is not None and challenger_q is not None:
+            fields[f"{challenger_q.metric}_challenger"] = challenger_q.value
+            fields[f"{serving_q.metric}_previous"] = serving_q.value
+            fields["window"] = len(challenger_q)
+        log.warning(
+            "model %s v%d now serves (was v%d, %s)",
+            self.serving.model.name,
+            self.serving.model.version,
+            previous,
+            reason,
+        )
+        return ModelEvent("promotion", self.serving.model.version, fields)
+
+    def promote(self, reason: str) -> ModelEvent:
+        """Make the challenger serve now (an operator's decision)."""
+        if self.challenger is None:
+            raise ValueError("there is no challenger to promote")
+        return self._promote(reason=reason, serving_q=None, challenger_q=None)
+
+    def replace_serving(self, contender: Contender) -> None:
+        """Serve and learn with a stored contender from now on (rollback, promotion)."""
+        self.flush()
+        self._fit(contender)
+        self.serving, self.challenger, self._duel = contender, None, None
+        self.canary = None
+        self.monitor.reset()
+
+    def _fresh(self, factory: str | None = None) -> ServingModel:
+        """Build a new model from a factory (the configured one by default), numbered next."""
+        model_settings = self.settings.model
+        if factory is not None and factory != model_settings.factory:
+            model_settings = dataclasses.replace(model_settings, factory=factory, factory_params={})
+        return fresh_model(model_settings, version=self.allocate_version(0))
+
+    def _start_challenger(self, factory: str) -> None:
+        """Start a fresh model from ``factory`` learning in shadow, dueling the serving one."""
+        self.challenge(self._fresh(factory))
+
+    def challenge(self, model: ServingModel) -> Contender:
+        """Let ``model`` (a fresh or an imported one) learn in shadow and duel the serving model."""
+        if model.task != self.task:
+            raise ValueError(f"a {model.task} model cannot challenge a {self.task} model")
+        self.flush()
+        self.challenger, self.canary = self._contender(model), None
+        window = self.settings.drift.challenger_window
+        self._duel = (self._quality(window), self._quality(window))
+        return self.challenger
+
+    def _contender(self, model: ServingModel) -> Contender:
+        """Wrap a model with a fresh guard, quality window and (if configured) witness."""
+        guard = NoiseGuard(self.settings.guard, model.task, self.settings.model.max_indicators)
+        quality = Quality(model.task, self.settings.learn.quality_window)
+        return self._fit(Contender(model, guard, quality))
+
+    def _fit(self, contender: Contender) -> Contender:
+        """Apply the current settings to a (new, restored or stored) contender's guard."""
+        g = self.settings.guard
+        contender.guard.settings = g
+        contender.deferred = self._deferred()
+        wanted = (
+            g.enabled and g.noisy_labels and g.witness and contender.model.task == "classification"
+        )
+        if not wanted:
+            contender.witness = None
+        elif contender.witness is None:  # a copy of the model as it is: it has learned the same
+            model = contender.model  # the two share the label codec: they learn the same labels
+            contender.witness = dataclasses.replace(
+                model,
+                estimator=copy.deepcopy(model.estimator),
+                feature_names=set(model.feature_names),
+            )
+        return contender
+
+    def _deferred(self) -> list[tuple[dict[str, Any], Any]] | None:
+        """Return an empty deferral list when batch mode learns with ``learn_many``, else None."""
+        inference = self.settings.inference
+        return [] if inference.mode == "batch" and inference.learn_many else None
+
+    def _quality(self, window: int) -> Quality:
+        return Quality(self.task, window)

@@ -1,0 +1,644 @@
+"""The straight path of every message, one step per module, synchronous and broker-free.
+
+Feature event: decode -> predict -> emit, then (if it carries a label) label -> learn, or else
+route -> keep until its label comes. Delayed label: label -> route -> join -> learn. The route step
+(:mod:`stream_app.core.route`) passes a served event or a label that arrived on another partition
+than its id's home to that home through the join topic, so that a label finds its event whatever
+client produced them; a label that comes before its event waits for it there. On a worker that is
+not the single writer, "learn" means forwarding the labeled example, with the answer that was
+served, to the writer's examples topic.
+Learning is guard -> learn -> drift check inside :class:`~stream_app.core.learn.Learner`. Outputs
+are queued on an :class:`~stream_app.kafka.emit.Emitter`; the serve loop sends them and commits the
+inputs once Kafka has acknowledged them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from stream_app import reasons
+from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
+from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
+from stream_app.core.label import check_label, decode_label
+from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent, Outcome
+from stream_app.core.messages import (
+    decode_example,
+    decode_join,
+    encode_dead_letter,
+    encode_example,
+    encode_join_label,
+    encode_join_served,
+    encode_model_event,
+    encode_prediction,
+)
+from stream_app.core.metrics import Metrics, observe_many
+from stream_app.core.model_size import SizeWatch
+from stream_app.core.predict import Prediction
+from stream_app.core.route import PARTITIONER_FIX, home_partition, partitioner_of
+from stream_app.core.shed import Shedder
+from stream_app.errors import RejectedMessage
+from stream_app.settings import Settings
+
+__all__ = ["Outputs", "Pipeline", "Record"]
+
+_UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL})
+"""Outcomes that leave the learner as it was: nothing to log."""
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """The parts of a Kafka record the path reads (aiokafka's ConsumerRecord has them)."""
+
+    @property
+    def topic(self) -> str:
+        """The topic it was read from."""
+
+    @property
+    def partition(self) -> int:
+        """Its partition."""
+
+    @property
+    def offset(self) -> int:
+        """Its offset."""
+
+    @property
+    def key(self) -> bytes | None:
+        """Its key, as produced."""
+
+    @property
+    def value(self) -> bytes | None:
+        """Its value, as produced."""
+
+
+class Forwarded(Record, Protocol):
+    """A record with its Kafka timestamp: forwarded examples, and what a restore re-reads."""
+
+    @property
+    def timestamp(self) -> int:
+        """Its Kafka timestamp, milliseconds since the epoch (when the follower sent it)."""
+
+
+class Outputs(Protocol):
+    """Where the path queues what it writes (the :class:`~stream_app.kafka.emit.Emitter`)."""
+
+    def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        """Queue a message for an explicit partition."""
+
+    def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue a message for the partition its key hashes to."""
+
+
+class Pipeline:
+    """Serves and learns from records of the partitions this worker owns."""
+
+    def __init__(self, settings: Settings, learner: Learner, metrics: Metrics) -> None:
+        self.settings = settings
+        self.learner = learner
+        self.metrics = metrics
+        self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        self.early = EarlyLabels(settings.learn.early_label_ttl_s, settings.learn.early_label_max)
+        """Labels that came before their event was served, held at the id's home."""
+        self.partitions = settings.topics.partitions
+        """Partitions of ``features`` (the serve loop reads them): an id's home is its murmur2."""
+        self.output_partitions = 0
+        """Partitions of the predictions topic; a prediction goes to its event's partition."""
+        self.writer = True
+        """Learn here (the single writer), or forward labeled examples to the writer."""
+        self._taken = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
+        """Ids whose label this worker took: a second label for one is a duplicate."""
+        self._model_errors_logged: set[str] = set()
+        self._children: dict[tuple[int, str], Any] = {}
+        self.shedder = Shedder(settings.learn.max_lag_s)
+        """The writer's bound on its lag behind the examples followers forward."""
+        self.lag_examples = 0
+        """Forwarded examples the writer has not reached (from the examples topic's end offset)."""
+        self.lag_seconds = 0.0
+        """Age of the forwarded examples the writer reached last (0 once it has caught up)."""
+        self._latencies: list[float] = []
+        """Latencies of the batch being served, observed at once at its end (per batch)."""
+        self._learned_count = 0
+        self._rerouted = 0
+        self._mismatch_logged: set[str] = set()
+        self._size = SizeWatch()
+
+    def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
+        """Serve one partition's feature events in order; learn inline labels right after.
+
+        Event mode asks the model once per event, so each prediction sees every label learned
+        before it. Batch mode asks once per micro-batch of ``inference.max_batch`` events.
+        """
+        inference = self.settings.inference
+        if inference.mode == "batch":
+            size = inference.max_batch
+            for start in range(0, len(records), size):
+                self._serve_batch(records[start : start + size], received, out)
+        else:
+            for record in records:
+                try:
+                    event = decode_event(record.value, self.settings.limits)
+                    served, shadow = self.learner.answer(event.features)
+                except RejectedMessage as rejected:
+                    self._dead_letter(out, record, rejected.reason, rejected.detail)
+                    continue
+                except Exception as exc:  # the estimator raised: dead-letter it, keep serving
+                    self._model_error(out, record, exc)
+                    continue
+                self._emit(out, record, event, served, shadow, received)
+        for dropped in self.learner.take_dropped():  # a challenger that raised in shadow
+            self._model_event(out, dropped)
+        self.metrics.events.inc(len(records))
+        latencies = self._latencies
+        if latencies:
+            self.metrics.predictions.inc(len(latencies))
+            observe_many(self.metrics.predict_latency, latencies)
+            latencies.clear()
+        self._report_learning()
+
+    def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
+        """Decode a micro-batch, predict it with one call, then emit and learn event by event."""
+        decoded: list[tuple[Record, FeatureEvent]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_event(record.value, self.settings.limits)))
+            except RejectedMessage as rejected:
+                self._dead_letter(out, record, rejected.reason, rejected.detail)
+        answers: list[tuple[Prediction, Prediction | None] | None]
+        try:
+            answers = list(self.learner.answer_many([event.features for _, event in decoded]))
+        except Exception:  # one bad row spoils a vectorised call: find it event by event
+            log.debug("batch prediction raised; answering this batch event by event")
+            answers = []
+            for record, event in decoded:
+                try:
+                    answers.append(self.learner.answer(event.features))
+                except Exception as exc:
+                    self._model_error(out, record, exc)
+                    answers.append(None)
+        for (record, event), answer in zip(decoded, answers, strict=True):
+            if answer is not None:
+                self._emit(out, record, event, answer[0], answer[1], received)
+        self.learner.flush()
+
+    def _emit(
+        self,
+        out: Outputs,
+        record: Record,
+        event: FeatureEvent,
+        served: Prediction,
+        shadow: Prediction | None,
+        received: float,
+    ) -> None:
+        """Emit one prediction (and the shadow one) to the event's partition; then keep or learn."""
+        latency = time.perf_counter() - received
+        now = time.time()
+        learner = self.learner
+        model = learner.pinned or learner.serving.model
+        answer = served
+        if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
+            assert learner.challenger is not None  # a canary is the challenger answering
+            answer, model = shadow, learner.challenger.model
+        value = encode_prediction(
+            event.id,
+            answer.prediction,
+            answer.proba,
+            model.name,
+            model.version,
+            now,
+            round(latency * 1000.0, 3),
+        )
+        partition, key = record.partition, event.id.encode()
+        out_partition = partition if partition < self.output_partitions else None
+        if out_partition is None:
+            out.keyed(self.settings.topics.predictions, key, value)
+        else:
+            out.to_partition(self.settings.topics.predictions, out_partition, key, value)
+        if shadow is not None and self.learner.challenger is not None:
+            # (In a micro-batch the challenger that answered may have been promoted or dropped
+            # by a label learned earlier in the batch: then its answer has no shadow to go to.)
+            self._shadow(out, out_partition, event.id, shadow, now)
+        self._latencies.append(latency)
+        if not self.settings.learn.enabled:
+            return
+        if event.label is NO_LABEL:
+            kept = Served(
+                event.features, served.prediction, served.proba, shadow, model.version, now
+            )
+            home = home_partition(event.id, self.partitions)
+            if home == partition:
+                self._arrive(out, home, event.id, kept, now)
+            else:
+                self._note_mismatch("feature events", record)
+                out.to_partition(*self.served_message(event.id, kept, home))
+        else:
+            self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
+
+    def labels(self, records: Sequence[Record], out: Outputs) -> None:
+        """Route each delayed label to its id's home; at home, join it to its served event."""
+        s = self.settings
+        now = time.time()
+        for record in records:
+            try:
+                event_id, label = decode_label(record.value, s.limits)
+            except RejectedMessage as rejected:
+                self._reject_label(out, record, rejected.reason, rejected.detail)
+                continue
+            home = home_partition(event_id, self.partitions)
+            if home == record.partition:
+                self._label(out, record, home, event_id, label, False, now)
+                continue
+            self._note_mismatch("labels", record)
+            value = encode_join_label(
+                event_id, label, record.topic, record.partition, record.offset, record.value
+            )
+            out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
+        self._report_learning()
+
+    def joins(self, records: Sequence[Record], out: Outputs) -> None:
+        """Take served events and labels that the join topic brought to their home partition."""
+        now = time.time()
+        for record in records:
+            try:
+                message = decode_join(record.value)
+                event_id: str = message["id"]
+                if message["kind"] == "served":
+                    shadow = message["shadow"]
+                    prediction, proba = message["served"]
+                    kept = Served(
+                        message["features"],
+                        prediction,
+                        proba,
+                        Prediction(*shadow) if shadow else None,
+                        message["model_version"],
+                        message["served_at"],
+                        True,
+                    )
+                else:
+                    where = message["source"]
+                    source = Source(
+                        where["topic"],
+                        where["partition"],
+                        where["offset"],
+                        record.key,
+                        message["original"],
+                    )
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("skipping a malformed join message at offset %d: %s", record.offset, exc)
+                self._dead_letter(out, record, reasons.INVALID_JSON, f"not a join message: {exc}")
+                continue
+            if message["kind"] == "served":
+                self._arrive(out, record.partition, event_id, kept, now)
+            else:
+                self._label(out, source, record.partition, event_id, message["label"], True, now)
+        self._report_learning()
+
+    def served_message(
+        self, event_id: str, kept: Served, home: int
+    ) -> tuple[str, int, bytes, bytes]:
+        """Return the join-topic message (topic, partition, key, value) that takes ``kept`` home."""
+        served = (kept.prediction, kept.proba)
+        value = encode_join_served(
+            event_id, kept.features, served, kept.shadow, kept.model_version, kept.served_at
+        )
+        return self.settings.join_topic, home, event_id.encode(), value
+
+    def _arrive(self, out: Outputs, home: int, event_id: str, kept: Served, now: float) -> None:
+        """Take a served event at its home: learn the label that waited for it, or keep it."""
+        early = self.early.take(home, event_id)
+        if early is None:
+            self.pending.put(home, event_id, kept)
+        else:
+            self._joined(out, early.source, event_id, early.label, kept, early.rerouted, now)
+
+    def _label(
+        self,
+        out: Outputs,
+        source: Record,
+        home: int,
+        event_id: str,
+        label: Any,
+        rerouted: bool,
+        now: float,
+    ) -> None:
+        """Take a label at its home: join it to its served event, or hold it until then."""
+        kept = self.pending.take(home, event_id, now)
+        if kept is not None:
+            self._joined(out, source, event_id, label, kept, rerouted, now)
+            return
+        if (
+            event_id in self._taken
+            or self.learner.has_learned(event_id)
+            or (home, event_id) in self.early
+        ):
+            detail = f"event {event_id!r:.60} has had its label already"
+            self._reject_label(out, source, reasons.DUPLICATE_LABEL, detail)
+            return
+        where = Source(source.topic, source.partition, source.offset, source.key, source.value)
+        evicted = self.early.put(home, event_id, EarlyLabel(label, where, rerouted, now))
+        limit = self.settings.learn.early_label_max
+        self._unjoined(out, home, evicted, f"before {limit} later labels (learn.early_label_max)")
+
+    def _joined(
+        self,
+        out: Outputs,
+        source: Record,
+        event_id: str,
+        label: Any,
+        kept: Served,
+        rerouted: bool,
+        now: float,
+    ) -> None:
+        """Learn a label that met its served event, with the answer that was served."""
+        if rerouted or kept.rerouted:
+            self._rerouted += 1
+        answer = Prediction(kept.prediction, kept.proba)
+        self._learn(out, source, event_id, kept.features, label, answer, kept.shadow, now)
+
+    def _unjoined(
+        self, out: Outputs, home: int, labels: list[tuple[str, EarlyLabel]], why: str
+    ) -> None:
+        """Dead-letter held labels whose event did not come in time, saying where we looked."""
+        for event_id, early in labels:
+            src = early.source
+            detail = (
+                f"no event {event_id!r:.60} was served {why}; searched partition {home}, the home "
+                f"of its id (murmur2), where events served on any partition or over HTTP meet "
+                f"their labels; the label came on {src.topic} partition {src.partition}"
+            )
+            self._reject_label(out, src, reasons.LABEL_WITHOUT_EVENT, detail)
+
+    def _note_mismatch(self, kind: str, record: Record) -> None:
+        """Say once per kind that records arrive off their id's home, and how to avoid the hop."""
+        if kind in self._mismatch_logged:
+            return
+        self._mismatch_logged.add(kind)
+        log.warning(
+            "%s on %s arrive on partitions other than their id's home (partition %d looks %s); "
+            "they still join, through %s, at one more message each; %s",
+            kind,
+            record.topic,
+            record.partition,
+            partitioner_of(record.key, record.partition, self.partitions),
+            self.settings.join_topic,
+            PARTITIONER_FIX,
+        )
+
+    def expire(self, now: float, out: Outputs) -> None:
+        """Drop served events whose labels can no longer come in time; dead-letter late labels."""
+        self.pending.expire(now)
+        self.metrics.pending_events.set(len(self.pending))
+        if len(self.early):
+            ttl = self.settings.learn.early_label_ttl_s
+            for home, expired in self.early.expire(now).items():
+                self._unjoined(out, home, expired, f"within {ttl:g}s (learn.early_label_ttl_s)")
+        self.metrics.early_labels.set(len(self.early))
+
+    def examples(self, records: Sequence[Forwarded], out: Outputs) -> None:
+        """Learn, as the writer, the examples other workers forwarded (as if it had served them).
+
+        The batch's age is the writer's lag; past ``learn.max_lag_s`` it learns a uniform sample
+        of the batch (see :mod:`stream_app.core.shed`) and counts and announces what it skipped.
+        """
+        if not records:
+            return
+        now = time.time()
+        started = time.perf_counter()
+        backlog = max(self.lag_examples, len(records))  # the topic's lag, as last read
+        share = self.shedder.share(now - records[0].timestamp / 1000.0, backlog)
+        shed = 0
+        for record in records:
+            try:
+                ex = decode_example(record.value or b"")
+                served = Prediction(*ex["served"])
+                shadow = Prediction(*ex["shadow"]) if ex["shadow"] else None
+                event_id, features, label = ex["id"], ex["features"], ex["label"]
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                log.error(
+                    "skipping a malformed forwarded example at offset %d: %s", record.offset, exc
+                )
+                self._dead_letter(
+                    out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
+                )
+                continue
+            sampled_out = share < 1.0 and not self.shedder.keep(event_id, share)
+            if sampled_out and not self.learner.has_learned(event_id):  # (a duplicate says so)
+                self.learner.shed(event_id, now)
+                shed += 1
+                continue
+            self._apply(out, record, event_id, features, label, served, shadow, now)
+        self.shedder.observe(time.perf_counter() - started, len(records) - shed)
+        self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
+        self._report_learning()
+
+    def _report_lag(self, out: Outputs, now: float, share: float, lag_s: float, shed: int) -> None:
+        """Publish how far behind the writer is; count and announce what it shed."""
+        self.set_learner_lag(seconds=max(lag_s, 0.0))
+        if shed:
+            self.metrics.labels_shed.inc(shed)
+        fields = self.shedder.note(now, share, lag_s, shed)
+        if fields is not None:
+            version = self.learner.serving.model.version
+            self._model_event(out, ModelEvent("shedding", version, fields))
+            if share < 1.0:
+                log.warning(
+                    "the writer is %.1fs behind the forwarded labels (learn.max_lag_s %g): it "
+                    "learns %.0f%% of them and skips the rest (%d since the last notice; "
+                    "all counted in stream_app_labels_shed_total)",
+                    lag_s,
+                    self.shedder.max_lag_s,
+                    100 * share,
+                    fields["shed"],
+                )
+
+    def _learn(
+        self,
+        out: Outputs,
+        record: Record,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Label: validate it, then learn here (the writer) or forward it to the writer."""
+        s = self.settings
+        try:
+            label = check_label(
+                label, self.learner.task, s.model.classes, s.limits.max_string_chars
+            )
+        except RejectedMessage as rejected:
+            self._reject_label(out, record, rejected.reason, rejected.detail)
+            return
+        if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
+            self._apply(out, record, event_id, features, label, served, shadow, now)
+            return
+        self._taken.add(event_id, now)
+        example = encode_example(event_id, features, label, served, shadow)
+        out.keyed(s.examples_topic, event_id.encode(), example)
+        self.metrics.labels_forwarded.inc()
+
+    def _apply(
+        self,
+        out: Outputs,
+        record: Record,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Learn (guard, learn, drift check) and log it; dead-letter what is not learned.
+
+        Every example that reaches the learner is appended to the learning log in the order it is
+        learned (held-out ones too: the guard's decisions are state), so that a writer that takes
+        over, or ``models rebuild``, learns exactly the same sequence after a stored version.
+        """
+        try:
+            outcome = self.learner.learn(event_id, features, label, served, shadow, now)
+        except RejectedMessage as rejected:
+            outcome = Outcome(False, rejected.reason, rejected.detail)
+        except Exception as exc:  # the estimator raised while learning
+            self._log_example(out, event_id, features, label, served, shadow, now)
+            self._model_error(out, record, exc)
+            return
+        if outcome.learned or outcome.reason not in _UNLEARNED:
+            self._log_example(out, event_id, features, label, served, shadow, now)
+        if outcome.learned:
+            self._learned_count += 1
+        elif outcome.reason is not None:
+            self._reject_label(out, record, outcome.reason, outcome.detail)
+        for model_event in outcome.events:
+            self._model_event(out, model_event)
+
+    def _log_example(
+        self,
+        out: Outputs,
+        event_id: str,
+        features: dict[str, Any],
+        label: Any,
+        served: Prediction,
+        shadow: Prediction | None,
+        now: float,
+    ) -> None:
+        """Append one example the learner took to the learning log (one partition)."""
+        entry = encode_example(event_id, features, label, served, shadow, at=now)
+        out.to_partition(self.settings.learning_log_topic, 0, event_id.encode(), entry)
+
+    def _shadow(
+        self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
+    ) -> None:
+        """Queue the challenger's answer on the shadow topic, same shape as a prediction."""
+        challenger = self.learner.challenger
+        if challenger is None:
+            return
+        value = encode_prediction(
+            event_id,
+            shadow.prediction,
+            shadow.proba,
+            challenger.model.name,
+            challenger.model.version,
+            now,
+            0.0,
+        )
+        topic = self.settings.topics.predictions_shadow
+        if partition is None:
+            out.keyed(topic, event_id.encode(), value)
+        else:
+            out.to_partition(topic, partition, event_id.encode(), value)
+
+    def _model_event(self, out: Outputs, event: ModelEvent) -> None:
+        """Queue a model event (drift, promotion) and count drifts."""
+        name = self.learner.serving.model.name
+        out.keyed(
+            self.settings.topics.model_events,
+            name.encode(),
+            encode_model_event(event.kind, name, event.version, **event.fields),
+        )
+        if event.kind == "drift":
+            self.metrics.drift_detected.inc()
+        elif event.kind == CHALLENGER_DROPPED:
+            self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
+        self.report_versions()
+
+    def set_learner_lag(self, *, examples: int | None = None, seconds: float | None = None) -> None:
+        """Record (and publish) how far behind the writer is: examples not learned, their age."""
+        if examples is not None:
+            self.lag_examples = examples
+            self.metrics.learner_lag_examples.set(examples)
+        if seconds is not None:
+            self.lag_seconds = seconds
+            self.metrics.learner_lag_seconds.set(seconds)
+
+    def _report_learning(self) -> None:
+        """Count what a batch learned; publish the serving and challenger models' quality.
+
+        Once per batch, not per event: per event, these metrics cost more than the guard.
+        """
+        if self._rerouted:
+            self.metrics.labels_rerouted.inc(self._rerouted)
+            self._rerouted = 0
+        if not self._learned_count and not self.learner.examples_seen:
+            return
+        self.metrics.labels_learned.inc(self._learned_count)
+        self._learned_count = 0
+        self.metrics.model_features.set(self._size.observe(self.learner.serving.model))
+        quality = self.learner.serving.quality
+        value = quality.value
+        if value is not None:
+            self._gauge(self.metrics.model_quality, quality.metric).set(value)
+        challenger = self.learner.challenger
+        if challenger is not None and challenger.quality.value is not None:
+            gauge = self._gauge(self.metrics.challenger_quality, challenger.quality.metric)
+            gauge.set(challenger.quality.value)
+
+    def _gauge(self, family: Any, metric: str) -> Any:
+        """Return a labelled gauge child, looked up once (``labels()`` costs microseconds)."""
+        key = (id(family), metric)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(metric)
+        return child
+
+    def report_versions(self) -> None:
+        """Publish which versions serve and shadow."""
+        gauge, learner = self.metrics.model_version, self.learner
+        name = learner.serving.model.name
+        gauge.labels(name, "serving").set((learner.pinned or learner.serving.model).version)
+        gauge.labels(name, "shadow").set(
+            learner.challenger.model.version if learner.challenger else -1
+        )
+        canary = learner.challenger if learner.canary is not None else None
+        gauge.labels(name, "canary").set(canary.model.version if canary else -1)
+
+    def _reject_label(self, out: Outputs, record: Record, reason: str, detail: str) -> None:
+        """Dead-letter a label that is not learned, and count it as rejected."""
+        self.metrics.labels_rejected.labels(reason=reason).inc()
+        self._dead_letter(out, record, reason, detail)
+
+    def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None:
+        """Queue a dead letter for ``record`` with its reason and original bytes; count it."""
+        value = encode_dead_letter(
+            reason, detail, record.topic, record.partition, record.offset, record.value
+        )
+        out.keyed(self.settings.topics.dead_letters, record.key, value)
+        self.metrics.dead_letters.labels(reason=reason).inc()
+
+    def _model_error(self, out: Outputs, record: Record, exc: Exception) -> None:
+        """Dead-letter an event the estimator raised on; log the first of each kind in full."""
+        kind = type(exc).__name__
+        if kind not in self._model_errors_logged:
+            self._model_errors_logged.add(kind)
+            log.error(
+                "the model raised %s; such events go to dead letters as %s",
+                kind,
+                reasons.MODEL_ERROR,
+                exc_info=exc,
+            )
+        self._dead_letter(out, record, reasons.MODEL_ERROR, f"the model raised {kind}: {exc}")

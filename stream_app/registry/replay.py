@@ -1,0 +1,227 @@
+"""The replay step: learn the learning log after a stored version, exactly as it was first learned.
+
+The writer appends every example it gives its learner to the learning log (one partition, so one
+order), and each version records ``learned_through``, the log offset of the last example it had
+learned. A writer that takes over (after a crash, a rebalance or a restart) restores the newest
+version and learns the log from ``learned_through + 1`` before anything new, so nothing learned
+since that checkpoint is lost; the learned-id memory, part of the version and refilled by the
+replay, refuses an event served again after the crash. ``models rebuild`` replays the same way from
+an older version (or a fresh model) to rebuild any version while the log still holds its examples.
+
+Replaying is learning with the same arguments in the same order, so the guard, the drift monitor
+and a challenger decide as they did the first time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, NamedTuple, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app.core.factory import parse_spec
+from stream_app.core.learn import Learner
+from stream_app.core.messages import decode_example
+from stream_app.core.predict import Prediction
+from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.kafka.security import client_kwargs
+from stream_app.registry.records import CorruptVersion, Registry, VersionRecord
+from stream_app.settings import Settings
+
+__all__ = ["BOUNDARIES", "Replayed", "rebuild_learner", "replay", "replay_log"]
+
+log = logging.getLogger(__name__)
+
+BOUNDARIES: Final = frozenset(
+    {"rollback", "promotion", "import", "manual", "factory_change", "canary", "retrain"}
+)
+"""Version reasons that are not their parent plus the log: an operator swapped the state."""
+
+_POLL_MS: Final = 200
+
+
+class LogRecord(Protocol):
+    """A learning-log record: its offset and value."""
+
+    @property
+    def offset(self) -> int:
+        """Its offset in the log."""
+
+    @property
+    def value(self) -> bytes | None:
+        """The encoded example."""
+
+
+class Replayed(NamedTuple):
+    """What a replay did."""
+
+    learned: int
+    """Entries given to the learner."""
+    corrupt: list[Any]
+    """Records that were not examples (to dead-letter)."""
+
+
+def replay(learner: Learner, records: Iterable[LogRecord]) -> Replayed:
+    """Learn ``records`` in order, as the writer did; move ``learned_through`` along.
+
+    >>> from stream_app.core.messages import encode_example
+    >>> from stream_app.settings import Settings
+    >>> class Rec(NamedTuple):
+    ...     offset: int
+    ...     value: bytes
+    >>> learner = Learner(Settings().replace(guard={"enabled": False}))
+    >>> entry = encode_example("e-1", {"x": 1.0}, True, (None, {}), None, at=5.0)
+    >>> replay(learner, [Rec(0, entry), Rec(1, b"{oops")]).learned, learner.learned_through
+    (1, 1)
+    >>> learner.has_learned("e-1"), learner.serving.model.examples_learned
+    (True, 1)
+    """
+    learned = 0
+    corrupt: list[Any] = []
+    for record in records:
+        learner.learned_through = record.offset
+        try:
+            entry = decode_example(record.value or b"")
+            served = Prediction(*entry["served"])
+            shadow = Prediction(*entry["shadow"]) if entry["shadow"] else None
+            arguments = (entry["id"], entry["features"], entry["label"], served, shadow)
+            at = float(entry["at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.error("learning log entry %d is not an example (%s); skipped", record.offset, exc)
+            corrupt.append(record)
+            continue
+        try:
+            learner.learn(*arguments, now=at)
+        except RejectedMessage as rejected:  # logged entries were taken once; not expected
+            log.warning("learning log entry %d refused on replay: %s", record.offset, rejected)
+        except Exception as exc:  # the estimator raised, as it did when the entry was logged
+            log.warning("learning log entry %d: the model raised %r again", record.offset, exc)
+        learned += 1
+    return Replayed(learned, corrupt)
+
+
+async def replay_log(
+    settings: Settings,
+    learner: Learner,
+    until: int | None = None,
+    on_corrupt: Callable[[Any], Awaitable[None]] | None = None,
+    on_progress: Callable[[int, float], None] | None = None,
+) -> Replayed:
+    """Replay the log from ``learner.learned_through + 1`` to ``until`` (default: its end now).
+
+    ``on_progress(examples_left, seconds_behind)`` is told after each fetched batch (the learner
+    lag during a takeover), and ``(0, 0.0)`` at the end.
+
+    Raises ``StreamAppError`` when the log no longer holds the first entry needed (retention).
+    """
+    tp = TopicPartition(settings.learning_log_topic, 0)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), enable_auto_commit=False, client_id=f"{settings.app.id}-replay"
+    )
+    await consumer.start()
+    learned, corrupt = 0, []
+    try:
+        consumer.assign([tp])
+        start = learner.learned_through + 1
+        end = (await consumer.end_offsets([tp]))[tp] if until is None else until + 1
+        if start >= end:
+            return Replayed(0, [])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        if first > start:
+            raise StreamAppError(
+                f"the learning log starts at offset {first}; offsets {start}..{first - 1} are "
+                f"gone (retention): raise the retention of {tp.topic} to replay this far"
+            )
+        started = time.monotonic()
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            records = [r for r in batch.get(tp, []) if r.offset < end]
+            done = replay(learner, records)
+            if on_progress is not None and records:
+                on_progress(end - 1 - records[-1].offset, time.time() - records[-1].timestamp / 1e3)
+            learned += done.learned
+            corrupt += done.corrupt
+            for record in done.corrupt:
+                if on_corrupt is not None:
+                    await on_corrupt(record)
+        if on_progress is not None:
+            on_progress(0, 0.0)
+        log.info(
+            "replayed %d examples of the learning log (offsets %d..%d) in %.2fs",
+            learned,
+            start,
+            end - 1,
+            time.monotonic() - started,
+        )
+    finally:
+        await consumer.stop()
+    return Replayed(learned, corrupt)
+
+
+def base_of(registry: Registry, name: str, target: VersionRecord) -> VersionRecord | None:
+    """Find the nearest stored version whose learner state a replay of the log can start from.
+
+    Follows ``parent`` links up to the first stored serving version (a shadow version holds a
+    challenger, not a learner). A version made by an operator (:data:`BOUNDARIES`) is not its
+    parent plus the log: it is its own base. ``None`` means: a fresh model, from the log's start.
+    """
+    current = target
+    while True:
+        if current is not target and current.status != "shadow":
+            return current
+        if current.reason in BOUNDARIES:
+            if current.status == "shadow":
+                raise StreamAppError(
+                    f"{name} v{target.version} cannot be rebuilt from the log: it descends from "
+                    f"v{current.version}, which came in by {current.reason}"
+                )
+            return current
+        parent = None if current.parent is None else registry.record(name, current.parent)
+        if parent is None:
+            return None
+        if parent.learned_through is None:
+            raise StreamAppError(
+                f"{name} v{parent.version} was stored before the learning log existed"
+            )
+        current = parent
+
+
+async def rebuild_learner(
+    settings: Settings, registry: Registry, name: str, version: int
+) -> tuple[Learner, VersionRecord | None]:
+    """Rebuild the learner as it was when ``version`` was stored; return it and its base.
+
+    Starts from the nearest loadable ancestor (or a fresh model from the version's factory) and
+    replays the learning log up to the version's ``learned_through``.
+    """
+    target = registry.record(name, version)
+    if target is None:
+        raise StreamAppError(f"{name} v{version} is not stored")
+    if target.learned_through is None:
+        raise StreamAppError(f"{name} v{version} was stored before the learning log existed")
+    model: dict[str, Any] = {"name": name}
+    if target.factory:  # the factory that built it, with its arguments
+        model["factory"], model["factory_params"] = parse_spec(target.factory)
+    configured = settings.replace(model=model)
+    base = base_of(registry, name, target)
+    if base is None:
+        learner = Learner(configured)
+    else:
+        try:
+            state = registry.load(name, base.version)
+            learner = Learner.restore(configured, state["learner"], base.version + 1)
+        except (CorruptVersion, KeyError, TypeError, AttributeError) as exc:
+            raise StreamAppError(f"{name} v{base.version} does not load: {exc}") from None
+        learner.serving.model.version = base.version
+        learner.learned_through = base.learned_through if base.learned_through is not None else -1
+    await replay_log(configured, learner, until=target.learned_through)
+    learner.flush()
+    if target.status == "shadow" and learner.challenger is not None:
+        learner.challenger.model.version = version
+    else:
+        learner.serving.model.version = version
+    return learner, base

@@ -1,0 +1,228 @@
+"""The demo's live view: what it sent, what came back, and what the worker's /metrics say.
+
+A :class:`Tally` is updated as messages arrive; :meth:`Tally.panel` draws it as a ``rich`` panel
+for a terminal, :meth:`Tally.line` as one plain line for logs and CI. Model events are told as
+they happen (:func:`announce`).
+
+>>> tally = Tally(started=0.0)
+>>> tally.dead_letters.update({"invalid_json": 2, "noisy_label": 5})
+>>> tally.letters()
+'noisy_label 5 · invalid_json 2'
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from stream_app.tools.report import percentile
+
+__all__ = ["Tally", "announce", "factory_text", "scrape"]
+
+_LATENCIES_KEPT: Final = 5000
+"""Recent latencies the percentiles are taken over."""
+_EVENTS_SHOWN: Final = 6
+_SCRAPE_TIMEOUT_S: Final = 2.0
+
+
+@dataclass
+class Tally:
+    """What the demo has seen so far."""
+
+    started: float = field(default_factory=time.monotonic)
+    produced: int = 0
+    """Messages sent to the features topic (malformed ones included)."""
+    malformed: int = 0
+    labels_sent: int = 0
+    """Labels sent: inline in events and on the labels topic."""
+    predictions: int = 0
+    answered_features: int = 0
+    """Feature messages answered: predictions plus dead letters from the features topic."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCIES_KEPT))
+    versions: set[int] = field(default_factory=set)
+    serving: int | None = None
+    drifts: list[dict[str, Any]] = field(default_factory=list)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
+    factory_changes: list[dict[str, Any]] = field(default_factory=list)
+    """``factory_changed`` events: the configured model was not the stored one."""
+    checkpoints: int = 0
+    news: deque[str] = field(default_factory=lambda: deque(maxlen=_EVENTS_SHOWN))
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The worker's last /metrics scrape: ``{'name{label="v"}': value}``."""
+    rates: tuple[float, float] = (0.0, 0.0)
+    """Events/s in and predictions/s out over the last refresh."""
+    _last: tuple[float, int, int] = (0.0, 0, 0)
+
+    def tick(self, now: float) -> None:
+        """Update the in/out rates from the counts since the last tick."""
+        then, produced, predictions = self._last
+        if then and now > then:
+            span = now - then
+            self.rates = (
+                (self.produced - produced) / span,
+                (self.predictions - predictions) / span,
+            )
+        self._last = (now, self.produced, self.predictions)
+
+    def latency(self) -> tuple[float, float]:
+        """Return p50 and p99 of the recent latencies, in ms.
+
+        >>> t = Tally(); t.latencies.extend([1.0, 2.0, 3.0, 50.0]); t.latency()
+        (2.0, 50.0)
+        """
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0, 0.0
+        return percentile(ordered, 0.5), percentile(ordered, 0.99)
+
+    def letters(self) -> str:
+        """Dead letters by reason, most first."""
+        return " · ".join(f"{r} {n}" for r, n in self.dead_letters.most_common()) or "none"
+
+    def quality(self) -> tuple[str, str]:
+        """Return the serving and challenger quality from /metrics, as text.
+
+        >>> Tally(metrics={'stream_app_model_quality{metric="accuracy"}': 0.91}).quality()
+        ('accuracy 0.910', 'none')
+        """
+        serving = challenger = "n/a"
+        for key, value in self.metrics.items():
+            name, _, labels = key.partition("{")
+            metric = labels.split('"')[1] if '"' in labels else ""
+            if name == "stream_app_model_quality":
+                serving = f"{metric} {value:.3f}"
+            elif name == "stream_app_challenger_quality":
+                challenger = f"{metric} {value:.3f}"
+        if self._shadow_version() is None:
+            challenger = "none"
+        return serving, challenger
+
+    def _shadow_version(self) -> int | None:
+        for key, value in self.metrics.items():
+            if key.startswith("stream_app_model_version{") and 'status="shadow"' in key:
+                return int(value) if value >= 0 else None
+        return None
+
+    def lag(self) -> int:
+        """Return the consumer lag the worker reports, summed over its input partitions."""
+        return int(
+            sum(v for k, v in self.metrics.items() if k.startswith("stream_app_consumer_lag"))
+        )
+
+    def learner_lag(self) -> str:
+        """Describe how far behind the writer is, from its gauges (and what it shed)."""
+        m = self.metrics
+        examples = int(m.get("stream_app_learner_lag_examples", 0.0))
+        seconds = m.get("stream_app_learner_lag_seconds", 0.0)
+        shed = int(m.get("stream_app_labels_shed_total", 0.0))
+        return f"{examples:,} examples, {seconds:.1f}s" + (f", {shed:,} shed" if shed else "")
+
+    def line(self) -> str:
+        """One plain status line (when the output is not a terminal)."""
+        elapsed = time.monotonic() - self.started
+        p50, p99 = self.latency()
+        serving, challenger = self.quality()
+        return (
+            f"{elapsed:6.1f}s  in {self.produced} ({self.rates[0]:.0f}/s)  "
+            f"out {self.predictions} ({self.rates[1]:.0f}/s)  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
+            f"v{self.serving} {serving}  challenger {challenger}  lag {self.lag()}  "
+            f"learner lag {self.learner_lag()}  "
+            f"drifts {len(self.drifts)}  dead letters: {self.letters()}"
+        )
+
+    def panel(self, title: str) -> Any:
+        """Draw the live view as a rich renderable."""
+        from rich.panel import Panel
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold cyan", justify="right")
+        grid.add_column()
+        p50, p99 = self.latency()
+        serving, challenger = self.quality()
+        shadow = self._shadow_version()
+        grid.add_row("in", f"{self.produced:,} events  [bold]{self.rates[0]:,.0f}/s[/]")
+        grid.add_row("out", f"{self.predictions:,} predictions  [bold]{self.rates[1]:,.0f}/s[/]")
+        grid.add_row("latency", f"p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+        grid.add_row("serving", f"v{self.serving}   {serving}")
+        grid.add_row("challenger", challenger if shadow is None else f"v{shadow}   {challenger}")
+        grid.add_row("consumer lag", f"{self.lag():,}")
+        grid.add_row("learner lag", self.learner_lag())
+        grid.add_row(
+            "model events",
+            f"{len(self.drifts)} drift, {len(self.promotions)} promotion, "
+            f"{self.checkpoints} checkpoint",
+        )
+        if self.factory_changes:
+            grid.add_row("factory", factory_text(self.factory_changes[-1]))
+        grid.add_row("dead letters", self.letters())
+        grid.add_row("latest", "\n".join(self.news) or "-")
+        elapsed = time.monotonic() - self.started
+        return Panel(grid, title=title, subtitle=f"{elapsed:.0f}s · Ctrl-C stops", expand=False)
+
+
+def announce(event: dict[str, Any], tally: Tally) -> str | None:
+    """Record a model event; return a sentence for people (None for a checkpoint).
+
+    >>> announce({"type": "drift", "model_version": 0, "examples_seen": 5120,
+    ...           "detector": "ADWIN"}, Tally())
+    'drift: the error of v0 went up after 5,120 labels (ADWIN)'
+    """
+    kind, version = event.get("type"), event.get("model_version")
+    if kind == "checkpoint":
+        tally.checkpoints += 1
+        return None
+    if kind == "drift":
+        tally.drifts.append(event)
+        text = (
+            f"drift: the error of v{version} went up after "
+            f"{event.get('examples_seen', 0):,} labels ({event.get('detector')})"
+        )
+    elif kind == "promotion":
+        tally.promotions.append(event)
+        text = (
+            f"v{version} now serves (was v{event.get('previous_version')}, {event.get('reason')})"
+        )
+    elif kind == "factory_changed":
+        tally.factory_changes.append(event)
+        text = factory_text(event)
+    else:
+        text = f"{kind}: v{version}"
+    tally.news.append(f"{time.strftime('%H:%M:%S')} {text}")
+    return text
+
+
+def factory_text(event: dict[str, Any]) -> str:
+    """Tell a ``factory_changed`` event in a line: both factories and what was done.
+
+    >>> factory_text({"type": "factory_changed", "model_version": 3, "action": "challenger",
+    ...               "old_factory": "m:lr", "new_factory": "m:tree", "challenger_version": 4})
+    'factory changed: m:lr -> m:tree, challenger v4 learns in shadow (v3 serves)'
+    """
+    action, version = event.get("action"), event.get("model_version")
+    done = {
+        "challenger": f"challenger v{event.get('challenger_version')} learns in shadow "
+        f"(v{version} serves)",
+        "replace": f"v{version} replaces v{event.get('restored_version')}",
+        "keep": f"v{version} keeps serving",
+    }.get(str(action), str(action))
+    return f"factory changed: {event.get('old_factory')} -> {event.get('new_factory')}, {done}"
+
+
+def scrape(web_port: int) -> dict[str, float]:
+    """Read the worker's /metrics into ``{'name{label="v"}': value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://127.0.0.1:{web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=_SCRAPE_TIMEOUT_S) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out

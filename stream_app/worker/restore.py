@@ -1,0 +1,222 @@
+"""Rebuild the join state of a newly assigned home partition from Kafka itself.
+
+The join keeps served events (and labels that came before their event) in memory, at their id's
+home partition (see :mod:`stream_app.core.route`). After a restart, or when a rebalance hands a
+partition to another worker, that memory is gone, but Kafka still has it, in four partitions
+numbered like the home: ``features`` (events served there whose home it is) with ``predictions``
+(their answers: a prediction is written to its event's partition), the join topic (events served
+elsewhere or over HTTP, and labels that arrived elsewhere) and ``labels`` (labels that arrived at
+home). Re-reading the recent past of these, up to the group's committed offsets, restores what a
+delayed label needs, with no extra writes on the hot path. A label whose served event is also
+restored had joined it before the restart; the others wait again as early labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app.core.decode import NO_LABEL, decode_event
+from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, Served, Source
+from stream_app.core.label import decode_label
+from stream_app.core.messages import decode_join
+from stream_app.core.pipeline import Forwarded
+from stream_app.core.route import home_partition
+from stream_app.errors import RejectedMessage
+from stream_app.kafka.security import client_kwargs
+from stream_app.settings import Settings
+
+__all__ = ["Past", "rebuild", "restore_home"]
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 200
+_MS = 1000.0
+
+
+class Past(NamedTuple):
+    """The recent past of one home partition, each list in offset order."""
+
+    events: Sequence[Forwarded]
+    """``features`` records, up to the committed offset."""
+    answers: Mapping[str, dict[str, Any]]
+    """The latest prediction message of each event id, from ``predictions``."""
+    joins: Sequence[Forwarded] = ()
+    """Join-topic records, up to the committed offset."""
+    labels: Sequence[Forwarded] = ()
+    """``labels`` records, up to the committed offset."""
+
+
+def rebuild(
+    pending: PendingStore,
+    early: EarlyLabels,
+    home: int,
+    partitions: int,
+    past: Past,
+    settings: Settings,
+) -> tuple[int, int]:
+    """Put back what waited at ``home``; return (served events restored, early labels restored).
+
+    Served events come from ``features`` (those whose home this is: the others went to their
+    home through the join topic) and from the join topic. Labels from the join topic and from
+    ``labels`` (those whose home this is) either meet their restored event, which means they
+    were learned before, or wait again.
+    """
+    served: dict[str, Served] = {}
+    for record in past.events:
+        try:
+            event = decode_event(record.value, settings.limits)
+        except RejectedMessage:
+            continue  # it was dead-lettered when it was served
+        answer = past.answers.get(event.id)
+        if answer is None or event.label is not NO_LABEL:
+            continue  # never answered, or learned inline already
+        if home_partition(event.id, partitions) != home:
+            continue  # it went to its home through the join topic
+        served[event.id] = Served(
+            event.features,
+            answer["prediction"],
+            answer["proba"],
+            None,
+            answer["model_version"],
+            answer["served_at"],
+        )
+    waiting: list[tuple[str, EarlyLabel]] = []
+    for record in past.joins:
+        try:
+            message = decode_join(record.value)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # it was dead-lettered when it was read
+        event_id = message["id"]
+        if message["kind"] == "served":
+            prediction, proba = message["served"]
+            served[event_id] = Served(
+                message["features"],
+                prediction,
+                proba,
+                None,
+                message["model_version"],
+                message["served_at"],
+                True,
+            )
+        else:
+            where = message["source"]
+            source = Source(
+                where["topic"], where["partition"], where["offset"], record.key, message["original"]
+            )
+            arrived = record.timestamp / _MS
+            waiting.append((event_id, EarlyLabel(message["label"], source, True, arrived)))
+    for record in past.labels:
+        try:
+            event_id, label = decode_label(record.value, settings.limits)
+        except RejectedMessage:
+            continue
+        if home_partition(event_id, partitions) == home:
+            source = Source(record.topic, record.partition, record.offset, record.key, record.value)
+            waiting.append((event_id, EarlyLabel(label, source, False, record.timestamp / _MS)))
+    for event_id, kept in served.items():
+        pending.put(home, event_id, kept)
+    held = 0
+    for event_id, label in sorted(waiting, key=lambda item: item[1].arrived_at):
+        if pending.take(home, event_id, label.arrived_at) is None:
+            early.put(home, event_id, label)
+            held += 1
+    return len(served) - (len(waiting) - held), held
+
+
+async def restore_home(
+    settings: Settings,
+    pending: PendingStore,
+    early: EarlyLabels,
+    home: int,
+    partitions: int,
+    committed: Mapping[str, int | None],
+) -> tuple[int, int]:
+    """Re-read the recent past of one home partition; return what :func:`rebuild` restored.
+
+    ``committed`` maps ``features``, ``labels`` and the join topic to the group's committed
+    offset on partition ``home`` (``None`` where nothing was committed yet).
+    """
+    if not settings.learn.enabled or not any(committed.values()):
+        return 0, 0
+    s = settings
+    started = time.monotonic()
+    deadline = started + s.learn.restore_timeout_s
+    now_ms = time.time() * _MS
+    served_ms = int(now_ms - s.learn.pending_ttl_s * _MS)
+    early_ms = int(now_ms - s.learn.early_label_ttl_s * _MS)
+    features = TopicPartition(s.topics.features, home)
+    predictions = TopicPartition(s.topics.predictions, home)
+    joins = TopicPartition(s.join_topic, home)
+    labels = TopicPartition(s.topics.labels, home)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-restore"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([features, predictions, joins, labels])
+        since = {features: served_ms, predictions: served_ms}
+        since |= {joins: min(served_ms, early_ms), labels: early_ms}
+        by_time = await consumer.offsets_for_times(since)
+        ends = await consumer.end_offsets([predictions])
+
+        def window(tp: TopicPartition, most: int) -> tuple[int, int]:
+            end = committed.get(tp.topic) or 0
+            found = by_time.get(tp)
+            first = found.offset if found is not None else end
+            return max(first, end - most, 0), end
+
+        events = await _read(consumer, features, *window(features, s.learn.pending_max), deadline)
+        found = by_time.get(predictions)
+        first = found.offset if found is not None else ends[predictions]
+        answers: dict[str, dict[str, Any]] = {}
+        for record in await _read(consumer, predictions, first, ends[predictions], deadline):
+            body = orjson.loads(record.value)
+            answers[body["id"]] = body
+        most = s.learn.pending_max + s.learn.early_label_max
+        joined = await _read(consumer, joins, *window(joins, most), deadline)
+        early_labels = await _read(
+            consumer, labels, *window(labels, s.learn.early_label_max), deadline
+        )
+    finally:
+        await consumer.stop()
+    restored = rebuild(
+        pending, early, home, partitions, Past(events, answers, joined, early_labels), s
+    )
+    log.info(
+        "partition %d: restored %d served events awaiting labels and %d labels awaiting "
+        "events in %.2fs",
+        home,
+        *restored,
+        time.monotonic() - started,
+    )
+    return restored
+
+
+async def _read(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, deadline: float
+) -> list[Any]:
+    """Every record of ``tp`` in ``[start, end)``, or what arrived before ``deadline``."""
+    if start >= end:
+        return []
+    consumer.seek(tp, start)
+    records: list[Any] = []
+    while time.monotonic() < deadline:
+        batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+        for record in batch.get(tp, []):
+            if record.offset < end:
+                records.append(record)
+        if await consumer.position(tp) >= end:
+            return records
+    log.warning(
+        "restoring %s stopped at its time limit: %d of %d records read",
+        tp,
+        len(records),
+        end - start,
+    )
+    return records

@@ -1,0 +1,206 @@
+"""Retraining beside per-label learning: a fresh model trained on the tail of the learning log.
+
+Per-label learning stays on. ``retrain.policy`` adds a second pattern: on a ``schedule`` (every
+``retrain.every_s`` or ``retrain.every_examples``), or when the serving model's rolling quality
+stays beyond ``retrain.quality_floor`` for ``retrain.patience`` labels, the writer reads the last
+``retrain.window`` examples of the learning log (the examples history, in the order they were
+learned), trains a fresh model from the factory on them in a thread (off the event loop), and
+gives it to the learner as its challenger. It learns in shadow from then on and takes over by the
+promotion path, or by canary (``drift.promotion``). The retrain is announced on ``model-events``
+(``retrain``: why, on how many examples, how long it took) and stored as a version of its own
+(reason ``retrain``), which a replay starts from; with fewer than ``retrain.min_examples``
+examples it is skipped (``retrain_skipped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream_app.core.learn import Learner
+from stream_app.core.messages import encode_model_event
+from stream_app.core.predict import ServingModel
+from stream_app.kafka.security import client_kwargs
+from stream_app.registry.replay import LogRecord, replay
+from stream_app.settings import RetrainSettings, Settings
+
+if TYPE_CHECKING:
+    from stream_app.core.pipeline import Pipeline
+    from stream_app.worker.versions import Publish, VersionKeeper
+
+__all__ = ["RETRAIN", "SKIPPED", "RetrainPolicy", "Retrainer", "read_tail", "train"]
+
+log = logging.getLogger(__name__)
+
+RETRAIN: Final = "retrain"
+"""The model-event type, and the reason of the version a retrain stores."""
+SKIPPED: Final = "retrain_skipped"
+"""The model-event type of a retrain with too few examples."""
+_POLL_MS: Final = 200
+
+
+class RetrainPolicy:
+    """Decides when a retrain is due; pure, with the clock and the learner's figures passed in.
+
+    The quality floor counts labels, not batches: the learner counts the labels in a row after
+    which its rolling quality was beyond the floor (``Learner.beyond_floor``).
+
+    >>> policy = RetrainPolicy(RetrainSettings(policy="schedule", every_examples=100), now=0.0)
+    >>> policy.due(99, 0, now=1.0), policy.due(100, 0, now=1.0)
+    (None, 'schedule')
+    >>> policy.started(100, now=1.0); policy.due(150, 0, now=2.0)
+    """
+
+    def __init__(self, settings: RetrainSettings, now: float) -> None:
+        self.settings = settings
+        self._last_at = now
+        self._last_seen = 0
+
+    def due(self, examples_seen: int, beyond_floor: int, now: float) -> str | None:
+        """Return why a retrain is due now (``schedule``, ``quality_floor``), or None."""
+        s = self.settings
+        if s.policy == "schedule":
+            by_time = s.every_s > 0 and now - self._last_at >= s.every_s
+            by_count = s.every_examples > 0 and examples_seen - self._last_seen >= s.every_examples
+            return "schedule" if by_time or by_count else None
+        if s.policy == "quality_floor" and beyond_floor >= s.patience:
+            return "quality_floor"
+        return None
+
+    def started(self, examples_seen: int, now: float) -> None:
+        """Count from a retrain that just started."""
+        self._last_at, self._last_seen = now, examples_seen
+
+
+def train(settings: Settings, records: Sequence[LogRecord], classes: list[Any]) -> ServingModel:
+    """Train a fresh model from the factory on log ``records``, in order, and return it.
+
+    Every example is learned (no guard, no drift policy: the examples were judged when they were
+    first learned). ``classes`` are the serving model's, so both answer with the same class order.
+    """
+    plain = settings.replace(
+        guard={"enabled": False}, drift={"policy": "none"}, model={"challenger_factory": ""}
+    )
+    learner = Learner(plain)
+    learner.serving.model.labels.classes = list(classes)
+    replay(learner, records)
+    learner.flush()
+    return learner.serving.model
+
+
+async def read_tail(settings: Settings, count: int) -> list[Any]:
+    """Read the last ``count`` records of the learning log (fewer if it holds fewer)."""
+    tp = TopicPartition(settings.learning_log_topic, 0)
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), enable_auto_commit=False, client_id=f"{settings.app.id}-retrain"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        start = max(first, end - count)
+        records: list[Any] = []
+        if start >= end:
+            return records
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            records += [r for r in batch.get(tp, []) if r.offset < end]
+        return records
+    finally:
+        await consumer.stop()
+
+
+class Retrainer:
+    """Runs the policy on the writer and one retrain at a time in the background."""
+
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, keeper: VersionKeeper, lock: asyncio.Lock
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.keeper = keeper
+        self.lock = lock
+        """The serve lock: the challenger is installed between batches."""
+        self.policy = RetrainPolicy(settings.retrain, time.monotonic())
+        self._task: asyncio.Task[None] | None = None
+
+    def maybe_start(self, publish: Publish) -> None:
+        """Start a retrain in the background if one is due (call it as the writer, per batch)."""
+        if self.settings.retrain.policy == "none":
+            return
+        if self._task is not None and not self._task.done():
+            return
+        learner = self.pipeline.learner
+        now = time.monotonic()
+        why = self.policy.due(learner.examples_seen, learner.beyond_floor, now)
+        if why is not None:
+            self.policy.started(learner.examples_seen, now)
+            learner.beyond_floor = 0  # a floor needs ``patience`` labels again
+            self._task = asyncio.create_task(self._retrain(why, publish))
+
+    async def settle(self) -> None:
+        """Wait for a retrain under way to finish (before shutting down)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _retrain(self, why: str, publish: Publish) -> None:
+        """Read the log's tail, train off the loop, install the challenger, store and announce."""
+        s, name = self.settings, self.settings.model.name
+        started = time.perf_counter()
+        try:
+            records = await read_tail(s, s.retrain.window)
+            if len(records) < s.retrain.min_examples:
+                await self._announce(
+                    SKIPPED,
+                    publish,
+                    reason=why,
+                    examples=len(records),
+                    needed=s.retrain.min_examples,
+                )
+                log.info("retrain (%s) skipped: %d examples in the log", why, len(records))
+                return
+            classes = list(self.pipeline.learner.serving.model.labels.classes)
+            model = await asyncio.to_thread(train, s, records, classes)
+        except Exception as exc:  # a failed retrain must never take serving down
+            log.error("retrain (%s) failed: %s", why, exc, exc_info=exc)
+            await self._announce(SKIPPED, publish, reason=why, error=f"{type(exc).__name__}: {exc}")
+            return
+        seconds = time.perf_counter() - started
+        async with self.lock:
+            learner = self.pipeline.learner
+            model.version = learner.allocate_version(self.keeper.store.registry.latest(name))
+            learner.challenge(model)
+            await self.keeper.checkpoint(RETRAIN, publish)  # the number it is stored under
+            version = model.version
+            await self._announce(
+                RETRAIN,
+                publish,
+                reason=why,
+                examples=len(records),
+                from_offset=records[0].offset,
+                to_offset=records[-1].offset,
+                seconds=round(seconds, 3),
+                challenger_version=version,
+            )
+            log.info(
+                "retrained (%s) on %d examples of the learning log in %.2fs: v%d challenges",
+                why,
+                len(records),
+                seconds,
+                version,
+            )
+            self.pipeline.report_versions()
+
+    async def _announce(self, kind: str, publish: Publish, **fields: Any) -> None:
+        """Publish a ``retrain`` or ``retrain_skipped`` event on ``model-events``."""
+        name = self.settings.model.name
+        version = self.pipeline.learner.serving.model.version
+        event = encode_model_event(kind, name, version, **fields)
+        await publish(self.settings.topics.model_events, name.encode(), event)

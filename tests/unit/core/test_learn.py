@@ -1,0 +1,203 @@
+"""The learner: prequential scoring, idempotence, drift on a known change, challenger and reset."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from river.datasets import synth
+
+from stream_app import reasons
+from stream_app.core.drift import DriftMonitor, build_detector
+from stream_app.core.learn import Learner, Quality, error_of
+from stream_app.core.predict import Prediction
+from stream_app.errors import ConfigError, RejectedMessage
+from stream_app.settings import DriftSettings, Settings
+
+CHANGE_AT = 5000
+
+
+def drifting_stream(seed: int, n: int = 10_000) -> list[tuple[dict[str, float], bool]]:
+    """SEA variant 0 then 3, a sudden change at CHANGE_AT (width 50: River overflows below ~40)."""
+    stream = synth.ConceptDriftStream(
+        stream=synth.SEA(variant=0, seed=seed),
+        drift_stream=synth.SEA(variant=3, seed=seed + 1),
+        position=CHANGE_AT,
+        width=50,
+        seed=seed,
+    )
+    return list(stream.take(n))
+
+
+def replay(learner: Learner, data: list[tuple[dict[str, float], bool]]) -> tuple[list[bool], list]:
+    hits, events = [], []
+    for i, (x, y) in enumerate(data):
+        served, shadow = learner.answer(x)
+        hits.append(served.prediction == y)
+        outcome = learner.learn(f"e{i}", x, y, served, shadow, now=float(i))
+        events += [(i, event) for event in outcome.events]
+    return hits, events
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_drift_reported_after_the_change_never_before(seed: int) -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}, drift={"policy": "none"}))
+    _, events = replay(learner, drifting_stream(seed))
+    drifts = [i for i, event in events if event.kind == "drift"]
+    assert drifts, "no drift reported"
+    assert all(i >= CHANGE_AT - 50 for i in drifts), drifts  # width 50: the change starts there
+    assert drifts[0] - CHANGE_AT <= 1000
+    first = next(event for _, event in events if event.kind == "drift")
+    assert first.fields["detector"] == "ADWIN" and first.fields["examples_seen"] == drifts[0] + 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_challenger_takes_over_and_recovers_pre_drift_accuracy(seed: int) -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}))
+    hits, events = replay(learner, drifting_stream(seed, n=12_000))
+    promotions = [(i, event) for i, event in events if event.kind == "promotion"]
+    assert len(promotions) == 1
+    at, promotion = promotions[0]
+    assert promotion.version == 1 and promotion.fields["previous_version"] == 0
+    assert learner.serving.model.version == 1 and learner.challenger is None
+    before = sum(hits[CHANGE_AT - 2000 : CHANGE_AT]) / 2000
+    after = sum(hits[at : at + 2000]) / 2000
+    assert after >= before - 0.03, (before, after)
+
+
+def test_reset_policy_replaces_the_model_at_the_drift() -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}, drift={"policy": "reset"}))
+    _, events = replay(learner, drifting_stream(1))
+    kinds = [event.kind for _, event in events]
+    assert kinds[:2] == ["drift", "promotion"]
+    assert events[1][1].fields["reason"] == "reset"
+    assert learner.serving.model.version >= 1
+
+
+def test_stationary_stream_has_no_drift() -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}))
+    data = list(synth.SEA(variant=0, seed=9).take(8000))
+    _, events = replay(learner, data)
+    assert events == []
+    assert learner.monitor.ignored >= 0  # improvements during warm-up are not drifts
+
+
+def test_each_id_is_learned_once_and_the_label_checked_against_binary_classes() -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}))
+    none = Prediction(None, {})
+    assert learner.learn("a", {"x": 1.0}, "spam", none, None, now=0.0).learned
+    again = learner.learn("a", {"x": 1.0}, "ham", none, None, now=1.0)
+    assert (again.learned, again.reason) == (False, reasons.DUPLICATE_LABEL)
+    assert learner.has_learned("a") and learner.serving.model.examples_learned == 1
+    learner.learn("b", {"x": 2.0}, "ham", none, None, now=2.0)
+    with pytest.raises(RejectedMessage) as caught:
+        learner.learn("c", {"x": 3.0}, "eggs", none, None, now=3.0)
+    assert caught.value.reason == reasons.UNKNOWN_LABEL
+    assert not learner.has_learned("c")  # a refused label leaves no trace
+
+
+def test_learned_ids_are_forgotten_after_the_ttl() -> None:
+    learner = Learner(Settings().replace(guard={"enabled": False}, learn={"pending_ttl_s": 10.0}))
+    learner.learn("a", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0)
+    learner.learn("b", {"x": 1.0}, True, Prediction(None, {}), None, now=11.0)
+    assert not learner.has_learned("a") and learner.has_learned("b")
+
+
+def test_quality_and_error() -> None:
+    q = Quality("regression", window=3)
+    for e in (10.0, 1.0, 2.0, 3.0):
+        q.add(e)
+    assert q.value == 2.0 and q.metric == "mae" and q.full
+    better = Quality("regression", window=3)
+    better.add(1.0)
+    assert better.better_than(q, margin=0.5) and not better.better_than(q, margin=1.5)
+    assert error_of("classification", None, True) is None
+
+
+def test_detector_configuration() -> None:
+    assert type(build_detector("DDM", {})).__name__ == "DDM"
+    with pytest.raises(ConfigError, match="not a detector"):
+        build_detector("Nope", {})
+    with pytest.raises(ConfigError, match="do not fit"):
+        build_detector("ADWIN", {"nope": 1})
+
+
+def test_improvement_is_not_drift() -> None:
+    monitor = DriftMonitor(DriftSettings(warmup=100, compare_window=50))
+    drops = [monitor.update(e) for e in [1.0] * 1000 + [0.0] * 1000]
+    assert not any(drops) and monitor.ignored >= 1
+
+
+def agrawal(n: int, seed: int = 1) -> list[tuple[dict[str, object], int]]:
+    return list(synth.Agrawal(classification_function=2, seed=seed).take(n))
+
+
+def test_a_configured_challenger_proves_itself_in_shadow_then_serves() -> None:
+    settings = Settings().replace(
+        guard={"enabled": False}, model={"challenger_factory": "stream_app.models:hoeffding_tree"}
+    )
+    learner = Learner(settings)
+    assert learner.challenger is not None and learner.challenger.model.version == 1
+    _, events = replay(learner, agrawal(6000))  # type: ignore[arg-type]
+    promotions = [event for _, event in events if event.kind == "promotion"]
+    assert len(promotions) == 1 and promotions[0].fields["reason"] == "challenger"
+    assert promotions[0].fields["accuracy_challenger"] > promotions[0].fields["accuracy_previous"]
+    assert learner.serving.model.version == 1 and learner.challenger is None
+
+
+def test_a_challenger_needs_the_margin_and_can_be_promoted_by_hand() -> None:
+    settings = Settings().replace(
+        guard={"enabled": False},
+        model={"challenger_factory": "stream_app.models:hoeffding_tree"},
+        drift={"promotion_margin": 0.9},
+    )
+    learner = Learner(settings)
+    _, events = replay(learner, agrawal(3000))  # type: ignore[arg-type]
+    assert not [e for _, e in events if e.kind == "promotion"]
+    event = learner.promote("manual")
+    assert event.kind == "promotion" and learner.serving.model.version == 1
+    with pytest.raises(ValueError, match="no challenger"):
+        learner.promote("manual")
+
+
+def test_a_challenger_of_another_task_is_refused() -> None:
+    settings = Settings().replace(
+        model={"challenger_factory": "stream_app.models:linear_regression"}
+    )
+    with pytest.raises(ValueError, match="regression model"):
+        Learner(settings)
+
+
+def flipped_stream(seed: int, n: int, noise: float) -> list[tuple[dict[str, float], bool, bool]]:
+    """(features, true label, given label): SEA 0 -> 3 with ``noise`` of the labels flipped."""
+    rng = random.Random(seed)
+    return [(x, y, (not y) if rng.random() < noise else y) for x, y in drifting_stream(seed, n)]
+
+
+def test_the_witness_learns_every_label_and_the_model_adopts_it_after_a_change() -> None:
+    learner = Learner(Settings().replace(drift={"policy": "none"}))
+    contender = learner.serving
+    assert contender.witness is not None and contender.witness.labels is contender.model.labels
+    adopted = []
+    for i, (x, _, label) in enumerate(flipped_stream(1, 8000, noise=0.2)):
+        served, shadow = learner.answer(x)
+        before = contender.model.estimator
+        outcome = learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        if contender.model.estimator is not before:
+            adopted.append(i)
+            assert contender.model.examples_learned == contender.witness.examples_learned
+        elif outcome.reason == reasons.NOISY_LABEL:  # held out by the model, learned by the witness
+            assert contender.witness.examples_learned > contender.model.examples_learned
+    assert adopted and all(i >= CHANGE_AT for i in adopted)  # never under steady noise
+    assert contender.witness.examples_learned == 8000
+
+
+def test_no_witness_when_switched_off_or_without_the_noisy_label_rule() -> None:
+    for guard in ({"witness": False}, {"noisy_labels": False}, {"enabled": False}):
+        assert Learner(Settings().replace(guard=guard)).serving.witness is None
+    learner = Learner(Settings())
+    assert learner.serving.witness is not None
+    off = Settings().replace(guard={"witness": False})
+    restored = Learner.restore(off, learner.snapshot(), next_version=1)
+    assert restored.serving.witness is None
+    assert Learner.restore(Settings(), restored.snapshot(), 1).serving.witness is not None

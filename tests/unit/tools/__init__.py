@@ -1,0 +1,1 @@
+"""Unit tests of stream_app.tools."""

@@ -1,0 +1,68 @@
+"""Retraining without a broker: when the policy fires, and what a retrain trains."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from stream_app.core.learn import Learner
+from stream_app.core.messages import encode_example
+from stream_app.core.predict import Prediction
+from stream_app.models import logistic_regression
+from stream_app.settings import RetrainSettings, Settings
+from stream_app.worker.retrain import RetrainPolicy, train
+from tests.unit.core.test_batch import rows
+
+
+class Rec(NamedTuple):
+    offset: int
+    value: bytes
+
+
+def test_a_schedule_fires_by_count_and_by_time() -> None:
+    by_count = RetrainPolicy(RetrainSettings(policy="schedule", every_examples=50), now=0.0)
+    assert [by_count.due(n, 0, now=0.0) for n in (49, 50)] == [None, "schedule"]
+    by_count.started(50, now=0.0)
+    assert by_count.due(99, 0, now=0.0) is None and by_count.due(100, 0, 0.0) == "schedule"
+    by_time = RetrainPolicy(RetrainSettings(policy="schedule", every_s=60.0), now=0.0)
+    assert by_time.due(10**6, 0, now=59.9) is None and by_time.due(0, 0, now=60.0) == "schedule"
+    assert RetrainPolicy(RetrainSettings(), now=0.0).due(10**9, 10**9, now=10**9) is None
+
+
+def test_the_learner_counts_labels_in_a_row_beyond_the_quality_floor() -> None:
+    settings = Settings().replace(
+        guard={"enabled": False},
+        learn={"quality_window": 10},
+        retrain={"policy": "quality_floor", "quality_floor": 0.8, "patience": 5},
+    )
+    learner = Learner(settings)
+    policy = RetrainPolicy(settings.retrain, now=0.0)
+    answer = Prediction(True, {"true": 0.9})
+
+    def label(i: int, right: bool) -> int:
+        learner.learn(f"e{i}", {"x": 1.0}, right, answer, None, now=0.0)
+        return learner.beyond_floor
+
+    assert [label(i, True) for i in range(10)] == [0] * 10  # accuracy 1.0
+    counts = [label(10 + i, False) for i in range(8)]  # accuracy falls: 0.9, 0.8, 0.7, ...
+    assert counts == [0, 0, 1, 2, 3, 4, 5, 6]
+    assert policy.due(learner.examples_seen, learner.beyond_floor, now=0.0) == "quality_floor"
+    assert label(18, True) == 7 and [label(19 + i, True) for i in range(9)][-1] == 0  # recovered
+    plain = Learner(Settings().replace(guard={"enabled": False}))
+    plain.learn("e", {"x": 1.0}, False, answer, None, now=0.0)
+    assert plain.beyond_floor == 0  # counted only under the quality_floor policy
+
+
+def test_a_retrain_equals_a_fresh_river_loop_over_the_log_tail() -> None:
+    data = [(x, sum(x.values()) > 0) for x in rows(300, seed=5)]
+    log = [
+        Rec(i, encode_example(f"e{i}", x, y, (None, {}), None, at=float(i)))
+        for i, (x, y) in enumerate(data)
+    ]
+    model = train(Settings(), log[100:], classes=[False, True])
+    reference = logistic_regression()
+    for x, y in data[100:]:
+        reference.learn_one(x, y)
+    assert model.examples_learned == 200 and model.labels.classes == [False, True]
+    for x, _ in data[:20]:
+        got, want = model.estimator.predict_proba_one(x), reference.predict_proba_one(x)
+        assert abs(got[True] - want[True]) <= 1e-9
