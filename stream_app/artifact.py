@@ -20,10 +20,11 @@ The file is a zip archive with two or three members:
 :func:`load` unpickles with :mod:`stream_app.registry.safeload`: only River, stream_app and data
 globals resolve, so a crafted file cannot run code (``trusted_modules`` adds your own factory
 modules). The default factories' pipelines contain ``stream_app.models.OneHotStrings``, so their
-pickle needs :mod:`stream_app.models` importable: that module imports River and the standard library
-only (not Kafka, Faust, orjson or this package's other modules), and can be copied next to the
-application, with :mod:`stream_app.registry.safeload` and :mod:`stream_app.registry.signing`
-(standard library only), which are all this module imports of stream_app. A plain ``pickle.loads``
+pickle needs :mod:`stream_app.models` importable: that module imports River, the standard library
+and :mod:`stream_app.errors` only (not Kafka, Faust, orjson or this package's other modules), and
+can be copied next to the application, with :mod:`stream_app.registry.safeload`,
+:mod:`stream_app.registry.signing` and :mod:`stream_app.errors` (standard library only), which
+are all this module imports of stream_app. A plain ``pickle.loads``
 of the member would run any code the file's writer chose: do not use it on files you did not make.
 
 >>> from river import linear_model
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stream_app import __version__
+from stream_app.errors import ArtifactError
 from stream_app.registry import safeload, signing
 
 __all__ = [
@@ -65,21 +67,7 @@ FORMAT: Final = "stream_app.artifact/1"
 HEADER: Final = "header.json"
 ESTIMATOR: Final = "estimator.pickle"
 SIGNATURE: Final = "signature"
-CORRUPT: Final = "corrupt"
 UNTRUSTED: Final = "untrusted"
-
-
-class ArtifactError(ValueError):
-    """A file that is not a sound artifact, or not a trusted one; ``reason`` says which.
-
-    ``reason`` is ``corrupt`` (not an artifact, unknown format, failed checksum, does not load),
-    ``untrusted`` (its pickle names a global outside the allowlist), ``unsigned`` or
-    ``bad_signature``. (A ``ValueError``, not a ``StreamAppError``: this module stands alone.)
-    """
-
-    def __init__(self, message: str, reason: str = CORRUPT) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
-from stream_app.errors import StreamAppError
+from stream_app.errors import RequestRejected, StreamAppError
 from stream_app.settings import Settings, TopicSettings, bootstrap_servers
 
 __all__ = [
@@ -51,16 +51,6 @@ T = TypeVar("T")
 LabelValue = str | int | bool | float
 FeatureValue = float | int | bool | str
 _JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-class RequestRejected(StreamAppError):
-    """The worker refused a request: HTTP status, reason code (as dead letters have), detail."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(f"{status} {reason}: {detail}")
-        self.status = status
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +133,7 @@ def _answer(status: int, body: bytes) -> Any:
     >>> _answer(400, b'{"reason": "invalid_id", "detail": "id is a JSON number"}')
     Traceback (most recent call last):
     ...
-    stream_app.client.RequestRejected: 400 invalid_id: id is a JSON number
+    stream_app.errors.RequestRejected: 400 invalid_id: id is a JSON number
     """
     try:
         data = orjson.loads(body)

@@ -1,8 +1,9 @@
 """Model factories: zero-argument functions returning a fresh River estimator.
 
 Config names one by dotted path (``model.factory = "stream_app.models:logistic_regression"``);
-point it at your own function to serve your own model. This module imports River and the standard
-library only, so a pickled model that uses :class:`BoundedOneHot` loads without any Kafka code.
+point it at your own function to serve your own model. This module imports River, the standard
+library and :mod:`stream_app.errors` only, so a pickled model that uses :class:`BoundedOneHot`
+loads without any Kafka code.
 
 >>> model = logistic_regression()
 >>> model.learn_one({"x": 1.0, "color": "red"}, True)
@@ -47,6 +48,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final
 
 from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
+
+from stream_app.errors import ModelError
 
 __all__ = [
     "DEFAULT_MAX_INDICATORS",
@@ -102,7 +105,7 @@ class BoundedOneHot(base.Transformer):
 
     def __init__(self, max_indicators: int = DEFAULT_MAX_INDICATORS) -> None:
         if max_indicators < 1:
-            raise ValueError(f"max_indicators must be positive, got {max_indicators}")
+            raise ModelError(f"max_indicators must be positive, got {max_indicators}")
         self.max_indicators = max_indicators
         self._known: set[Hashable] = set()
         self._used: bytearray | None = None  # one byte per bucket, allocated once one is used
@@ -335,6 +338,6 @@ def set_max_indicators(estimator: Any, max_indicators: int) -> Any:
     """
     for step in _steps(estimator):
         if step.inputs:
-            raise ValueError("the bound of a trained BoundedOneHot cannot change")
+            raise ModelError("the bound of a trained BoundedOneHot cannot change")
         step.max_indicators = max_indicators
     return estimator

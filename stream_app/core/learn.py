@@ -44,6 +44,7 @@ from stream_app.core.predict import (
     predict_many,
     predict_one,
 )
+from stream_app.errors import OperationRefused
 from stream_app.models import supports_many
 from stream_app.settings import Settings
 
@@ -483,9 +484,9 @@ class Learner:
     def start_canary(self, share: float, reason: str) -> ModelEvent:
         """Let the challenger answer ``share`` of the events (by id hash); return canary_step."""
         if self.challenger is None:
-            raise ValueError("there is no challenger to roll out")
+            raise OperationRefused("there is no challenger to roll out")
         if not 0.0 < share < 1.0:
-            raise ValueError(f"a canary share is above 0 and below 1; got {share!r}")
+            raise OperationRefused(f"a canary share is above 0 and below 1; got {share!r}")
         r = self.settings.rollout
         before = self.canary.share if self.canary is not None else 0.0
         window = r.window
@@ -510,7 +511,7 @@ class Learner:
         """
         canary, challenger = self.canary, self.challenger
         if canary is None or challenger is None:
-            raise ValueError("there is no canary to roll back")
+            raise OperationRefused("there is no canary to roll back")
         self.canary = None
         log.warning(
             "canary v%d rolled back at %.0f%% (%s); v%d answers everything",
@@ -610,7 +611,7 @@ class Learner:
     def promote(self, reason: str) -> ModelEvent:
         """Make the challenger serve now (an operator's decision)."""
         if self.challenger is None:
-            raise ValueError("there is no challenger to promote")
+            raise OperationRefused("there is no challenger to promote")
         return self._promote(reason=reason, serving_q=None, challenger_q=None)
 
     def replace_serving(self, contender: Contender) -> None:
@@ -635,7 +636,7 @@ class Learner:
     def challenge(self, model: ServingModel) -> Contender:
         """Let ``model`` (a fresh or an imported one) learn in shadow and duel the serving model."""
         if model.task != self.task:
-            raise ValueError(f"a {model.task} model cannot challenge a {self.task} model")
+            raise OperationRefused(f"a {model.task} model cannot challenge a {self.task} model")
         self.flush()
         self.challenger, self.canary = self._contender(model), None
         window = self.settings.drift.challenger_window

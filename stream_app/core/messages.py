@@ -1,6 +1,6 @@
 """Encode what the service writes: predictions, dead letters and model events, as JSON bytes.
 
-The shapes are the contract (see README.md and ../shared/CONTRACT.md); keep them here, in one place.
+The shapes are the contract (README.md, "Messages"); keep them here, in one place.
 
 >>> encode_prediction("e-1", 1, {"0": 0.2, "1": 0.8}, "default", 3, 1763800000.125, 0.41)
 b'{"id":"e-1","prediction":1,"proba":{"0":0.2,"1":0.8},"model":"default","model_version":3,"served_at":1763800000.125,"latency_ms":0.41}'

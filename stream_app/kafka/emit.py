@@ -15,6 +15,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from stream_app.errors import EmitError
+
 __all__ = ["Emitter"]
 
 
@@ -58,7 +60,7 @@ class Emitter:
             self._full.append((topic, partition, batch))
             batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a {len(value)}-byte message does not fit in an empty batch")
+                raise EmitError(f"a {len(value)}-byte message does not fit in an empty batch")
 
     def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue ``value`` for the partition Kafka's default partitioner picks from ``key``."""

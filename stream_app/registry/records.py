@@ -32,7 +32,7 @@ from typing import Any, Final, NamedTuple, TypedDict
 import orjson
 
 from stream_app import __version__
-from stream_app.errors import StreamAppError
+from stream_app.errors import CORRUPT, CorruptVersion
 from stream_app.registry import signing
 from stream_app.registry.safeload import UntrustedGlobal, loads
 from stream_app.settings import RegistrySettings
@@ -67,22 +67,9 @@ REASONS: Final = (
     "factory_change", "canary", "retrain",
 )  # fmt: skip
 STATUSES: Final = ("serving", "shadow", "retired")
-CORRUPT: Final = "corrupt"
 UNTRUSTED: Final = "untrusted"
 LOAD_FAILURES: Final = (CORRUPT, UNTRUSTED, signing.UNSIGNED, signing.BAD_SIGNATURE)
 """Reasons a stored version does not load (``version_load_failures_total{reason}``)."""
-
-
-class CorruptVersion(StreamAppError):
-    """A stored version that cannot be trusted or loaded; ``reason`` is one of LOAD_FAILURES.
-
-    Its chunks are missing or fail their checksum, its pickle asks for a global outside the
-    allowlist (``untrusted``), or a signing key is set and it is unsigned or wrongly signed.
-    """
-
-    def __init__(self, message: str, reason: str = CORRUPT) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def river_version() -> str:
@@ -216,7 +203,7 @@ def decode_blob(
     >>> decode_blob([blob.chunks[0][:-1] + b"!"] + blob.chunks[1:], blob.sha256)
     Traceback (most recent call last):
     ...
-    stream_app.registry.records.CorruptVersion: the blob fails its checksum
+    stream_app.errors.CorruptVersion: the blob fails its checksum
     """
     packed = b"".join(chunks)
     if hashlib.sha256(packed).hexdigest() != sha256:

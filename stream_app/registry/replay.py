@@ -26,9 +26,9 @@ from stream_app.core.factory import parse_spec
 from stream_app.core.learn import Learner
 from stream_app.core.messages import decode_example
 from stream_app.core.predict import Prediction
-from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.errors import CorruptVersion, RejectedMessage, StreamAppError
 from stream_app.kafka.security import client_kwargs
-from stream_app.registry.records import CorruptVersion, Registry, VersionRecord
+from stream_app.registry.records import Registry, VersionRecord
 from stream_app.settings import Settings
 
 __all__ = ["BOUNDARIES", "Replayed", "rebuild_learner", "replay", "replay_log"]

@@ -32,11 +32,16 @@ from typing import Any, Final
 
 from river import base
 
-from stream_app.artifact import CORRUPT, Artifact, ArtifactError, dumps, loads
+from stream_app.artifact import Artifact, dumps, loads
 from stream_app.core.label import LabelCodec
 from stream_app.core.learn import Learner
 from stream_app.core.predict import ServingModel
-from stream_app.errors import StreamAppError
+from stream_app.errors import (
+    ArtifactError,
+    ImportRefused,
+    OperationRefused,
+    StreamAppError,
+)
 from stream_app.models import task_of
 from stream_app.registry.checkpoint import FORMAT, Write, load_model
 from stream_app.registry.records import (
@@ -64,14 +69,6 @@ __all__ = [
 
 PROBE_VALUE: Final = 0.0
 """The value of every known feature in the probe an imported estimator must answer."""
-
-
-class ImportRefused(ValueError):
-    """An import the writer will not store; ``reason`` is a version load failure reason."""
-
-    def __init__(self, message: str, reason: str = CORRUPT) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def artifact_of(
@@ -102,7 +99,9 @@ def export_version(registry: Registry, name: str, version: int, signing_key: str
 
 
 def check_estimator(imported: ServingModel, serving: ServingModel) -> None:
-    """Raise ``ValueError`` unless ``imported`` is a River estimator of our task that answers.
+    """Refuse the import unless ``imported`` is a River estimator of our task that answers.
+
+    A refusal is an :class:`~stream_app.errors.OperationRefused`.
 
     The probe is every feature either model knows, at :data:`PROBE_VALUE`.
 
@@ -114,19 +113,21 @@ def check_estimator(imported: ServingModel, serving: ServingModel) -> None:
     >>> check_estimator(model, model)
     Traceback (most recent call last):
     ...
-    ValueError: the imported object is a int, not a River estimator
+    stream_app.errors.OperationRefused: the imported object is a int, not a River estimator
     """
     estimator: Any = imported.estimator
     if not isinstance(imported.estimator, base.Estimator):
-        raise ValueError(
+        raise OperationRefused(
             f"the imported object is a {type(estimator).__name__}, not a River estimator"
         )
     try:
         task = task_of(estimator)
     except TypeError as exc:
-        raise ValueError(str(exc)) from None
+        raise OperationRefused(str(exc)) from None
     if task != serving.task:
-        raise ValueError(f"the imported estimator does {task}; this model does {serving.task}")
+        raise OperationRefused(
+            f"the imported estimator does {task}; this model does {serving.task}"
+        )
     probe = dict.fromkeys(sorted(serving.feature_names | imported.feature_names), PROBE_VALUE)
     try:
         if task == "classification":
@@ -136,11 +137,13 @@ def check_estimator(imported: ServingModel, serving: ServingModel) -> None:
             answer = estimator.predict_one(probe)
             ok = isinstance(answer, Real)
     except Exception as exc:  # any failure refuses the import; serving never sees it
-        raise ValueError(
+        raise OperationRefused(
             f"the imported estimator fails a probe: {type(exc).__name__}: {exc}"
         ) from None
     if not ok:
-        raise ValueError(f"the imported estimator answers a probe with {type(answer).__name__}")
+        raise OperationRefused(
+            f"the imported estimator answers a probe with {type(answer).__name__}"
+        )
 
 
 def serving_model(artifact: Artifact, name: str, version: int) -> ServingModel:
@@ -161,26 +164,33 @@ def serving_model(artifact: Artifact, name: str, version: int) -> ServingModel:
 
 
 def check_fits(imported: ServingModel, serving: ServingModel) -> None:
-    """Raise ``ValueError`` unless ``imported`` can answer and learn the serving model's labels.
+    """Refuse the import unless ``imported`` can answer and learn the serving model's labels.
+
+    A refusal is an :class:`~stream_app.errors.OperationRefused`.
 
     >>> from stream_app.settings import ModelSettings
     >>> from stream_app.core.predict import fresh_model
     >>> a, b = fresh_model(ModelSettings()), fresh_model(ModelSettings())
     >>> a.labels.classes, b.labels.classes = ["ham", "spam"], ["cat", "dog"]
-    >>> check_fits(a, b)
-    Traceback (most recent call last):
-    ...
-    ValueError: the imported model knows the classes ['ham', 'spam']; this one ['cat', 'dog']
+    >>> try:
+    ...     check_fits(a, b)
+    ... except OperationRefused as refused:
+    ...     print(refused)
+    the imported model knows the classes ['ham', 'spam']; this one ['cat', 'dog']
     """
     if imported.task != serving.task:
-        raise ValueError(f"the imported model is a {imported.task} model; this is {serving.task}")
+        raise OperationRefused(
+            f"the imported model is a {imported.task} model; this is {serving.task}"
+        )
     mine, theirs = imported.labels.classes, serving.labels.classes
     if mine and theirs and sorted(map(repr, mine)) != sorted(map(repr, theirs)):
-        raise ValueError(
+        raise OperationRefused(
             f"the imported model knows the classes {mine!r:.100}; this one {theirs!r:.100}"
         )
     if imported.labels.binary and theirs and mine and mine[0] != theirs[0]:
-        raise ValueError(f"the imported model's negative class is {mine[0]!r}, not {theirs[0]!r}")
+        raise OperationRefused(
+            f"the imported model's negative class is {mine[0]!r}, not {theirs[0]!r}"
+        )
 
 
 def import_commands(
@@ -219,7 +229,7 @@ class Assembler:
     >>> [small.add(c) for c in import_commands(b"hello", "default", "r2", chunk_bytes=2)]
     Traceback (most recent call last):
     ...
-    ValueError: the import is larger than registry.max_import_bytes (4 bytes)
+    stream_app.errors.OperationRefused: the import is larger than registry.max_import_bytes (4 B)
     """
 
     def __init__(self, max_bytes: int = 2**28) -> None:
@@ -235,24 +245,24 @@ class Assembler:
             data = base64.b64decode(command["data"], validate=True)
             digest = command["sha256"]
         except (KeyError, TypeError, binascii.Error) as exc:
-            raise ValueError(f"a malformed import chunk: {exc}") from None
+            raise OperationRefused(f"a malformed import chunk: {exc}") from None
         if not (type(part) is int and type(parts) is int and 0 <= part < parts):
-            raise ValueError("an import chunk needs integer part < parts")
+            raise OperationRefused("an import chunk needs integer part < parts")
         if request != self._request:
             self._request, self._parts, self._held = request, {}, 0
         self._held += len(data) - len(self._parts.get(part, b""))
         self._parts[part] = data
         if self._held > self.max_bytes or parts > self.max_bytes:
             self._request, self._parts, self._held = None, {}, 0
-            raise ValueError(
-                f"the import is larger than registry.max_import_bytes ({self.max_bytes} bytes)"
+            raise OperationRefused(
+                f"the import is larger than registry.max_import_bytes ({self.max_bytes} B)"
             )
         if len(self._parts) < parts:
             return None
         whole = b"".join(self._parts[i] for i in range(parts))
         self._request, self._parts, self._held = None, {}, 0
         if hashlib.sha256(whole).hexdigest() != digest:
-            raise ValueError("the imported artifact fails its checksum")
+            raise OperationRefused("the imported artifact fails its checksum")
         return whole
 
 
@@ -274,7 +284,7 @@ def admit(
         model = serving_model(artifact, name, 0)
         check_estimator(model, learner.serving.model)
         check_fits(model, learner.serving.model)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OperationRefused, KeyError, TypeError, ValueError) as exc:  # a header read as data
         raise ImportRefused(f"the imported model does not fit: {exc}") from None
     model.version = learner.allocate_version(registry.latest(name))
     contender = learner.challenge(model)

@@ -27,7 +27,7 @@ from typing import Final
 from stream_app.errors import BrokerError
 from stream_app.settings import BrokerSettings
 
-__all__ = ["LocalKafka", "cluster_id", "fetch_kafka", "free_port", "free_ports"]
+__all__ = ["LocalKafka", "cluster_id", "die_with_parent", "fetch_kafka", "free_port", "free_ports"]
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class LocalKafka:
                 [*self._java(classpath), "kafka.Kafka", str(self.data_dir / "server.properties")],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                preexec_fn=_die_with_parent,  # runs before exec, when no threads exist yet
+                preexec_fn=die_with_parent,  # runs before exec, when no threads exist yet
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the broker in order
             )
         self._wait_ready(offset, started + self.settings.start_timeout_s)
@@ -371,7 +371,7 @@ def _port_open(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM the broker if its parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

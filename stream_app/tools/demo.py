@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.settings import DemoSettings, Settings
-from stream_app.tools.broker import LocalKafka, _die_with_parent, free_port, free_ports
+from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free_ports
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
 from stream_app.tools.synth import DemoMessage, DemoStream, concept
 from stream_app.tools.view import Tally, announce, scrape
@@ -189,7 +189,7 @@ def _start_worker(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,
         )
     return proc, web_port

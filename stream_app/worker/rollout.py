@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.core.learn import Learner, ModelEvent
 from stream_app.core.messages import encode_model_event
+from stream_app.errors import OperationRefused
 from stream_app.registry.checkpoint import load_model
 from stream_app.worker.operations import CANARY
 
@@ -36,23 +37,23 @@ OPERATOR: Final = "operator"
 async def canary_command(
     keeper: VersionKeeper, body: dict[str, Any], publish: Publish
 ) -> dict[str, Any]:
-    """Start (``version``, ``share``) or abort (``abort``) a canary; raise ``ValueError`` if not."""
+    """Start (``version``, ``share``) or abort (``abort``) a canary; refuse otherwise."""
     learner = keeper.learner
     if body.get("abort"):
         event = learner.abort_canary()
     else:
         given: Any = body.get("share")
         if type(given) not in (int, float) or not math.isfinite(given):
-            raise ValueError("a canary needs a share, a number above 0 and below 1")
+            raise OperationRefused("a canary needs a share, a number above 0 and below 1")
         share = float(given)
         target, name = body.get("version"), keeper.settings.model.name
         if type(target) is not int or keeper.store.registry.record(name, target) is None:
-            raise ValueError(f"version {target} is not stored: there is nothing to roll out")
+            raise OperationRefused(f"version {target} is not stored: there is nothing to roll out")
         challenger = learner.challenger
         if challenger is None or challenger.model.version != target:
             model = load_model(keeper.store.registry, name, target).model
             if not 0.0 < share < 1.0:  # check before the challenger is replaced
-                raise ValueError(f"a canary share is above 0 and below 1; got {share!r}")
+                raise OperationRefused(f"a canary share is above 0 and below 1; got {share!r}")
             learner.challenge(model)
         event = learner.start_canary(share, OPERATOR)
     await announce(keeper, event, publish)

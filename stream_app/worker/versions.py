@@ -25,6 +25,7 @@ from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_dead_letter, encode_model_event
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
+from stream_app.errors import CorruptVersion, ImportRefused, OperationRefused
 from stream_app.registry.checkpoint import (
     Checkpoint,
     Checkpointer,
@@ -36,10 +37,10 @@ from stream_app.registry.checkpoint import (
 from stream_app.registry.factory_change import EVENT as FACTORY_CHANGED
 from stream_app.registry.factory_change import REASON as FACTORY_CHANGE
 from stream_app.registry.factory_change import FactoryChange, apply_factory_change
-from stream_app.registry.records import LOAD_FAILURES, CorruptVersion, pack, pin_key
+from stream_app.registry.records import LOAD_FAILURES, pack, pin_key
 from stream_app.registry.replay import replay_log
 from stream_app.registry.store import RegistryStore
-from stream_app.registry.transfer import Assembler, ImportRefused, admit
+from stream_app.registry.transfer import Assembler, admit
 from stream_app.settings import Settings
 from stream_app.worker.rollout import CANARY, canary_command, canary_status
 
@@ -260,13 +261,8 @@ class VersionKeeper:
         """Carry out one operation and answer it on ``model-events`` (never raises)."""
         name = self.settings.model.name
         try:
-            body = orjson.loads(raw or b"")
-            op, version, request = body["op"], body.get("version"), str(body.get("request_id", ""))
-            if op not in self._ops and op not in ("import", CANARY):
-                raise ValueError(f"unknown operation {op!r}")
-            if version is not None and type(version) is not int:
-                raise ValueError("version must be an integer")
-        except (ValueError, KeyError, TypeError) as exc:
+            body, op, version, request = self._parse(raw)
+        except OperationRefused as exc:
             log.warning("ignoring a malformed model command: %s", exc)
             return
         try:
@@ -278,14 +274,31 @@ class VersionKeeper:
             if outcome is None:
                 return  # an import chunk: the answer comes with the last one
             fields: dict[str, Any] = {"ok": True, **outcome}
-        except (CorruptVersion, ValueError) as exc:
+        except (CorruptVersion, OperationRefused) as exc:
             fields = {"ok": False, "error": str(exc)}
-            log.warning("model %s %s %s failed: %s", name, op, version, exc)
+            log.warning("model %s %s %s refused: %s", name, op, version, exc)
+        except Exception as exc:  # a bug: answered and logged as one, serving goes on
+            fields = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            log.exception("model %s %s %s failed (a bug, please report it)", name, op, version)
         current = (self.learner.pinned or self.learner.serving.model).version
         event = encode_model_event(
             op, name, fields.pop("model_version", current), request_id=request, **fields
         )
         await publish(self.settings.topics.model_events, name.encode(), event)
+
+    def _parse(self, raw: bytes | None) -> tuple[dict[str, Any], str, int | None, str]:
+        """Read a command: its body, operation, version and request id; refuse a malformed one."""
+        try:
+            body = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError as exc:
+            raise OperationRefused(f"not JSON: {exc}") from None
+        op = body.get("op") if isinstance(body, dict) else None
+        if not isinstance(op, str) or (op not in self._ops and op not in ("import", CANARY)):
+            raise OperationRefused(f"unknown operation {op!r}")
+        version = body.get("version")
+        if version is not None and type(version) is not int:
+            raise OperationRefused("version must be an integer")
+        return body, op, version, str(body.get("request_id", ""))
 
     async def _import(self, command: dict[str, Any]) -> dict[str, Any] | None:
         """Take a chunk of an artifact; with the last one, store it as a shadow version."""
@@ -355,9 +368,9 @@ class VersionKeeper:
     def _need(self, version: int | None) -> int:
         """Check that an operation names a stored version."""
         if version is None:
-            raise ValueError("this operation needs a version")
+            raise OperationRefused("this operation needs a version")
         if self.store.registry.record(self.settings.model.name, version) is None:
-            raise ValueError(f"version {version} is not stored")
+            raise OperationRefused(f"version {version} is not stored")
         return version
 
     def _on_change(self, model: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from stream_app.artifact import ESTIMATOR, HEADER, ArtifactError, loads
 from stream_app.core.learn import Learner, Prediction
 from stream_app.core.predict import ServingModel, fresh_model, predict_one
+from stream_app.errors import OperationRefused
 from stream_app.registry.checkpoint import load_model
 from stream_app.registry.records import Registry
 from stream_app.registry.transfer import (
@@ -98,9 +99,9 @@ def test_chunks_are_assembled_in_any_order_and_checked() -> None:
     assert [assembler.add(c) for c in reversed(commands)][-1] == data
     assembler.add(import_commands(b"abandoned", "default", "r2", chunk_bytes=4)[0])
     bad = import_commands(data, "default", "r3", chunk_bytes=100_000)[0] | {"sha256": "0" * 64}
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(OperationRefused, match="checksum"):
         assembler.add(bad)
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(OperationRefused, match="malformed"):
         assembler.add({"request_id": "r4"})
 
 
@@ -126,11 +127,11 @@ def test_a_model_that_does_not_fit_is_refused_and_nothing_changes() -> None:
     settings = Settings()
     learner = Learner(settings, trained("logistic_regression"))
     regressor = artifact_of(trained("linear_regression"), None)
-    with pytest.raises(ValueError, match="regression"):
+    with pytest.raises(OperationRefused, match="regression"):
         admit(settings, learner, Registry(), regressor)
-    with pytest.raises(ValueError, match="classes"):
+    with pytest.raises(OperationRefused, match="classes"):
         admit(settings, learner, Registry(), artifact_of(spam_model(), None))
-    with pytest.raises(ValueError, match="not a stream_app"):
+    with pytest.raises(OperationRefused, match="not a stream_app"):
         admit(settings, learner, Registry(), b"junk")
     assert learner.challenger is None
     restored = serving_model(loads(artifact_of(spam_model(), None)), "other", 9)
@@ -155,7 +156,7 @@ def test_an_oversized_import_is_refused_before_it_is_sent_and_while_it_is_assemb
     assembler = Assembler(max_bytes=10)
     chunks = import_commands(b"y" * 12, "default", "big", chunk_bytes=5)
     assert assembler.add(chunks[0]) is None and assembler.add(chunks[1]) is None
-    with pytest.raises(ValueError, match=r"larger than registry\.max_import_bytes"):
+    with pytest.raises(OperationRefused, match=r"larger than registry\.max_import_bytes"):
         assembler.add(chunks[2])
     fits = import_commands(b"z" * 10, "default", "ok", chunk_bytes=5)
     assert [assembler.add(c) for c in fits] == [None, b"z" * 10]  # the next import is taken

@@ -33,7 +33,8 @@ def test_the_worker_builds_without_the_tools_extra() -> None:
 def test_a_tool_without_its_extra_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "rich", None)
+    for name in [m for m in sys.modules if m == "rich" or m.startswith("rich.")] + ["rich"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed, even if imported
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"id": "a", "features": {"x": 1.0}, "label": true}\n')
     argv = ["train", str(rows), "--factory", "stream_app.models:logistic_regression"]

@@ -22,7 +22,7 @@ from stream_app.core.decode import decode_event
 from stream_app.core.learn import Learner
 from stream_app.core.model_size import WARN_SHARE, SizeWatch, model_inputs
 from stream_app.core.predict import NO_ANSWER, fresh_model, predict_one
-from stream_app.errors import ConfigError
+from stream_app.errors import ConfigError, ModelError
 from stream_app.models import (
     DEFAULT_MAX_INDICATORS,
     BoundedOneHot,
@@ -173,14 +173,14 @@ def test_the_bound_comes_from_settings_and_is_checked() -> None:
     assert input_bound(model.estimator) == 16 and model.max_names == 8
     with pytest.raises(ConfigError, match="max_indicators"):
         load_settings(env={"STREAM_APP_MODEL__MAX_INDICATORS": "0"}, files=[])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ModelError, match="positive"):
         BoundedOneHot(max_indicators=0)
 
 
 def test_a_trained_step_keeps_its_bound() -> None:
     model = bounded_lr()
     model.learn_one({"x": 1.0}, True)  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="trained"):
+    with pytest.raises(ModelError, match="trained"):
         set_max_indicators(model, 2 * BOUND)
 
 

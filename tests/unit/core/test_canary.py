@@ -12,6 +12,7 @@ from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.predict import ServingModel, fresh_model
+from stream_app.errors import OperationRefused
 from stream_app.settings import Settings
 from tests.unit.core.test_pipeline import Rec, Recorder
 
@@ -157,7 +158,7 @@ def test_abort_returns_to_the_incumbent() -> None:
     event = learner.abort_canary()
     assert (event.kind, event.fields["reason"]) == (CANARY_ROLLBACK, "abort")
     assert learner.challenger is None and not learner.canary_takes("anything")
-    with pytest.raises(ValueError, match="no canary"):
+    with pytest.raises(OperationRefused, match="no canary"):
         learner.abort_canary()
 
 
@@ -198,9 +199,9 @@ def test_the_canary_survives_a_snapshot() -> None:
 def test_shares_must_be_inside_zero_and_one() -> None:
     s = settings()
     learner = Learner(s)
-    with pytest.raises(ValueError, match="no challenger"):
+    with pytest.raises(OperationRefused, match="no challenger"):
         learner.start_canary(0.05, "test")
     learner.challenge(fresh_model(s.model, version=3))
     for share in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="above 0 and below 1"):
+        with pytest.raises(OperationRefused, match="above 0 and below 1"):
             learner.start_canary(share, "test")

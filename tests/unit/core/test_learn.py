@@ -11,7 +11,7 @@ from stream_app import reasons
 from stream_app.core.drift import DriftMonitor, build_detector
 from stream_app.core.learn import Learner, Quality, error_of
 from stream_app.core.predict import Prediction
-from stream_app.errors import ConfigError, RejectedMessage
+from stream_app.errors import ConfigError, OperationRefused, RejectedMessage
 from stream_app.settings import DriftSettings, Settings
 
 CHANGE_AT = 5000
@@ -156,7 +156,7 @@ def test_a_challenger_needs_the_margin_and_can_be_promoted_by_hand() -> None:
     assert not [e for _, e in events if e.kind == "promotion"]
     event = learner.promote("manual")
     assert event.kind == "promotion" and learner.serving.model.version == 1
-    with pytest.raises(ValueError, match="no challenger"):
+    with pytest.raises(OperationRefused, match="no challenger"):
         learner.promote("manual")
 
 
@@ -164,7 +164,7 @@ def test_a_challenger_of_another_task_is_refused() -> None:
     settings = Settings().replace(
         model={"challenger_factory": "stream_app.models:linear_regression"}
     )
-    with pytest.raises(ValueError, match="regression model"):
+    with pytest.raises(OperationRefused, match="regression model"):
         Learner(settings)
 
 
