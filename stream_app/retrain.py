@@ -80,8 +80,11 @@ class RetrainPolicy:
         """Return why a retrain is due for ``learner`` now, and count from it; None if none is.
 
         The learner's count of labels beyond the floor starts again: a floor needs ``patience``
-        labels again before the next retrain. This is the whole decision the writer takes per
-        batch, and what ``bench/learning.py`` takes per label.
+        labels again before the next retrain. A floor does not fire while a challenger has had
+        fewer than ``drift.challenger_window`` labels: the serving model stays below the floor
+        until the challenger takes over, and a retrain then would replace it before it could
+        (``bench/learning.py`` measured the churn). This is the whole decision the writer takes
+        per batch, and what ``bench/learning.py`` takes per label.
 
         >>> from stream_app.settings import Settings
         >>> settings = Settings().replace(retrain={"policy": "schedule", "every_examples": 1})
@@ -93,6 +96,9 @@ class RetrainPolicy:
         ('schedule', None)
         """
         why = self.due(learner.examples_seen, learner.beyond_floor, now)
+        challenger, window = learner.challenger, learner.settings.drift.challenger_window
+        if why == "quality_floor" and challenger is not None and challenger.labels < window:
+            return None  # the last retrain (or drift's challenger) has not had its duel yet
         if why is not None:
             self.started(learner.examples_seen, now)
             learner.beyond_floor = 0
