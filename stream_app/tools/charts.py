@@ -27,8 +27,12 @@ _COLOURS: Final = {
     "pin": "#7f7f7f",
     "unpin": "#7f7f7f",
     "factory_changed": "#ff7f0e",
+    "canary_step": "#17becf",
+    "canary_rollback": "#e377c2",
+    "canary_done": "#2ca02c",
 }
-_STYLES: Final = {"change": ":", "drift": "--"}
+_CANARY_COLOUR: Final = "#17becf"
+_STYLES: Final = {"change": ":", "drift": "--", "canary_step": "-."}
 _SIZE_IN: Final = (12.0, 9.0)
 _DPI: Final = 110
 _CAPTION_PT: Final = 8.5
@@ -59,6 +63,13 @@ def draw_png(charts: Charts, title: str) -> bytes:
             color="#ff7f0e",
             linestyle="--",
             label="challenger (shadow)",
+        )
+    if charts.canary:
+        quality.plot(
+            *zip(*charts.canary, strict=True),
+            color=_CANARY_COLOUR,
+            linestyle="-.",
+            label="canary (on the share it answered)",
         )
     quality.set_ylabel(f"rolling {metric}")
     quality.set_title(
@@ -154,6 +165,9 @@ def _legend_name(kind: str) -> str:
         "promotion": "promotion",
         "promote": "promotion",
         "factory_changed": "model factory changed",
+        "canary_step": "canary step",
+        "canary_rollback": "canary rolled back",
+        "canary_done": "canary done",
     }.get(kind, kind)
 
 
@@ -168,10 +182,23 @@ def report_to(
     title = (
         f"stream_app: model {settings.model.name!r} on topic {settings.topics.features!r}: "
         f"{charts.counts['predictions']:,} predictions, {kinds.count('drift')} drift, "
-        f"{kinds.count('promotion')} promotion, {charts.counts['dead letters']:,} dead letters"
+        f"{kinds.count('promotion')} promotion, {_canary_count(kinds)}"
+        f"{charts.counts['dead letters']:,} dead letters"
     )
     write_report(data, charts, out, png, title)
     return data, charts
+
+
+def _canary_count(kinds: list[Any]) -> str:
+    """Count canary steps and rollbacks for the title, or nothing when there was no canary.
+
+    >>> _canary_count(["canary_step", "canary_step", "canary_rollback"]), _canary_count(["drift"])
+    ('2 canary step, 1 canary rollback, ', '')
+    """
+    steps, rollbacks = kinds.count("canary_step"), kinds.count("canary_rollback")
+    if not steps and not rollbacks:
+        return ""
+    return f"{steps} canary step, {rollbacks} canary rollback, "
 
 
 def write_report(data: ReportData, charts: Charts, out: Path, png: Path, title: str) -> None:

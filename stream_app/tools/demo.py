@@ -34,7 +34,7 @@ from stream_app.settings import DemoSettings, Settings
 from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free_ports
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
 from stream_app.tools.synth import DemoMessage, DemoStream, concept
-from stream_app.tools.view import Tally, announce, scrape
+from stream_app.tools.view import Tally, announce, health, scrape
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -363,7 +363,8 @@ async def _view(settings: Settings, web_port: int, tally: Tally, live: Any, titl
         await asyncio.sleep(settings.demo.view_every_s)
         try:
             tally.metrics = await asyncio.to_thread(scrape, web_port)
-        except OSError as exc:  # the worker is busy or gone: keep the last figures
+            tally.canary = (await asyncio.to_thread(health, web_port)).get("canary")
+        except (OSError, ValueError) as exc:  # the worker is busy or gone: keep the last figures
             tally.news.append(f"(metrics unavailable: {exc})")
         tally.tick(time.monotonic())
         if live is None:

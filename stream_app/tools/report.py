@@ -3,8 +3,10 @@
 The pure part joins predictions to labels by event id and turns them into series over time:
 rolling quality of the serving model and of the challenger in shadow (accuracy, or MAE for
 regression), latency percentiles and throughput per time slice, and marks for drift, promotion,
-rollback and pin events. The Kafka part (:func:`collect`) only reads the topics to their end;
-:mod:`stream_app.tools.charts` draws.
+rollback, pin and canary events. While a canary answers a share of events, its answers make a
+line of their own (:func:`canary_spans`), so that the incumbent's line is the incumbent's. The
+Kafka part (:func:`collect`) only reads the topics to their end; :mod:`stream_app.tools.charts`
+draws.
 
 >>> predictions = [{"id": f"e{i}", "prediction": i % 2 == 0, "proba": {"true": 0.9},
 ...                 "model_version": 0, "served_at": 100.0 + i, "latency_ms": 1.0}
@@ -29,6 +31,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
 from stream_app.core.learn import error_of
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
@@ -41,6 +44,7 @@ __all__ = [
     "Point",
     "ReportData",
     "build",
+    "canary_spans",
     "collect",
     "marks",
     "percentile",
@@ -53,6 +57,7 @@ __all__ = [
 
 MARKED: Final = (
     "drift", "promotion", "rollback", "pin", "unpin", "promote", "change", "factory_changed",
+    CANARY_STEP, CANARY_ROLLBACK, CANARY_DONE,
 )  # fmt: skip
 """Model-event types drawn as vertical lines (``change``: a known concept change, the demo's)."""
 
@@ -98,6 +103,8 @@ class Charts:
     serving: list[tuple[float, float]]
     shadow: list[tuple[float, float]]
     """Rolling quality; a NaN value separates two challengers."""
+    canary: list[tuple[float, float]]
+    """Rolling quality of a canary on the share it answered; a NaN separates two canaries."""
     latency: list[tuple[float, float, float]]
     """(t, p50 ms, p99 ms) per time slice with predictions."""
     throughput: list[tuple[float, float]]
@@ -207,10 +214,68 @@ def marks(events: Iterable[tuple[float, dict[str, Any]]], changes: Iterable[floa
             text = f"rollback: v{version}"
         elif kind == "factory_changed":
             text = f"factory {event.get('action')}: {event.get('new_factory')}"
+        elif kind in (CANARY_STEP, CANARY_ROLLBACK, CANARY_DONE):
+            text = _canary_caption(event)
         else:
             text = f"{kind} v{version}"
         out.append(Mark(t, str(kind), text))
     return sorted(out)
+
+
+def _canary_caption(event: dict[str, Any]) -> str:
+    """Caption a canary event: its start, step, rollback or end, with the share.
+
+    >>> [_canary_caption({"type": t, "model_version": 5, "from_share": f, "share": s,
+    ...                   "reason": "quality_regression"})
+    ...  for t, f, s in [("canary_step", 0.0, 0.05), ("canary_step", 0.05, 0.25),
+    ...                  ("canary_rollback", 0.25, 0.25), ("canary_done", 0.5, 1.0)]]
+    ['canary v5 at 5%', 'canary v5 5% -> 25%', 'canary v5 rolled back (quality_regression)', 'canary v5 done: serves']
+    """  # noqa: E501
+    kind, version = event.get("type"), event.get("model_version")
+    if kind == CANARY_ROLLBACK:
+        return f"canary v{version} rolled back ({event.get('reason')})"
+    if kind == CANARY_DONE:
+        return f"canary v{version} done: serves"
+    before, share = event.get("from_share") or 0.0, event.get("share") or 0.0
+    if not before:
+        return f"canary v{version} at {share:.0%}"
+    return f"canary v{version} {before:.0%} -> {share:.0%}"
+
+
+def canary_spans(events: Iterable[tuple[float, dict[str, Any]]]) -> list[tuple[int, float]]:
+    """Return (canary version, when its rollout ended) for each canary; ``inf`` while it runs.
+
+    A version's answers before the end of its rollout were a canary's: it did not serve before
+    (a challenger answers in shadow), and after ``canary_done`` it serves everything.
+
+    >>> canary_spans([(1.0, {"type": "canary_step", "model_version": 5}),
+    ...               (2.0, {"type": "canary_step", "model_version": 5}),
+    ...               (3.0, {"type": "canary_rollback", "model_version": 5}),
+    ...               (4.0, {"type": "canary_step", "model_version": 7})])
+    [(5, 3.0), (7, inf)]
+    """
+    ends: dict[int, float] = {}
+    for t, event in sorted(events, key=lambda item: item[0]):
+        kind, version = event.get("type"), event.get("model_version")
+        if not isinstance(version, int):
+            continue
+        if kind == CANARY_STEP:
+            ends.setdefault(version, math.inf)
+        elif kind in (CANARY_ROLLBACK, CANARY_DONE) and version in ends:
+            ends[version] = min(ends[version], t)
+    return list(ends.items())
+
+
+def _split_canary(
+    points: Sequence[Point], spans: Sequence[tuple[int, float]]
+) -> tuple[list[Point], list[Point]]:
+    """Split the served points into the incumbent's (and later servers') and the canaries'."""
+    ends = dict(spans)
+    serving: list[Point] = []
+    canary: list[Point] = []
+    for point in points:
+        (canary if point.t < ends.get(point.version, -math.inf) else serving).append(point)
+    return serving, canary
 
 
 def quality_around(
@@ -238,7 +303,9 @@ def build(data: ReportData, settings: ReportSettings) -> Charts:
     """Turn the messages into the charts' series (times relative to the first prediction)."""
     task = task_of(data.predictions)
     metric = "accuracy" if task == "classification" else "mae"
-    serving = scored(data.predictions, data.labels, task)
+    serving, canary = _split_canary(
+        scored(data.predictions, data.labels, task), canary_spans(data.events)
+    )
     shadow = scored(data.shadow, data.labels, task)
     served = sorted(
         (float(p["served_at"]), float(p.get("latency_ms", 0.0))) for p in data.predictions
@@ -259,12 +326,13 @@ def build(data: ReportData, settings: ReportSettings) -> Charts:
         window=window,
         serving=[(t - t0, q) for t, q in rolling(serving, window, metric)],
         shadow=[(t - t0, q) for t, q in rolling(shadow, window, metric)],
+        canary=[(t - t0, q) for t, q in rolling(canary, window, metric)],
         latency=latency,
         throughput=throughput,
         marks=[m._replace(t=m.t - t0) for m in marks(data.events, data.changes)],
         counts={
             "predictions": len(data.predictions),
-            "labelled": len(serving),
+            "labelled": len(serving) + len(canary),
             "shadow predictions": len(data.shadow),
             "dead letters": sum(data.dead_letters.values()),
         },

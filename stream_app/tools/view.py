@@ -2,7 +2,9 @@
 
 A :class:`Tally` is updated as messages arrive; :meth:`Tally.panel` draws it as a ``rich`` panel
 for a terminal, :meth:`Tally.line` as one plain line for logs and CI. Model events are told as
-they happen (:func:`announce`).
+they happen (:func:`announce`). A canary's state (its share, both qualities, and why it takes no
+step while a share lacks labels) comes from the worker's ``/health`` (:func:`health`) and is told
+by :func:`canary_text`; its steps, rollbacks and end are model events like the others.
 
 >>> tally = Tally(started=0.0)
 >>> tally.dead_letters.update({"invalid_json": 2, "noisy_label": 5})
@@ -13,19 +15,25 @@ they happen (:func:`announce`).
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
+from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
 from stream_app.tools.report import percentile
 
-__all__ = ["Tally", "announce", "factory_text", "scrape"]
+__all__ = ["CANARY_EVENTS", "Tally", "announce", "canary_text", "factory_text", "health", "scrape"]
 
 _LATENCIES_KEPT: Final = 5000
 """Recent latencies the percentiles are taken over."""
 _EVENTS_SHOWN: Final = 6
 _SCRAPE_TIMEOUT_S: Final = 2.0
+CANARY_EVENTS: Final = (CANARY_STEP, CANARY_ROLLBACK, CANARY_DONE)
+"""The model events of a canary rollout, told and counted by the live view."""
 
 
 @dataclass
@@ -49,6 +57,10 @@ class Tally:
     promotions: list[dict[str, Any]] = field(default_factory=list)
     factory_changes: list[dict[str, Any]] = field(default_factory=list)
     """``factory_changed`` events: the configured model was not the stored one."""
+    canaries: list[dict[str, Any]] = field(default_factory=list)
+    """``canary_step``, ``canary_rollback`` and ``canary_done`` events, in order."""
+    canary: dict[str, Any] | None = None
+    """The canary as the worker's /health last described it (None: there is none)."""
     checkpoints: int = 0
     news: deque[str] = field(default_factory=lambda: deque(maxlen=_EVENTS_SHOWN))
     metrics: dict[str, float] = field(default_factory=dict)
@@ -130,9 +142,18 @@ class Tally:
             f"{elapsed:6.1f}s  in {self.produced} ({self.rates[0]:.0f}/s)  "
             f"out {self.predictions} ({self.rates[1]:.0f}/s)  p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
             f"v{self.serving} {serving}  challenger {challenger}  lag {self.lag()}  "
-            f"learner lag {self.learner_lag()}  "
+            f"learner lag {self.learner_lag()}  canary {canary_text(self.canary)}  "
             f"drifts {len(self.drifts)}  dead letters: {self.letters()}"
         )
+
+    def canary_counts(self) -> str:
+        """Count the canary's steps, rollbacks and ends seen so far.
+
+        >>> Tally(canaries=[{"type": "canary_step"}, {"type": "canary_rollback"}]).canary_counts()
+        '1 canary step, 1 canary rollback, 0 canary done'
+        """
+        kinds = Counter(str(event.get("type")) for event in self.canaries)
+        return ", ".join(f"{kinds[kind]} {kind.replace('_', ' ')}" for kind in CANARY_EVENTS)
 
     def panel(self, title: str) -> Any:
         """Draw the live view as a rich renderable."""
@@ -150,12 +171,14 @@ class Tally:
         grid.add_row("latency", f"p50 {p50:.2f} ms   p99 {p99:.2f} ms")
         grid.add_row("serving", f"v{self.serving}   {serving}")
         grid.add_row("challenger", challenger if shadow is None else f"v{shadow}   {challenger}")
+        if self.canary is not None or self.canaries:
+            grid.add_row("canary", canary_text(self.canary))
         grid.add_row("consumer lag", f"{self.lag():,}")
         grid.add_row("learner lag", self.learner_lag())
         grid.add_row(
             "model events",
             f"{len(self.drifts)} drift, {len(self.promotions)} promotion, "
-            f"{self.checkpoints} checkpoint",
+            f"{self.checkpoints} checkpoint, {self.canary_counts()}",
         )
         if self.factory_changes:
             grid.add_row("factory", factory_text(self.factory_changes[-1]))
@@ -190,9 +213,86 @@ def announce(event: dict[str, Any], tally: Tally) -> str | None:
     elif kind == "factory_changed":
         tally.factory_changes.append(event)
         text = factory_text(event)
+    elif kind in CANARY_EVENTS:
+        tally.canaries.append(event)
+        text = canary_event_text(event)
     else:
         text = f"{kind}: v{version}"
     tally.news.append(f"{time.strftime('%H:%M:%S')} {text}")
+    return text
+
+
+def _qualities(fields: dict[str, Any]) -> str:
+    """Both qualities of a canary event or status, canary first, e.g. ``accuracy 0.910 vs 0.900``.
+
+    >>> _qualities({"accuracy_canary": 0.91, "accuracy_incumbent": None, "labels_canary": 3})
+    'accuracy 0.910 vs n/a'
+    >>> _qualities({"share": 0.05})
+    ''
+    """
+    for key, value in fields.items():
+        metric, _, side = key.rpartition("_")
+        if side == "canary" and metric != "labels":
+            theirs = fields.get(f"{metric}_incumbent")
+            return f"{metric} {_figure(value)} vs {_figure(theirs)}"
+    return ""
+
+
+def _figure(value: Any) -> str:
+    return "n/a" if not isinstance(value, int | float) else f"{value:.3f}"
+
+
+def canary_event_text(event: dict[str, Any]) -> str:
+    """Tell a ``canary_step``, ``canary_rollback`` or ``canary_done`` event in a line.
+
+    >>> canary_event_text({"type": "canary_step", "model_version": 5, "from_share": 0.0,
+    ...                    "share": 0.05, "reason": "operator"})
+    'canary: v5 answers 5% of events (operator), the incumbent the rest'
+    >>> canary_event_text({"type": "canary_step", "model_version": 5, "from_share": 0.05,
+    ...     "share": 0.25, "accuracy_canary": 0.91, "accuracy_incumbent": 0.9})
+    'canary v5 steps up 5% -> 25% (accuracy 0.910 vs 0.900)'
+    >>> canary_event_text({"type": "canary_rollback", "model_version": 5, "share": 0.25,
+    ...     "reason": "quality_regression", "accuracy_canary": 0.7, "accuracy_incumbent": 0.9})
+    'canary v5 rolled back at 25% (quality_regression; accuracy 0.700 vs 0.900): the incumbent answers everything'
+    """  # noqa: E501
+    kind, version = event.get("type"), event.get("model_version")
+    share, qualities = event.get("share", 0.0), _qualities(event)
+    if kind == CANARY_ROLLBACK:
+        why = "; ".join(part for part in (str(event.get("reason")), qualities) if part)
+        return (
+            f"canary v{version} rolled back at {share:.0%} ({why}): "
+            "the incumbent answers everything"
+        )
+    if kind == CANARY_DONE:
+        return f"canary v{version} reached {share:.0%} and serves ({qualities})"
+    before = event.get("from_share", 0.0)
+    if not before:
+        return (
+            f"canary: v{version} answers {share:.0%} of events ({event.get('reason')}), "
+            "the incumbent the rest"
+        )
+    return f"canary v{version} steps up {before:.0%} -> {share:.0%} ({qualities})"
+
+
+def canary_text(status: dict[str, Any] | None) -> str:
+    """Describe a canary as /health does (``canary``): its share, qualities, and why it waits.
+
+    Without labels on a share a canary cannot be judged: it keeps its share and takes no step.
+
+    >>> canary_text(None)
+    'none'
+    >>> canary_text({"version": 5, "share": 0.05, "accuracy_canary": None,
+    ...     "accuracy_incumbent": 0.9, "waiting": "no labels yet on the canary share (0 of 500)"})
+    'v5 answers 5%   accuracy n/a vs 0.900   no step: no labels yet on the canary share (0 of 500)'
+    """
+    if status is None:
+        return "none"
+    text = f"v{status.get('version')} answers {status.get('share', 0.0):.0%}"
+    qualities = _qualities(status)
+    if qualities:
+        text += f"   {qualities}"
+    if status.get("waiting"):
+        text += f"   no step: {status['waiting']}"
     return text
 
 
@@ -211,6 +311,18 @@ def factory_text(event: dict[str, Any]) -> str:
         "keep": f"v{version} keeps serving",
     }.get(str(action), str(action))
     return f"factory changed: {event.get('old_factory')} -> {event.get('new_factory')}, {done}"
+
+
+def health(web_port: int) -> dict[str, Any]:
+    """Read the worker's /health (its body also when it answers 503: it says why)."""
+    url = f"http://127.0.0.1:{web_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=_SCRAPE_TIMEOUT_S) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as unhealthy:
+        raw = unhealthy.read()
+    body = orjson.loads(raw)
+    return body if isinstance(body, dict) else {}
 
 
 def scrape(web_port: int) -> dict[str, float]:

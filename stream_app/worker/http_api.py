@@ -1,15 +1,16 @@
 """Request-answer serving on the worker: predict one event or a batch, and queue a label.
 
 The same live model as the stream answers (the serve loop's :class:`~stream_app.core.learn.Learner`:
-its pinned or serving model, and that model's version), so a team that calls the worker over HTTP
-gets what the ``predictions`` topic would have said. HTTP predictions are not written to the
-``predictions`` topic and do not count as stream events; they have metrics of their own. A request
-whose event carries an ``id`` is kept for joining exactly like a streamed event: what was served
-goes to the id's home partition of the join topic (see :mod:`stream_app.core.route`), whichever
-worker answered, and the answer says ``"joinable": true`` once Kafka has it. ``POST /learn``
-produces the label to the ``labels`` topic (key = event id), so learning stays single-writer and
-ordered: the label joins the event that was served, over HTTP or the stream, like a label a producer
-sends.
+its pinned or serving model, and that model's version; or, while a canary runs, the canary for
+the ids that hash into its share: :func:`stream_app.worker.rollout.answering`), so a team that calls
+the worker over HTTP gets what the ``predictions`` topic would have said, from the same version.
+HTTP predictions are not written to the ``predictions`` topic and do not count as stream events;
+they have metrics of their own. A request whose event carries an ``id`` is kept for joining exactly
+like a streamed event: what was served goes to the id's home partition of the join topic (see
+:mod:`stream_app.core.route`), whichever worker answered, and the answer says ``"joinable": true``
+once Kafka has it. ``POST /learn`` produces the
+label to the ``labels`` topic (key = event id), so learning stays single-writer and ordered: the
+label joins the event that was served, over HTTP or the stream, like a label a producer sends.
 
 Bad requests are answered with the dead-letter reason codes of :mod:`stream_app.reasons`, found by
 the same validation code as the stream's (:mod:`stream_app.core.decode`,
@@ -50,6 +51,7 @@ from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage, StreamAppError
 from stream_app.settings import Settings
+from stream_app.worker.rollout import answering
 
 __all__ = [
     "ENDPOINTS",
@@ -212,7 +214,7 @@ class HttpApi:
             return problem(reasons.MODEL_ERROR, f"the model raised {type(exc).__name__}: {exc}")
         self.metrics.http_predictions.inc()
         joinable = _has_id(obj) and await self._keep([(event, served, shadow)])
-        return Answer(_OK, self._encode(learner, event, served, started, joinable))
+        return Answer(_OK, self._encode(learner, event, (served, shadow), started, joinable))
 
     async def _keep(
         self, answered: list[tuple[FeatureEvent, Prediction, Prediction | None]]
@@ -221,9 +223,9 @@ class HttpApi:
         if not answered or not self.settings.learn.enabled or self.send is None:
             return False
         pipeline, now = self.pipeline, time.time()
-        model = pipeline.learner.pinned or pipeline.learner.serving.model
         sends = []
         for event, served, shadow in answered:
+            _, model = answering(pipeline.learner, event.id, served, shadow)  # as the stream keeps
             kept = Served(
                 event.features, served.prediction, served.proba, shadow, model.version, now, True
             )
@@ -269,7 +271,7 @@ class HttpApi:
         answered = list(zip(decoded, answers, with_id, strict=True))
         joinable = await self._keep([(e, a[0], a[1]) for e, a, given in answered if given])
         parts = (
-            self._encode(learner, e, a[0], started, joinable and given) for e, a, given in answered
+            self._encode(learner, e, a, started, joinable and given) for e, a, given in answered
         )
         return Answer(_OK, b'{"predictions":[' + b",".join(parts) + b"]}")
 
@@ -309,15 +311,19 @@ class HttpApi:
 
     @staticmethod
     def _encode(
-        learner: Learner, event: FeatureEvent, served: Prediction, started: float, joinable: bool
+        learner: Learner,
+        event: FeatureEvent,
+        answers: tuple[Prediction, Prediction | None],
+        started: float,
+        joinable: bool,
     ) -> bytes:
-        """Encode a prediction in the ``predictions`` topic's shape, plus whether it can learn."""
-        model = learner.pinned or learner.serving.model
+        """Encode the answer (the canary's on its share) as the ``predictions`` topic would."""
+        answer, model = answering(learner, event.id, *answers)
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         value = encode_prediction(
             event.id,
-            served.prediction,
-            served.proba,
+            answer.prediction,
+            answer.proba,
             model.name,
             model.version,
             time.time(),

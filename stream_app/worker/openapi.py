@@ -288,7 +288,9 @@ def _paths(s: Settings) -> dict[str, Any]:
     }
     not_on_kafka = (
         f"Answered by the live model and version that serve the `{s.topics.features}` stream "
-        f"(pinned or serving). Not written to the `{s.topics.predictions}` topic, not counted as "
+        "(pinned or serving; while a canary runs, the canary answers the ids that hash into "
+        "its share, as on the stream, and model_version names it). Not written to the "
+        f"`{s.topics.predictions}` topic, not counted as "
         "a stream event (metrics: stream_app_http_requests_total, "
         "stream_app_http_request_latency_seconds, stream_app_http_predictions_total)."
     )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from stream_app.core.pipeline import Pipeline
     from stream_app.worker.versions import Publish, VersionKeeper
 
-__all__ = ["RETRAIN", "SKIPPED", "RetrainPolicy", "Retrainer", "read_tail", "train"]
+__all__ = ["RETRAIN", "SKIPPED", "RetrainPolicy", "Retrainer", "install", "read_tail", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,34 @@ class RetrainPolicy:
         """Count from a retrain that just started."""
         self._last_at, self._last_seen = now, examples_seen
 
+    def begin(self, learner: Learner, now: float) -> str | None:
+        """Return why a retrain is due for ``learner`` now, and count from it; None if none is.
+
+        The learner's count of labels beyond the floor starts again: a floor needs ``patience``
+        labels again before the next retrain. A floor does not fire while a challenger has had
+        fewer than ``drift.challenger_window`` labels: the serving model stays below the floor
+        until the challenger takes over, and a retrain then would replace it before it could
+        (``bench/learning.py`` measured the churn). This is the whole decision the writer takes
+        per batch, and what ``bench/learning.py`` takes per label.
+
+        >>> from stream_app.settings import Settings
+        >>> settings = Settings().replace(retrain={"policy": "schedule", "every_examples": 1})
+        >>> learner, policy = Learner(settings), RetrainPolicy(settings.retrain, now=0.0)
+        >>> policy.begin(learner, now=1.0) is None
+        True
+        >>> learner.examples_seen = 1
+        >>> policy.begin(learner, now=1.0), policy.begin(learner, now=1.0)
+        ('schedule', None)
+        """
+        why = self.due(learner.examples_seen, learner.beyond_floor, now)
+        challenger, window = learner.challenger, learner.settings.drift.challenger_window
+        if why == "quality_floor" and challenger is not None and challenger.labels < window:
+            return None  # the last retrain (or drift's challenger) has not had its duel yet
+        if why is not None:
+            self.started(learner.examples_seen, now)
+            learner.beyond_floor = 0
+        return why
+
 
 def train(settings: Settings, records: Sequence[LogRecord], classes: list[Any]) -> ServingModel:
     """Train a fresh model from the factory on log ``records``, in order, and return it.
@@ -91,6 +119,16 @@ def train(settings: Settings, records: Sequence[LogRecord], classes: list[Any]) 
     replay(learner, records)
     learner.flush()
     return learner.serving.model
+
+
+def install(learner: Learner, model: ServingModel, stored_latest: int) -> int:
+    """Make a retrained ``model`` the learner's challenger under a new version; return it.
+
+    The number is above every version stored (``stored_latest``) or handed out before.
+    """
+    model.version = learner.allocate_version(stored_latest)
+    learner.challenge(model)
+    return model.version
 
 
 async def read_tail(settings: Settings, count: int) -> list[Any]:
@@ -137,12 +175,8 @@ class Retrainer:
             return
         if self._task is not None and not self._task.done():
             return
-        learner = self.pipeline.learner
-        now = time.monotonic()
-        why = self.policy.due(learner.examples_seen, learner.beyond_floor, now)
+        why = self.policy.begin(self.pipeline.learner, time.monotonic())
         if why is not None:
-            self.policy.started(learner.examples_seen, now)
-            learner.beyond_floor = 0  # a floor needs ``patience`` labels again
             self._task = asyncio.create_task(self._retrain(why, publish))
 
     async def settle(self) -> None:
@@ -174,11 +208,9 @@ class Retrainer:
             return
         seconds = time.perf_counter() - started
         async with self.lock:
-            learner = self.pipeline.learner
-            model.version = learner.allocate_version(self.keeper.store.registry.latest(name))
-            learner.challenge(model)
-            await self.keeper.checkpoint(RETRAIN, publish)  # the number it is stored under
-            version = model.version
+            install(self.pipeline.learner, model, self.keeper.store.registry.latest(name))
+            await self.keeper.checkpoint(RETRAIN, publish)
+            version = model.version  # the checkpoint numbers it anew: the one it is stored under
             await self._announce(
                 RETRAIN,
                 publish,

@@ -4,7 +4,8 @@ The command picks the version to roll out (the live challenger, or any stored ve
 becomes the challenger), gives it the share, announces a ``canary_step`` and checkpoints at once,
 so that the rollout is a version of its own (reason ``canary``) that followers load and a replay
 starts from. ``--abort`` rolls back (``canary_rollback``, reason ``abort``) and checkpoints too.
-The steps after that are the learner's (:mod:`stream_app.core.canary`).
+The steps after that are the learner's (:mod:`stream_app.core.canary`). :func:`answering` says which
+answer (and version) an event gets while a canary runs, the same for the stream and for HTTP.
 
 >>> from stream_app.core.learn import Learner
 >>> from stream_app.settings import Settings
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.core.learn import Learner, ModelEvent
 from stream_app.core.messages import encode_model_event
+from stream_app.core.predict import Prediction, ServingModel
 from stream_app.errors import OperationRefused
 from stream_app.registry.checkpoint import load_model
 from stream_app.worker.operations import CANARY
@@ -26,7 +28,7 @@ from stream_app.worker.operations import CANARY
 if TYPE_CHECKING:
     from stream_app.worker.versions import Publish, VersionKeeper
 
-__all__ = ["CANARY", "REASON", "canary_command", "canary_status"]
+__all__ = ["CANARY", "REASON", "answering", "canary_command", "canary_status"]
 
 REASON: Final = "canary"
 """The reason of the version a canary start or abort stores."""
@@ -70,6 +72,28 @@ async def announce(keeper: VersionKeeper, event: ModelEvent, publish: Publish) -
     name = keeper.settings.model.name
     value = encode_model_event(event.kind, name, event.version, **event.fields)
     await publish(keeper.settings.topics.model_events, name.encode(), value)
+
+
+def answering(
+    learner: Learner, event_id: str, served: Prediction, shadow: Prediction | None
+) -> tuple[Prediction, ServingModel]:
+    """Return the answer an event gets and the model that gave it: the canary's on its share.
+
+    ``served`` and ``shadow`` are :meth:`Learner.answer`'s. An event whose id hashes below the
+    canary's share gets the canary's (the challenger's) answer, as on the stream; every other
+    event, and every event while a version is pinned or when the canary had no answer, gets the
+    incumbent's.
+
+    >>> from stream_app.settings import Settings
+    >>> learner = Learner(Settings())
+    >>> answer, model = answering(learner, "e-1", Prediction(True, {}), None)
+    >>> answer.prediction, model.version
+    (True, 0)
+    """
+    challenger = learner.challenger
+    if shadow is not None and challenger is not None and learner.canary_takes(event_id):
+        return shadow, challenger.model
+    return served, learner.pinned or learner.serving.model
 
 
 def canary_status(learner: Learner) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 The versions rolled out are made as a user makes them: ``stream-app train`` on a file of history,
 then ``stream-app models import``. A better one (true labels) steps to 1.0 and serves; a worse one
 (every label flipped) is rolled back at its first judgement. Shares are counted on the
-``predictions`` topic over 5,000 events.
+``predictions`` topic over 5,000 events, and ``POST /predict`` answers those ids as the stream did.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.integration.support import (
     wait_for,
 )
 from tests.integration.test_artifact import cli
-from tests.integration.test_http import post
+from tests.integration.test_http import post, same_answer
 from tests.integration.test_learning import feature_messages, sea
 from tests.integration.test_versions import served_after
 
@@ -100,13 +100,24 @@ async def test_a_better_canary_holds_its_share_without_labels_then_steps_to_one(
     assert canary != incumbent
 
     # Without labels: the share holds over 5,000 events, nothing steps, and /health says why.
-    served = await served_after(kafka, names, "s", sea(5000, seed=92))
+    unlabelled = sea(5000, seed=92)
+    served = await served_after(kafka, names, "s", unlabelled)
     versions = [body["model_version"] for body in served.values()]
     assert len(versions) == 5000 and set(versions) == {canary, incumbent}
     assert abs(versions.count(canary) / 5000 - 0.25) <= 0.03
     status = worker.wait_healthy()["canary"]
     assert status["share"] == 0.25 and status["waiting"].startswith("no labels yet")
     assert [e["type"] for e in await canary_events(kafka, names)] == [CANARY_STEP]
+
+    # Over HTTP an id gets what the stream gave it: the canary's answer on its share.
+    probe = [{"id": f"s-{i}", "features": x} for i, (x, _) in enumerate(unlabelled[:500])]
+    code, batch = post(worker, "/predict/batch", orjson.dumps({"events": probe}))
+    singles = [post(worker, "/predict", orjson.dumps(event)) for event in probe[:40]]
+    assert code == 200 and all(code == 200 for code, _ in singles)
+    answers = [*batch["predictions"], *(answer for _, answer in singles)]
+    for answer in answers:  # a batch call may differ from one-by-one in the last bit
+        assert same_answer(answer, served[answer["id"]], tolerance=1e-9), answer["id"]
+    assert {answer["model_version"] for answer in answers} == {canary, incumbent}
 
     # With labels it is judged on its share and steps up to 1.0, then serves.
     await label_stream(kafka, names, "l", 2000)

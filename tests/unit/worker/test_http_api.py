@@ -213,3 +213,46 @@ def test_the_openapi_document_is_valid_and_names_every_reason() -> None:
     problem = doc["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"]
     assert set(problem) == set(reasons.ALL) | set(HTTP_REASONS)
     assert "Not written" in doc["paths"]["/predict"]["post"]["description"]
+
+
+def test_a_canary_answers_its_share_over_http_exactly_as_on_the_stream() -> None:
+    from stream_app.core.canary import bucket
+    from stream_app.core.messages import decode_join
+    from tests.unit.core.test_canary import feature_records, pipeline_with_canary, sea, settings
+    from tests.unit.core.test_canary import trained as trained_canary
+    from tests.unit.core.test_pipeline import Recorder
+
+    s = settings(learn={"enabled": False})
+    stream = pipeline_with_canary(s, trained_canary(s, sea(500, seed=1), flip=False), 0.25)
+    out = Recorder()
+    records = feature_records(400)
+    stream.features(records, 0.0, out)
+    streamed = {q["id"]: q for q in out.on("predictions")}
+
+    kept: list[dict[str, Any]] = []
+
+    async def send(
+        topic: str, key: bytes, value: bytes, partition: int | None = None
+    ) -> tuple[int, int]:
+        kept.append(decode_join(value))
+        return partition or 0, len(kept)
+
+    s = settings()  # learning on: what HTTP answered is kept for its label, as the stream keeps it
+    served = pipeline_with_canary(s, trained_canary(s, sea(500, seed=1), flip=False), 0.25)
+    http = HttpApi(s, served, Metrics(), send=send)
+    events = [orjson.loads(r.value) for r in records]
+    single = [call(http, "predict", orjson.dumps(e))[1] for e in events[:50]]
+    _, batch = call(http, "predict_batch", orjson.dumps({"events": events}))
+    for answer in [*single, *batch["predictions"]]:
+        expected = streamed[answer["id"]]
+        wanted = 9 if bucket(answer["id"]) < 0.25 else 0
+        assert answer["model_version"] == expected["model_version"] == wanted
+        assert (answer["prediction"], answer["proba"]) == (
+            expected["prediction"],
+            expected["proba"],
+        )
+    versions = [p["model_version"] for p in batch["predictions"]]
+    assert set(versions) == {0, 9} and abs(versions.count(9) / len(versions) - 0.25) <= 0.05
+    assert [k["model_version"] for k in kept] == [
+        a["model_version"] for a in single + batch["predictions"]
+    ]

@@ -6,10 +6,10 @@ from typing import NamedTuple
 
 from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_example
-from stream_app.core.predict import Prediction
+from stream_app.core.predict import Prediction, fresh_model
 from stream_app.models import logistic_regression
 from stream_app.settings import RetrainSettings, Settings
-from stream_app.worker.retrain import RetrainPolicy, train
+from stream_app.worker.retrain import RetrainPolicy, install, train
 from tests.unit.core.test_batch import rows
 
 
@@ -66,3 +66,23 @@ def test_a_retrain_equals_a_fresh_river_loop_over_the_log_tail() -> None:
     for x, _ in data[:20]:
         got, want = model.estimator.predict_proba_one(x), reference.predict_proba_one(x)
         assert abs(got[True] - want[True]) <= 1e-9
+
+
+def test_a_quality_floor_waits_for_the_last_challenger_to_have_its_duel() -> None:
+    window = 20
+    settings = Settings().replace(
+        guard={"enabled": False},
+        drift={"policy": "none", "challenger_window": window},
+        retrain={"policy": "quality_floor", "quality_floor": 0.8, "patience": 5},
+    )
+    learner = Learner(settings)
+    policy = RetrainPolicy(settings.retrain, now=0.0)
+    learner.beyond_floor = 5
+    assert policy.begin(learner, now=0.0) == "quality_floor" and learner.beyond_floor == 0
+    version = install(learner, fresh_model(settings.model, version=0), stored_latest=3)
+    assert learner.challenger is not None and learner.challenger.model.version == version == 4
+    learner.beyond_floor = 5  # still below the floor: the serving model has not been replaced
+    learner.challenger.labels = window - 1
+    assert policy.begin(learner, now=0.0) is None and learner.beyond_floor == 5
+    learner.challenger.labels = window  # judged over a full window and not promoted: retrain
+    assert policy.begin(learner, now=0.0) == "quality_floor" and learner.beyond_floor == 0
