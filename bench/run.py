@@ -46,8 +46,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.kafka.topics import ensure_topics
 from stream_app.models import resolve_factory
-from stream_app.settings import BrokerSettings, Settings
+from stream_app.settings import Settings
 from stream_app.tools.broker import LocalKafka, free_port, free_ports
+from stream_app.tools.settings import BrokerSettings
 
 FEATURES = 15
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any, Final
 
 from stream_app.errors import StreamAppError
-from stream_app.settings import load_settings
+from stream_app.tools.settings import load_tool_settings
 from stream_app.tools.tail import TOPICS
 
 __all__ = ["main"]
@@ -183,7 +183,7 @@ def _models(args: argparse.Namespace) -> int:
         version_table,
     )
 
-    settings = load_settings()
+    settings = load_tool_settings()
     if getattr(args, "model", None):
         settings = settings.replace(model={"name": args.model})
     name = settings.model.name
@@ -279,7 +279,7 @@ def _demo(args: argparse.Namespace) -> int:
     from stream_app.tools.demo import DemoOptions, run_demo
 
     options = DemoOptions(args.broker, args.events, args.rate, args.report)
-    return run_demo(load_settings(), options)
+    return run_demo(load_tool_settings(), options)
 
 
 def _produce(args: argparse.Namespace) -> int:
@@ -288,7 +288,7 @@ def _produce(args: argparse.Namespace) -> int:
 
     columns = Columns(label=args.label_column, id=args.id_column)
     summary = produce_file(
-        load_settings(), args.file, topic=args.topic, columns=columns, rate=args.rate,
+        load_tool_settings(), args.file, topic=args.topic, columns=columns, rate=args.rate,
         raw=args.raw, fmt=args.format,
     )  # fmt: skip
     print(summary.line(), flush=True)
@@ -299,7 +299,7 @@ def _score(args: argparse.Namespace) -> int:
     """Score a file offline with a stored version: see :mod:`stream_app.tools.score`."""
     from stream_app.tools.score import load_version, score_file
 
-    settings = load_settings()
+    settings = load_tool_settings()
     model = load_version(settings, args.version)
     summary = score_file(
         settings, model, args.input, args.out,
@@ -314,7 +314,7 @@ def _train(args: argparse.Namespace) -> int:
     from stream_app.tools.train import train_file
 
     model, summary = train_file(
-        load_settings(), args.file, args.out, args.factory,
+        load_tool_settings(), args.file, args.out, args.factory,
         label_column=args.label_column, id_column=args.id_column, fmt=args.format,
     )  # fmt: skip
     print(summary.line(model, args.out), flush=True)
@@ -331,7 +331,11 @@ def _tail(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(
             tail(
-                load_settings(), args.topic, max_messages=args.max, timeout=args.timeout, **options
+                load_tool_settings(),
+                args.topic,
+                max_messages=args.max,
+                timeout=args.timeout,
+                **options,
             )
         )
     return 0
@@ -342,7 +346,7 @@ def _report(args: argparse.Namespace) -> int:
     from stream_app.tools.charts import report_to
 
     png = args.png or args.out.with_name("report.png")
-    _, charts = report_to(load_settings(), args.out, png)
+    _, charts = report_to(load_tool_settings(), args.out, png)
     print(f"report: {args.out} and {png} ({charts.counts['predictions']:,} predictions)")
     return 0
 
@@ -351,7 +355,7 @@ def _worker(args: argparse.Namespace) -> int:
     """Run the Faust worker for the app built from the settings."""
     from stream_app.worker.service import build_app  # Kafka code is imported only for this command
 
-    settings = load_settings()
+    settings = load_tool_settings()
     app = build_app(settings)
     level = (args.loglevel or settings.app.log_level).lower()
     level = _FAUST_LEVELS.get(level, level)
@@ -364,7 +368,7 @@ def _broker(args: argparse.Namespace) -> int:
     """Run a local broker until SIGINT or SIGTERM; print one line when clients can connect."""
     from stream_app.tools.broker import LocalKafka, fetch_kafka
 
-    settings = load_settings()
+    settings = load_tool_settings()
     if args.fetch_only:
         jars = fetch_kafka(settings.broker)
         print(f"kafka {settings.broker.kafka_version}: {len(jars)} jars cached in {jars[0].parent}")

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Final
 
 from stream_app.errors import BrokerError
-from stream_app.settings import BrokerSettings
+from stream_app.tools.settings import BrokerSettings
 
 __all__ = ["LocalKafka", "cluster_id", "die_with_parent", "fetch_kafka", "free_port", "free_ports"]
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from stream_app.settings import Settings
 from stream_app.tools.report import Charts, ReportData, build, collect
+from stream_app.tools.settings import ToolSettings
 
 __all__ = ["caption_rows", "draw_png", "report_to", "write_report"]
 
@@ -172,7 +172,11 @@ def _legend_name(kind: str) -> str:
 
 
 def report_to(
-    settings: Settings, out: Path, png: Path, since: float = 0.0, changes: tuple[float, ...] = ()
+    settings: ToolSettings,
+    out: Path,
+    png: Path,
+    since: float = 0.0,
+    changes: tuple[float, ...] = (),
 ) -> tuple[ReportData, Charts]:
     """Read the topics, draw, and write ``out`` (HTML) and ``png``; return what was drawn."""
     data = collect(settings, since)

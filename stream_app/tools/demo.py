@@ -30,9 +30,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
-from stream_app.settings import DemoSettings, Settings
 from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free_ports
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
+from stream_app.tools.settings import DemoSettings, ToolSettings
 from stream_app.tools.synth import DemoMessage, DemoStream, concept
 from stream_app.tools.view import Tally, announce, health, scrape
 
@@ -67,7 +67,7 @@ class _Run:
     interrupted: bool = False
 
 
-def run_demo(settings: Settings, options: DemoOptions) -> int:
+def run_demo(settings: ToolSettings, options: DemoOptions) -> int:
     """Run the demo to its end (``events``) or Ctrl-C; write the report; print a summary."""
     try:
         return _run(settings, options)
@@ -76,7 +76,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         return 130
 
 
-def _run(settings: Settings, options: DemoOptions) -> int:
+def _run(settings: ToolSettings, options: DemoOptions) -> int:
     """Start the broker (unless given) and a worker, stream and finish; stop them on the way out."""
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-app-demo-")))
@@ -110,7 +110,9 @@ def _run(settings: Settings, options: DemoOptions) -> int:
     return 1
 
 
-def _finish(settings: Settings, options: DemoOptions, tally: Tally, run: _Run, since: float) -> int:
+def _finish(
+    settings: ToolSettings, options: DemoOptions, tally: Tally, run: _Run, since: float
+) -> int:
     """Write the report from the topics and print the summary; 0 if anything was predicted."""
     from stream_app.tools.charts import report_to
 
@@ -124,7 +126,7 @@ def _finish(settings: Settings, options: DemoOptions, tally: Tally, run: _Run, s
     return 0 if data.predictions else 1
 
 
-def _summary(settings: Settings, tally: Tally, data: ReportData, run: _Run, metric: str) -> str:
+def _summary(settings: ToolSettings, tally: Tally, data: ReportData, run: _Run, metric: str) -> str:
     """Return the closing summary, one ``name: value`` line per figure."""
     drifts = [e for _, e in data.events if e.get("type") == "drift"]
     promotions = [e for _, e in data.events if e.get("type") == "promotion"]
@@ -222,7 +224,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _stream(
-    settings: Settings, worker_id: str, web_port: int, options: DemoOptions, tally: Tally, run: _Run
+    settings: ToolSettings,
+    worker_id: str,
+    web_port: int,
+    options: DemoOptions,
+    tally: Tally,
+    run: _Run,
 ) -> None:
     """Produce the demo stream, read the outputs, show the view; at the end wait for the answers."""
     from rich.console import Console
@@ -265,7 +272,11 @@ async def _stream(
 
 
 async def _produce(
-    producer: AIOKafkaProducer, settings: Settings, options: DemoOptions, tally: Tally, run: _Run
+    producer: AIOKafkaProducer,
+    settings: ToolSettings,
+    options: DemoOptions,
+    tally: Tally,
+    run: _Run,
 ) -> None:
     """Send the stream at the offered rate up to ``options.events`` (or on), then late labels."""
     s = settings.demo
@@ -298,7 +309,7 @@ async def _send(producer: AIOKafkaProducer, topic: str, message: DemoMessage, ta
     tally.malformed += message.topic == "features" and message.event < 0
 
 
-async def _drain(settings: Settings, worker_id: str, web_port: int, tally: Tally) -> None:
+async def _drain(settings: ToolSettings, worker_id: str, web_port: int, tally: Tally) -> None:
     """Wait until the worker committed everything sent: its outputs are then in Kafka."""
     t = settings.topics
     connection = client_kwargs(settings)
@@ -331,7 +342,9 @@ async def _drain(settings: Settings, worker_id: str, web_port: int, tally: Tally
         await consumer.stop()
 
 
-async def _read(consumer: AIOKafkaConsumer, settings: Settings, tally: Tally, console: Any) -> None:
+async def _read(
+    consumer: AIOKafkaConsumer, settings: ToolSettings, tally: Tally, console: Any
+) -> None:
     """Count predictions and dead letters; tell model events as they arrive."""
     t = settings.topics
     while True:
@@ -357,7 +370,7 @@ async def _read(consumer: AIOKafkaConsumer, settings: Settings, tally: Tally, co
                         tally.answered_features += 1
 
 
-async def _view(settings: Settings, web_port: int, tally: Tally, live: Any, title: str) -> None:
+async def _view(settings: ToolSettings, web_port: int, tally: Tally, live: Any, title: str) -> None:
     """Refresh the view (or print a plain line) once per ``demo.view_every_s``."""
     while True:
         await asyncio.sleep(settings.demo.view_every_s)

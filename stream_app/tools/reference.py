@@ -1,7 +1,9 @@
 """The settings reference (docs/settings.md), written from the code so it cannot fall behind.
 
 Each setting's line says its key, default, environment variable and what it does: the field's
-docstring in :mod:`stream_app.settings`, else the comment beside it in ``config/default.toml``.
+docstring in its section's module (:mod:`stream_app.settings` for the worker's sections,
+:mod:`stream_app.tools.settings` for the tools'), else the comment beside it in
+``config/default.toml``.
 ``python -m stream_app.tools.reference > docs/settings.md`` rewrites the page; a unit test keeps it
 equal to what this module renders.
 
@@ -19,11 +21,13 @@ import dataclasses
 import inspect
 import itertools
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from stream_app import settings as settings_module
-from stream_app.settings import DEFAULT_CONFIG_FILE, ENV_PREFIX, SHORT_ENV, Settings
+from stream_app.settings import DEFAULT_CONFIG_FILE, ENV_PREFIX, SHORT_ENV
+from stream_app.tools.settings import ToolSettings
 
 __all__ = ["render"]
 
@@ -32,13 +36,16 @@ _COMMENT = re.compile(r"^(\w+)\s*=.*?#\s*(.*)$")
 
 def render(config_file: Path = DEFAULT_CONFIG_FILE) -> str:
     """Render the whole reference page as Markdown."""
-    docs = _field_docs()
+    defaults = ToolSettings()
+    sections = [type(getattr(defaults, f.name)) for f in dataclasses.fields(defaults)]
+    docs = _field_docs({sys.modules[cls.__module__] for cls in sections})
     comments = _toml_comments(config_file)
     short = {target: name for name, target in SHORT_ENV.items()}
     lines = [
         "# Settings reference",
         "",
-        "Generated from `stream_app/settings.py` and `config/default.toml` by",
+        "Generated from `stream_app/settings/`, `stream_app/tools/settings.py` and",
+        "`config/default.toml` by",
         "`python -m stream_app.tools.reference > docs/settings.md` (a unit test keeps it current).",
         "",
         "Layering: the defaults below < the TOML file named by `STREAM_APP_CONFIG` (only the",
@@ -48,8 +55,7 @@ def render(config_file: Path = DEFAULT_CONFIG_FILE) -> str:
         '(`STREAM_APP_MODEL__CLASSES=\'["a", "b"]\'`).',
         "",
     ]
-    for section in dataclasses.fields(Settings):
-        cls = type(getattr(Settings(), section.name))
+    for section, cls in zip(dataclasses.fields(defaults), sections, strict=True):
         lines += [f"## [{section.name}]", "", _first_line(cls.__doc__), ""]
         lines += ["| setting | default | environment | what it does |", "|---|---|---|---|"]
         for field in dataclasses.fields(cls):
@@ -58,17 +64,17 @@ def render(config_file: Path = DEFAULT_CONFIG_FILE) -> str:
             if (section.name, field.name) in short:
                 env = f"`{short[(section.name, field.name)]}` or {env}"
             text = docs.get((cls.__name__, field.name)) or comments.get(key, "")
-            default = _show(getattr(getattr(Settings(), section.name), field.name))
+            default = _show(getattr(getattr(defaults, section.name), field.name))
             lines.append(f"| `{key}` | {default} | {env} | {_cell(text)} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _field_docs() -> dict[tuple[str, str], str]:
-    """Collect the string literal after each dataclass field in settings.py, by (class, field)."""
-    tree = ast.parse(inspect.getsource(settings_module))
+def _field_docs(modules: set[ModuleType]) -> dict[tuple[str, str], str]:
+    """Collect the string literal after each dataclass field in ``modules``, by (class, field)."""
     docs: dict[tuple[str, str], str] = {}
-    for node in tree.body:
+    nodes = (node for module in modules for node in ast.parse(inspect.getsource(module)).body)
+    for node in nodes:
         if not isinstance(node, ast.ClassDef):
             continue
         body = node.body

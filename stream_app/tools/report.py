@@ -35,7 +35,7 @@ from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
 from stream_app.core.learn import error_of
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
-from stream_app.settings import ReportSettings, Settings
+from stream_app.tools.settings import ReportSettings, ToolSettings
 
 __all__ = [
     "MARKED",
@@ -339,12 +339,12 @@ def build(data: ReportData, settings: ReportSettings) -> Charts:
     )
 
 
-def collect(settings: Settings, since: float = 0.0) -> ReportData:
+def collect(settings: ToolSettings, since: float = 0.0) -> ReportData:
     """Read the topics from the beginning to their current end (messages from ``since`` on)."""
     return asyncio.run(_collect(settings, since))
 
 
-async def _collect(settings: Settings, since: float) -> ReportData:
+async def _collect(settings: ToolSettings, since: float) -> ReportData:
     t = settings.topics
     names = [t.predictions, t.predictions_shadow, t.labels, t.features, t.model_events]
     records = await _read_to_end(settings, [*names, t.dead_letters], since)
@@ -376,7 +376,9 @@ def _bodies(records: Iterable[Any]) -> list[dict[str, Any]]:
     return [body for body in (_body(r.value) for r in records) if body is not None]
 
 
-async def _read_to_end(settings: Settings, topics: list[str], since: float) -> dict[str, list[Any]]:
+async def _read_to_end(
+    settings: ToolSettings, topics: list[str], since: float
+) -> dict[str, list[Any]]:
     """Every record of ``topics`` up to their end offsets now, with a timestamp from ``since``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 

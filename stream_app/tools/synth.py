@@ -7,7 +7,7 @@ labels topic instead of inline, and a share of extra messages is malformed (feat
 an event that never was (labels), so that every part of the service shows itself. All of it is
 drawn from one seeded generator.
 
->>> from stream_app.settings import DemoSettings
+>>> from stream_app.tools.settings import DemoSettings
 >>> stream = DemoStream(DemoSettings(bad_share=0.0, delayed_share=0.0))
 >>> first = next(iter(stream))
 >>> first.topic, first.key, sorted(orjson.loads(first.value)["features"])
@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from stream_app.settings import DemoSettings
+from stream_app.tools.settings import DemoSettings
 
 __all__ = ["BAD_MESSAGES", "DemoMessage", "DemoStream", "concept"]
 

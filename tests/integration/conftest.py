@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from stream_app.errors import BrokerError
-from stream_app.settings import ENV_PREFIX, BrokerSettings, load_settings
+from stream_app.settings import ENV_PREFIX
 from stream_app.tools.broker import LocalKafka, free_port, free_ports
+from stream_app.tools.settings import BrokerSettings, load_tool_settings
 from tests.integration.support import WorkerProcess, faust_command, start_worker
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,9 @@ def broker_settings(controller_port: int) -> BrokerSettings:
     """
     prefix = f"{ENV_PREFIX}BROKER__"
     env = {name: value for name, value in os.environ.items() if name.startswith(prefix)}
-    return dataclasses.replace(load_settings(env, files=[]).broker, controller_port=controller_port)
+    return dataclasses.replace(
+        load_tool_settings(env, files=[]).broker, controller_port=controller_port
+    )
 
 
 def start_broker(tmp_path_factory: pytest.TempPathFactory) -> LocalKafka:

@@ -21,8 +21,8 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.settings import BrokerSettings
 from stream_app.tools.broker import LocalKafka, free_port, free_ports
+from stream_app.tools.settings import BrokerSettings
 from tests.integration.conftest import make_names
 from tests.integration.support import (
     WorkerProcess,

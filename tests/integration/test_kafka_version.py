@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from stream_app.settings import BrokerSettings
+from stream_app.tools.settings import BrokerSettings
 from tests.integration.conftest import Kafka
 
 

@@ -28,8 +28,8 @@ import orjson
 import pytest
 import yaml
 
-from stream_app.settings import DemoSettings
 from stream_app.tools.broker import free_port
+from stream_app.tools.settings import DemoSettings
 from stream_app.tools.synth import DemoStream
 from tests.deployment import (
     ALERTS_FILE,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.settings import BrokerSettings
 from stream_app.tools.broker import LocalKafka, free_port, free_ports
+from stream_app.tools.settings import BrokerSettings
 from tests.integration.conftest import Names
 from tests.integration.support import (
     faust_command,

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from stream_app.settings import SHORT_ENV, BrokerSettings, bootstrap_servers, load_settings
+from stream_app.settings import SHORT_ENV, bootstrap_servers, load_settings
+from stream_app.tools.settings import BrokerSettings
 from tests.deployment import (
     ALERTS_FILE,
     COMPOSE_FILE,

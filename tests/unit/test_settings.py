@@ -9,12 +9,50 @@ from pathlib import Path
 import pytest
 
 from stream_app.errors import ConfigError
-from stream_app.settings import DEFAULT_CONFIG_FILE, SHORT_ENV, Settings, load_settings
+from stream_app.settings import (
+    DEFAULT_CONFIG_FILE,
+    SHORT_ENV,
+    TOOL_SECTIONS,
+    GuardSettings,
+    Settings,
+    load_settings,
+)
+from stream_app.tools.settings import ToolSettings, load_tool_settings
 
 
 def test_default_toml_equals_code_defaults() -> None:
     on_disk = tomllib.loads(DEFAULT_CONFIG_FILE.read_text())
-    assert on_disk == Settings().as_dict()
+    assert on_disk == ToolSettings().as_dict()
+
+
+def test_the_worker_passes_over_the_tool_sections_that_the_tools_check(tmp_path: Path) -> None:
+    worker, tools = dataclasses.fields(Settings), dataclasses.fields(ToolSettings)
+    assert [f.name for f in tools[: len(worker)]] == [f.name for f in worker]
+    assert tuple(f.name for f in tools[len(worker) :]) == TOOL_SECTIONS
+    env = {"STREAM_APP_BROKER__KAFKA_VERSION": "3.9.1", "STREAM_APP_DEMO__RATE": "5"}
+    assert not hasattr(load_settings(env=env), "broker")  # config/default.toml has [broker] too
+    assert load_tool_settings(env=env).broker.kafka_version == "3.9.1"
+    assert load_tool_settings(env=env).demo.rate == 5.0
+    with pytest.raises(ConfigError, match=r"unknown setting broker\.nope"):
+        load_tool_settings(env={"STREAM_APP_BROKER__NOPE": "1"}, files=[])
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[brokers]\nport = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown settings section \[brokers\]"):
+        load_settings(env={}, files=[typo])
+
+
+def test_a_section_checks_its_own_fields_wherever_it_is_built() -> None:
+    with pytest.raises(ConfigError, match=r"guard\.cap_share"):
+        GuardSettings(cap_share=1.5)
+    with pytest.raises(ConfigError, match=r"guard\.witness_lead"):
+        dataclasses.replace(GuardSettings(), witness_lead=1.0)
+    with pytest.raises(ConfigError, match=r"rollout\.steps"):
+        Settings().replace(rollout={"steps": [0.5, 0.25, 1.0]})
+    with pytest.raises(ConfigError, match=r"retrain\.policy = schedule needs"):
+        load_settings(
+            env={"STREAM_APP_RETRAIN__POLICY": "schedule", "STREAM_APP_RETRAIN__EVERY_S": "0"},
+            files=[],
+        )
 
 
 def test_file_overrides_defaults_and_env_overrides_file(tmp_path: Path) -> None:
@@ -102,8 +140,8 @@ def test_the_settings_reference_page_is_current() -> None:
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     assert page == render(), "run: python -m stream_app.tools.reference > docs/settings.md"
-    for section in dataclasses.fields(Settings):
-        for field in dataclasses.fields(type(getattr(Settings(), section.name))):
+    for section in dataclasses.fields(ToolSettings):
+        for field in dataclasses.fields(type(getattr(ToolSettings(), section.name))):
             row = next(
                 r for r in page.splitlines() if r.startswith(f"| `{section.name}.{field.name}`")
             )

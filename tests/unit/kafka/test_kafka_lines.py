@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from stream_app.settings import BrokerSettings
+from stream_app.tools.settings import BrokerSettings
 from tests.deployment import REPO
 
 MAKEFILE = REPO / "Makefile"

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from stream_app.settings import ReportSettings
 from stream_app.tools.charts import draw_png
 from stream_app.tools.report import Point, ReportData, build, marks, rolling, scored, slices
+from stream_app.tools.settings import ReportSettings
 
 
 def prediction(i: int, prediction: object, version: int = 0) -> dict[str, object]:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from stream_app.core.learn import Learner
-from stream_app.settings import DemoSettings, Settings
+from stream_app.tools.settings import DemoSettings, ToolSettings
 from stream_app.tools.synth import DemoStream
 
 
@@ -56,7 +56,7 @@ def test_noise_late_labels_and_every_label_owed_is_sent() -> None:
     assert 0.3 < len(late) / 2000 < 0.7
 
 
-def learn_stream(settings: Settings, events: int) -> list[tuple[int, str]]:
+def learn_stream(settings: ToolSettings, events: int) -> list[tuple[int, str]]:
     """Serve and learn the stream as a worker would: inline labels at once, late ones on arrival."""
     learner = Learner(settings)
     served: dict[str, Any] = {}
@@ -86,7 +86,7 @@ def learn_stream(settings: Settings, events: int) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("seed", [42, 1, 2, 3])
 def test_the_concept_change_is_detected_as_drift_within_3000_events(seed: int) -> None:
     logging.getLogger("stream_app").setLevel(logging.ERROR)
-    settings = Settings().replace(demo={"seed": seed})
+    settings = ToolSettings().replace(demo={"seed": seed})
     happened = learn_stream(settings, 3000)
     drifts = [at for at, kind in happened if kind == "drift"]
     assert drifts and settings.demo.change_at <= drifts[0] < 3000
