@@ -20,6 +20,7 @@ stream_app.errors.ConfigError: environment: unknown settings section [demo]
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
@@ -138,6 +139,12 @@ def as_dict(settings: Tree) -> dict[str, dict[str, Any]]:
     }
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Return the resolved field types of a tree or a section (resolved once: they never change)."""
+    return typing.get_type_hints(cls)
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Collect ``STREAM_APP_*`` variables as a nested dict of raw strings."""
     out: dict[str, dict[str, Any]] = {}
@@ -167,13 +174,13 @@ def _merge(
     must already have the setting's type.
     """
     merged = {section: dict(values) for section, values in base.items()}
-    hints = typing.get_type_hints(tree)
+    hints = _hints(tree)
     for section, values in layer.items():
         if section in elsewhere and section not in merged:
             continue
         if section not in merged or not isinstance(values, Mapping):
             raise ConfigError(f"{origin}: unknown settings section [{section}]")
-        section_hints = typing.get_type_hints(hints[section])
+        section_hints = _hints(hints[section])
         for key, value in values.items():
             if key not in merged[section]:
                 raise ConfigError(f"{origin}: unknown setting {section}.{key}")
@@ -222,5 +229,5 @@ def _coerce(value: Any, kind: Any, where: str, *, strings: bool) -> Any:
 
 def _build(tree: type[T], data: Mapping[str, Mapping[str, Any]]) -> T:
     """Instantiate a tree from a merged nested dict; each section checks its own fields."""
-    hints = typing.get_type_hints(tree)
+    hints = _hints(tree)
     return tree(**{name: hints[name](**data[name]) for name in hints})
