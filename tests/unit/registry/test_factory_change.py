@@ -15,7 +15,7 @@ from stream_app.registry.checkpoint import Checkpointer, restore_learner
 from stream_app.registry.factory_change import apply_factory_change
 from stream_app.registry.records import Registry, VersionRecord
 from stream_app.settings import ModelSettings, Settings, load_settings
-from stream_app.tools.report import marks
+from stream_app.tools.marks import marks
 from stream_app.tools.view import Tally, announce
 
 LR = "stream_app.models:logistic_regression"

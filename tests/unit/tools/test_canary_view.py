@@ -20,7 +20,8 @@ from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
 from stream_app.core.learn import Learner, ModelEvent
 from stream_app.core.messages import encode_model_event
 from stream_app.tools.charts import draw_png
-from stream_app.tools.report import ReportData, build, canary_spans, marks
+from stream_app.tools.marks import canary_spans, marks
+from stream_app.tools.report import ReportData, build
 from stream_app.tools.settings import ReportSettings
 from stream_app.tools.view import Tally, announce, canary_text, health
 from stream_app.worker.rollout import canary_status

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from stream_app.tools.charts import draw_png
-from stream_app.tools.report import Point, ReportData, build, marks, rolling, scored, slices
+from stream_app.tools.marks import marks
+from stream_app.tools.report import Point, ReportData, build, rolling, scored, slices
 from stream_app.tools.settings import ReportSettings
 
 
