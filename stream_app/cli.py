@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -56,18 +55,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+_FORMATS: Final = ("auto", "jsonl", "csv")
+"""What ``--format`` of the file tools may say (``auto``: by the file's suffix)."""
+
+_Commands = argparse._SubParsersAction  # the type of add_subparsers(): no public name
+
+
 def _parser() -> argparse.ArgumentParser:
+    """Build the ``stream-app`` parser: a function per group of subcommands, in ``--help`` order."""
     parser = argparse.ArgumentParser(
         prog="stream-app", description="Serve and keep training a River model from Kafka."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_worker, _add_broker, _add_models, _add_demo, _add_file_tools, _add_readers):
+        add(commands)
+    return parser
 
+
+def _add_worker(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``worker``: the Faust worker, as ``faust -A stream_app.app worker`` runs it."""
     worker = commands.add_parser(
         "worker", help="run the worker (same as faust -A stream_app.app worker)"
     )
     worker.add_argument("-l", "--loglevel", default=None, help="log level (default: app.log_level)")
     worker.set_defaults(run=_worker)
 
+
+def _add_broker(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``broker``: a local single-node Kafka, or only its jars (``--fetch-only``)."""
     broker = commands.add_parser(
         "broker", help="run a local single-node KRaft Kafka in the foreground"
     )
@@ -80,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     broker.set_defaults(run=_broker)
 
+
+def _add_models(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``models``: list and show versions, and the operations the writer carries out."""
     models = commands.add_parser("models", help="list, show and operate model versions")
     ops = models.add_subparsers(dest="op", required=True)
     listing = ops.add_parser("list", help="a table of stored versions")
@@ -113,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     models.set_defaults(run=_models)
 
+
+def _add_demo(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``demo``: a broker, a worker, the demo stream and its live view, then a report."""
     demo = commands.add_parser("demo", help="local broker, a worker, a demo stream, a live view")
     demo.add_argument("--broker", default=None, help="use this broker (kafka://HOST:PORT)")
     demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
@@ -120,13 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", type=Path, default=None, help="report file (HTML; PNG beside)")
     demo.set_defaults(run=_demo)
 
+
+def _add_file_tools(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``score``, ``train`` and ``produce``: a JSONL or CSV file of events, read the same way."""
     score = commands.add_parser("score", help="score a JSONL or CSV file with a stored version")
     score.add_argument("input", type=Path)
     score.add_argument("--version", type=int, default=None, help="version (default: serving)")
     score.add_argument("--out", type=Path, required=True, help="JSONL output, one line an event")
-    score.add_argument("--label-column", default="label", help="column that is the label")
-    score.add_argument("--id-column", default=None, help="id column (default: id, or made)")
-    score.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    _add_columns(score)
+    score.add_argument("--format", choices=_FORMATS, default="auto")
     score.set_defaults(run=_score)
 
     train = commands.add_parser(
@@ -137,9 +160,8 @@ def _parser() -> argparse.ArgumentParser:
         "--factory", required=True, help="module:function returning a fresh River estimator"
     )
     train.add_argument("--out", type=Path, required=True, help="the artifact file to write")
-    train.add_argument("--label-column", default="label", help="column that is the label")
-    train.add_argument("--id-column", default=None, help="id column (default: id, or made)")
-    train.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    _add_columns(train)
+    train.add_argument("--format", choices=_FORMATS, default="auto")
     train.set_defaults(run=_train)
 
     produce = commands.add_parser("produce", help="send a JSONL or CSV file, one event a line")
@@ -149,13 +171,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="features, labels (as configured) or a topic name (default: features)",
     )
-    produce.add_argument("--label-column", default="label", help="column that is the label")
-    produce.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+    _add_columns(produce)
     produce.add_argument("--rate", type=float, default=0.0, help="messages/s (0: fast)")
     produce.add_argument("--raw", action="store_true", help="send unparsable lines as they are")
-    produce.add_argument("--format", choices=("auto", "jsonl", "csv"), default="auto")
+    produce.add_argument("--format", choices=_FORMATS, default="auto")
     produce.set_defaults(run=_produce)
 
+
+def _add_columns(tool: argparse.ArgumentParser) -> None:
+    """Add the two columns every file tool asks about: which is the label, which the event id."""
+    tool.add_argument("--label-column", default="label", help="column that is the label")
+    tool.add_argument("--id-column", default=None, help="id column (default: id, or made)")
+
+
+def _add_readers(commands: _Commands[argparse.ArgumentParser]) -> None:
+    """``tail`` and ``report``: read what the worker wrote, as it comes or as charts."""
     tail = commands.add_parser("tail", help="print a topic's messages readably as they come")
     tail.add_argument("topic", choices=TOPICS)
     tail.add_argument("--json", action="store_true", help="print the raw JSON values")
@@ -168,67 +198,28 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML page")
     report.add_argument("--png", type=Path, default=None, help="(default: report.png beside it)")
     report.set_defaults(run=_report)
-    return parser
 
 
 def _models(args: argparse.Namespace) -> int:
-    """Model operations through Kafka: no worker address needed, only the broker."""
+    """Model operations through Kafka: see :mod:`stream_app.tools.versions`."""
     import orjson
 
-    from stream_app.worker.operations import (
-        log_offsets,
-        read_registry,
-        run,
-        run_command,
-        version_table,
-    )
+    from stream_app.tools import versions
+    from stream_app.worker.operations import import_artifact, run, run_command
 
     settings = load_tool_settings()
     if getattr(args, "model", None):
         settings = settings.replace(model={"name": args.model})
     name = settings.model.name
-    if args.op in ("list", "show"):
-        registry = run(read_registry(settings))
-        if args.op == "show":
-            record = registry.record(name, args.version)
-            if record is None:
-                print(f"stream-app: {name} v{args.version} is not stored", file=sys.stderr)
-                return 1
-            shown = {**record.summary(), "log_offsets": log_offsets(registry, record)}
-            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
-            return 0
-        rows = version_table(registry, name)
-        if args.json:
-            print(orjson.dumps(rows).decode())
-        else:
-            _print_versions(name, rows)
-        return 0
+    if args.op == "list":
+        return versions.list_versions(settings, name, as_json=args.json)
+    if args.op == "show":
+        return versions.show_version(settings, name, args.version)
     if args.op == "rebuild":
-        from stream_app.registry.replay import rebuild_learner
-        from stream_app.registry.transfer import artifact_of
-
-        registry = run(read_registry(settings))
-        learner, base = run(rebuild_learner(settings, registry, name, args.version))
-        record = registry.record(name, args.version)
-        assert record is not None  # rebuild_learner refuses a version that is not stored
-        shadow = record.status == "shadow" and learner.challenger is not None
-        model = learner.challenger.model if shadow and learner.challenger else learner.serving.model
-        data = artifact_of(model, record.summary(), signing_key=settings.registry.signing_key)
-        args.out.write_bytes(data)
-        start = "a fresh model" if base is None else f"v{base.version}"
-        print(f"rebuilt {name} v{args.version} from {start} and the learning log: {args.out}")
-        return 0
+        return versions.rebuild_to(settings, name, args.version, args.out)
     if args.op == "export":
-        from stream_app.registry.transfer import export_version
-
-        registry = run(read_registry(settings))
-        signing_key = settings.registry.signing_key
-        args.out.write_bytes(export_version(registry, name, args.version, signing_key))
-        print(f"wrote {name} v{args.version} to {args.out}")
-        return 0
+        return versions.export_to(settings, name, args.version, args.out)
     if args.op == "import":
-        from stream_app.worker.operations import import_artifact
-
         try:
             data = args.path.read_bytes()
         except OSError as exc:
@@ -251,27 +242,6 @@ def _canary(settings: Any, args: argparse.Namespace) -> Any:
     if args.version is None or args.share is None:
         raise StreamAppError("models canary needs a version and --share S, or --abort")
     return run_command(settings, CANARY, args.version, share=args.share)
-
-
-def _print_versions(name: str, rows: list[dict[str, Any]]) -> None:
-    """Print a table of versions for people."""
-    print(
-        f"{'version':>7}  {'created (UTC)':19}  {'examples':>9}  {'quality':>16}  "
-        f"{'reason':14}  {'status':8}  {'size':>9}  {'features':>8}  factory"
-    )
-    for row in rows:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
-        q = row["quality"]
-        quality = "-" if q.get("value") is None else f"{q['metric']} {q['value']:.4f}"
-        mark = " *" if row["serves"] else (" p" if row["pinned"] else "")
-        features = "-" if row.get("features") is None else row["features"]
-        print(
-            f"{row['version']:>7}  {created:19}  {row['examples_learned']:>9}  {quality:>16}  "
-            f"{row['reason']:14}  {row['status']:8}  {row['size']:>9}  {features:>8}  "
-            f"{row['factory'] or '(not recorded)'}{mark}"
-        )
-    if not rows:
-        print(f"(no stored versions of model {name})")
 
 
 def _demo(args: argparse.Namespace) -> int:
