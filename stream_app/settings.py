@@ -179,6 +179,18 @@ class ModelSettings:
     models keep exactly; inputs first seen beyond it share as many hash buckets, so a model
     tracks at most twice this many, whatever the strings or names. A stored model keeps the
     bound it was built with; a raised one applies to the next fresh model (challenger, reset)."""
+    key_field: str = ""
+    """Keyed models: the feature event's top-level field whose value (a string of 1 to 128
+    characters) selects the model; every distinct key gets its own model from ``factory``,
+    learned by the worker that owns the key's partition. Empty: one global model."""
+    key_min_examples: int = 50
+    """Keyed models: until a key has learned this many labels, ``key_fallback`` answers for it."""
+    key_fallback: str = "global"
+    """Keyed models: who answers a young key: ``global`` (the global model, learned as without
+    keys) or ``none`` (the key's own model, even young; no single writer at all)."""
+    key_cache: int = 10000
+    """Keyed models: at most this many keys' models stay decoded in a worker's memory; the least
+    recently used are written back (if they learned since their checkpoint) and dropped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,6 +379,10 @@ class RegistrySettings(_MaskedRepr):
     """...or after this many seconds with something learned, whichever comes first."""
     keep_last: int = 10
     """Versions kept besides the serving, pinned and shadow ones."""
+    key_checkpoint_every_examples: int = 100
+    """Keyed models: checkpoint a key after this many of its labels (batched with other keys)."""
+    key_checkpoint_every_s: float = 60.0
+    """Keyed models: or once this many seconds have passed since a key's last checkpoint."""
     chunk_bytes: int = 524288
     """Largest piece of a blob in one message (below the broker's 1 MB default)."""
     max_import_bytes: int = 268435456
@@ -692,6 +708,14 @@ def _check(s: Settings) -> None:
         raise ConfigError("model.task must be auto, classification or regression")
     if s.model.max_indicators < 1:
         raise ConfigError("model.max_indicators must be positive")
+    if s.model.key_fallback not in ("global", "none"):
+        raise ConfigError("model.key_fallback must be global or none")
+    if s.model.key_min_examples < 0 or s.model.key_cache < 1:
+        raise ConfigError(
+            "model.key_min_examples must be at least 0 and model.key_cache at least 1"
+        )
+    if s.registry.key_checkpoint_every_examples < 1 or s.registry.key_checkpoint_every_s <= 0:
+        raise ConfigError("registry.key_checkpoint_every_examples and _every_s must be positive")
     if ":" not in s.model.factory:
         raise ConfigError("model.factory must be a dotted path 'module:function'")
     if s.model.on_factory_change not in FACTORY_CHANGE_ACTIONS:
