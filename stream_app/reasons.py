@@ -43,6 +43,8 @@ INVALID_FEATURES: Final = "invalid_features"
 NON_FINITE_FEATURE: Final = "non_finite_feature"
 TOO_MANY_FEATURES: Final = "too_many_features"
 INVALID_TS: Final = "invalid_ts"
+# Keyed models (model.key_field): the event's model key is missing or not a short string.
+INVALID_MODEL_KEY: Final = "invalid_model_key"
 # Labels: joining and validating.
 LABEL_WITHOUT_EVENT: Final = "label_without_event"
 DUPLICATE_LABEL: Final = "duplicate_label"
@@ -73,4 +75,5 @@ ALL: Final = (
     FEATURE_OUTLIER,
     NOISY_LABEL,
     MODEL_ERROR,
+    INVALID_MODEL_KEY,
 )

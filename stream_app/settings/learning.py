@@ -79,8 +79,24 @@ class ModelSettings:
     models keep exactly; inputs first seen beyond it share as many hash buckets, so a model
     tracks at most twice this many, whatever the strings or names. A stored model keeps the
     bound it was built with; a raised one applies to the next fresh model (challenger, reset)."""
+    key_field: str = ""
+    """Keyed models: the feature event's top-level field whose value (a string of 1 to 128
+    characters) selects the model; every distinct key gets its own model from ``factory``,
+    learned by the worker that owns the key's partition. Empty: one global model."""
+    key_min_examples: int = 50
+    """Keyed models: until a key has learned this many labels, ``key_fallback`` answers for it."""
+    key_fallback: str = "global"
+    """Keyed models: who answers a young key: ``global`` (the global model, learned as without
+    keys) or ``none`` (the key's own model, even young; no single writer at all)."""
+    key_cache: int = 10000
+    """Keyed models: at most this many keys' models stay decoded in a worker's memory; the least
+    recently used are written back (if they learned since their checkpoint) and dropped."""
 
     def __post_init__(self) -> None:
+        if self.key_fallback not in ("global", "none"):
+            raise ConfigError("model.key_fallback must be global or none")
+        if self.key_min_examples < 0 or self.key_cache < 1:
+            raise ConfigError("model.key_min_examples must be >= 0 and model.key_cache >= 1")
         if self.task not in TASKS:
             raise ConfigError("model.task must be auto, classification or regression")
         if self.max_indicators < 1:

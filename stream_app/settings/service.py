@@ -194,6 +194,10 @@ class RegistrySettings(MaskedRepr):
     """...or after this many seconds with something learned, whichever comes first."""
     keep_last: int = 10
     """Versions kept besides the serving, pinned and shadow ones."""
+    key_checkpoint_every_examples: int = 100
+    """Keyed models: checkpoint a key after this many of its labels (batched with other keys)."""
+    key_checkpoint_every_s: float = 60.0
+    """Keyed models: or once this many seconds have passed since a key's last checkpoint."""
     chunk_bytes: int = 524288
     """Largest piece of a blob in one message (below the broker's 1 MB default)."""
     max_import_bytes: int = 268435456
@@ -215,6 +219,12 @@ class RegistrySettings(MaskedRepr):
     """If set, every stored version and exported artifact is signed (HMAC-SHA256) and only
     versions and imports signed with this key load. Best given as
     ``STREAM_APP_REGISTRY__SIGNING_KEY``; never logged. Empty: nothing is signed or checked."""
+
+    def __post_init__(self) -> None:
+        if self.key_checkpoint_every_examples < 1 or self.key_checkpoint_every_s <= 0:
+            raise ConfigError(
+                "registry.key_checkpoint_every_examples and key_checkpoint_every_s must be positive"
+            )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -1,0 +1,154 @@
+"""What keyed models cost in memory and time per event, by number of keys (issue #14).
+
+    python bench/keys.py [--events 60000] [--keys 1000,10000,100000] [--cache 10000] [--json F]
+
+In process, no Kafka: the keyed core (:class:`stream_app.core.keyed.KeyedModels`) answers and
+learns a seeded stream whose model key is drawn from ``--keys`` keys with a Zipf distribution
+(exponent ``--zipf``: a few keys are hot, most are rare), 15 numeric features and a label per
+event, with the shipped defaults (guard on, drift policy ``challenger``, logistic regression).
+Keys beyond ``--cache`` (``model.key_cache``) are evicted least recently used first: a dirty one
+is written back as a real registry blob (pickled, compressed, checksummed) into an in-memory dict
+standing in for the keyed-models topic, and loaded back (safe unpickling) when its key returns.
+
+Prints one row per key count: us/event, peak RSS (resident memory of this process, MB), keys held
+decoded, write-backs and reloads per 1,000 events, and the stored bytes per key. The first row
+is the shipped default ``model.key_cache``. Measure on a quiet machine: the us/event figures move
+with load; RSS does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import gc
+import itertools
+import json
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stream_app.core.keyed import KeyedModels, KeyState
+from stream_app.core.learn import Learner
+from stream_app.registry.records import Blob, decode_blob, encode_blob
+from stream_app.settings import Settings
+
+FEATURES = 15
+Row = tuple[str, dict[str, Any], bool]
+
+
+class Store:
+    """The keyed-models topic as a dict: blobs written on eviction, read back on a miss."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.blobs: dict[str, Blob] = {}
+        self.writes = 0
+        self.loads = 0
+
+    def load(self, key: str) -> Learner | None:
+        blob = self.blobs.get(key)
+        if blob is None:
+            return None
+        self.loads += 1
+        return Learner.restore(self.settings, decode_blob(blob.chunks, blob.sha256), 0)
+
+    def write_back(self, key: str, state: KeyState) -> None:
+        self.writes += 1
+        self.blobs[key] = encode_blob(state.learner.snapshot(), chunk_bytes=1 << 20)
+
+
+def zipf_keys(keys: int, exponent: float, events: int, rng: random.Random) -> list[str]:
+    """Draw ``events`` key names from ``keys`` keys, P(rank r) proportional to 1 / r**exponent."""
+    cumulative = list(itertools.accumulate(1.0 / (r**exponent) for r in range(1, keys + 1)))
+    total = cumulative[-1]
+    return [f"user-{bisect.bisect(cumulative, rng.random() * total)}" for _ in range(events)]
+
+
+def stream(
+    keys: int, exponent: float, events: int, seed: int
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """A seeded keyed stream: each key has its own hidden weights, so its own concept."""
+    rng = random.Random(seed)
+    weights: dict[str, list[float]] = {}
+    rows = []
+    for key in zipf_keys(keys, exponent, events, rng):
+        w = weights.setdefault(key, [rng.gauss(0, 1) for _ in range(FEATURES)])
+        x = {f"f{i}": rng.gauss(0, 1) for i in range(FEATURES)}
+        rows.append((key, x, sum(wi * xi for wi, xi in zip(w, x.values(), strict=True)) > 0))
+    return rows
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(keys: int, cache: int, rows: list[Row]) -> dict[str, Any]:
+    """Answer and learn every row through a fresh KeyedModels; return the row's figures."""
+    settings = Settings().replace(model={"key_cache": cache, "key_min_examples": 0})
+    store = Store(settings)
+    models = KeyedModels(settings, store.load, store.write_back)
+    gc.collect()
+    started = time.perf_counter()
+    for i, (key, x, y) in enumerate(rows):
+        now = float(i)
+        answer = models.answer(key, x, 0, now, None)
+        learner = models.get(key, 0, now).learner
+        if learner.learn(f"e{i}", x, y, answer.served, answer.shadow, now).learned:
+            models.learned(key)
+    elapsed = time.perf_counter() - started
+    stored = [len(b"".join(blob.chunks)) for blob in store.blobs.values()]
+    per_1k = 1000 / len(rows)
+    return {
+        "keys": keys,
+        "cache": cache,
+        "us_per_event": round(elapsed / len(rows) * 1e6, 1),
+        "peak_rss_mb": round(rss_mb(), 1),
+        "held": len(models),
+        "distinct": len({key for key, _, _ in rows}),
+        "writes_per_1k": round(store.writes * per_1k, 1),
+        "loads_per_1k": round(store.loads * per_1k, 1),
+        "stored_bytes_per_key": round(sum(stored) / len(stored)) if stored else 0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--keys", default="1000,10000,100000")
+    parser.add_argument("--cache", type=int, default=Settings().model.key_cache)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    print(
+        f"{args.events} events, 15 numeric features, shipped defaults (guard, drift challenger, "
+        f"logistic regression), Zipf {args.zipf} over the keys; model.key_cache {args.cache} "
+        f"(default {Settings().model.key_cache})"
+    )
+    header = f"{'keys':>7} {'distinct':>8} {'held':>6} {'us/ev':>7} {'peak RSS MB':>11} "
+    print(header + f"{'writes/1k':>9} {'loads/1k':>8} {'bytes/key':>9}")
+    rows_out = []
+    for keys in (int(k) for k in args.keys.split(",")):
+        row = run(keys, args.cache, stream(keys, args.zipf, args.events, args.seed))
+        rows_out.append(row)
+        print(
+            f"{row['keys']:>7} {row['distinct']:>8} {row['held']:>6} {row['us_per_event']:>7} "
+            f"{row['peak_rss_mb']:>11} {row['writes_per_1k']:>9} {row['loads_per_1k']:>8} "
+            f"{row['stored_bytes_per_key']:>9}"
+        )
+    print("peak RSS is the process's high-water mark: each row includes the rows above it")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"rows": rows_out, "args": vars(args) | {"json": str(args.json)}})
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
