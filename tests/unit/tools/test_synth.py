@@ -84,8 +84,10 @@ def learn_stream(settings: ToolSettings, events: int) -> list[tuple[int, str]]:
 
 
 @pytest.mark.parametrize("seed", [42, 1, 2, 3])
-def test_the_concept_change_is_detected_as_drift_within_3000_events(seed: int) -> None:
-    logging.getLogger("stream_app").setLevel(logging.ERROR)
+def test_the_concept_change_is_detected_as_drift_within_3000_events(
+    seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="stream_app")  # quiet, and restored afterwards
     settings = ToolSettings().replace(demo={"seed": seed})
     happened = learn_stream(settings, 3000)
     drifts = [at for at, kind in happened if kind == "drift"]
