@@ -116,6 +116,11 @@ class Settings:
         """The internal topic that carries served events and labels to their id's home partition."""
         return self.topics.join or f"{self.app.id}-join"
 
+    @property
+    def keyed_models_topic(self) -> str:
+        """The compacted topic of keyed models' versions, partitioned like ``features``."""
+        return self.topics.keyed_models or f"{self.app.id}-keyed-models"
+
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""
         return layers.as_dict(self)

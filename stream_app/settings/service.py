@@ -113,6 +113,9 @@ class TopicSettings:
     join: str = ""
     """Served events and labels on their way to their id's home partition; empty means
     ``<app.id>-join`` (as many partitions as ``features``)."""
+    keyed_models: str = ""
+    """Keyed models' versions (compacted, as many partitions as ``features``; a key's versions
+    live on its home partition); empty: ``<app.id>-keyed-models``."""
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1

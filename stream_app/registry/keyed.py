@@ -1,0 +1,219 @@
+"""Keyed models' versions: one message per version on a compacted topic partitioned like features.
+
+A key's versions live on its home partition (``murmur2(key) % partitions``), so the worker that
+owns the partition, and only it, reads and writes them, and a rebalance moves them with it. The
+record key is ``<model key>/<version>`` (the version is the part after the last ``/``, so a
+model key may contain ``/``); the value is one line of JSON (the header: model, key, version,
+examples learned, reason, time, checksum and signature) and, after a newline, the packed learner
+state (pickled and compressed, as a global version's blob). Keeping ``registry.keep_last``
+versions per key is done with tombstones, which compaction turns into deletions.
+
+Decoding verifies the checksum (and the signature, with a signing key) before the safe unpickler
+(:mod:`stream_app.registry.safeload`) reads anything: a message written by someone else runs no
+code, it is refused as a :class:`~stream_app.errors.CorruptVersion`.
+
+>>> from stream_app.core.learn import Learner
+>>> from stream_app.settings import Settings
+>>> settings = Settings()
+>>> key, value = encode_version(settings, "user/17", 3, Learner(settings), "checkpoint", at=1.0)
+>>> key
+b'user/17/3'
+>>> header, learner = decode_version(settings, value)
+>>> header["key"], header["version"], learner.serving.model.examples_learned
+('user/17', 3, 0)
+>>> split_record_key(key)
+('user/17', 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, Final
+
+import orjson
+
+from stream_app.core.learn import Learner
+from stream_app.errors import CorruptVersion
+from stream_app.registry.records import decode_blob, pack, split_blob
+from stream_app.settings import Settings
+
+__all__ = [
+    "FORMAT",
+    "KeyIndex",
+    "KeyVersions",
+    "decode_version",
+    "encode_version",
+    "record_key",
+    "split_record_key",
+    "tombstones",
+]
+
+FORMAT: Final = "stream_app.keyed/1"
+"""The header's ``format``: what a reader must understand to load the state."""
+_NEWLINE: Final = b"\n"
+
+
+def record_key(model_key: str, version: int) -> bytes:
+    """Return the record key of a key's version.
+
+    >>> record_key("u-1", 12)
+    b'u-1/12'
+    """
+    return f"{model_key}/{version}".encode()
+
+
+def split_record_key(raw: bytes) -> tuple[str, int]:
+    """Return (model key, version) of a record key; raise ``CorruptVersion`` if it is not one.
+
+    >>> split_record_key(b"no-version")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.CorruptVersion: not a keyed version's record key: b'no-version'
+    """
+    model_key, slash, version = raw.decode(errors="replace").rpartition("/")
+    if not slash or not model_key or not version.isdigit():
+        raise CorruptVersion(f"not a keyed version's record key: {raw[:140]!r}")
+    return model_key, int(version)
+
+
+def encode_version(
+    settings: Settings,
+    model_key: str,
+    version: int,
+    learner: Learner,
+    reason: str,
+    at: float,
+) -> tuple[bytes, bytes]:
+    """Return the (record key, value) of ``learner`` stored as ``model_key``'s ``version``."""
+    registry = settings.registry
+    blob = split_blob(
+        pack(learner.snapshot(), registry.compression_level),
+        chunk_bytes=1 << 62,  # one piece: a keyed version is one message
+        key=registry.signing_key,
+    )
+    header = {
+        "format": FORMAT,
+        "model": settings.model.name,
+        "key": model_key,
+        "version": version,
+        "examples_learned": learner.serving.model.examples_learned,
+        "reason": reason,
+        "at": at,
+        "sha256": blob.sha256,
+        "signature": blob.signature,
+    }
+    return record_key(model_key, version), orjson.dumps(header) + _NEWLINE + blob.chunks[0]
+
+
+def decode_version(settings: Settings, value: bytes) -> tuple[dict[str, Any], Learner]:
+    """Verify and load a keyed version; raise :class:`~stream_app.errors.CorruptVersion`."""
+    header = read_header(value)
+    registry = settings.registry
+    state = decode_blob(
+        [value[value.index(_NEWLINE) + 1 :]],
+        str(header.get("sha256", "")),
+        str(header.get("signature", "")),
+        registry.signing_key,
+        registry.trusted_modules,
+    )
+    try:
+        learner = Learner.restore(settings, state, int(header["version"]) + 1)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CorruptVersion(f"a keyed version's state is not a learner's: {exc}") from None
+    return header, learner
+
+
+def read_header(value: bytes) -> dict[str, Any]:
+    """Return a keyed version's header (no state is read); raise ``CorruptVersion``.
+
+    >>> read_header(b'{"format": "other/9"}' + _NEWLINE)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.CorruptVersion: a keyed version of format 'other/9'; ...
+    """
+    end = value.find(_NEWLINE)
+    try:
+        header = orjson.loads(value[:end]) if end > 0 else None
+    except orjson.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise CorruptVersion("not a keyed version: no JSON header line")
+    if header.get("format") != FORMAT:
+        raise CorruptVersion(
+            f"a keyed version of format {header.get('format')!r:.40}; this release reads {FORMAT}"
+        )
+    return header
+
+
+@dataclasses.dataclass(slots=True)
+class KeyVersions:
+    """The versions of one key that a partition holds: raw values, decoded only when asked."""
+
+    values: dict[int, bytes] = dataclasses.field(default_factory=dict)
+
+    @property
+    def latest(self) -> int:
+        """The newest version number (-1 if none is left)."""
+        return max(self.values, default=-1)
+
+
+class KeyIndex:
+    """What one partition of the keyed-models topic holds: every key's stored versions.
+
+    Built by applying the partition's messages in order (a tombstone deletes a version); the
+    values stay encoded until a key is loaded.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, KeyVersions] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def apply(self, raw_key: bytes, value: bytes | None) -> None:
+        """Take one message of the topic (``value`` None: a tombstone)."""
+        model_key, version = split_record_key(raw_key)
+        if value is None:
+            held = self._keys.get(model_key)
+            if held is not None:
+                held.values.pop(version, None)
+                if not held.values:
+                    del self._keys[model_key]
+            return
+        self._keys.setdefault(model_key, KeyVersions()).values[version] = value
+
+    def versions(self, model_key: str) -> list[int]:
+        """Return the stored versions of ``model_key``, oldest first."""
+        held = self._keys.get(model_key)
+        return sorted(held.values) if held else []
+
+    def value(self, model_key: str, version: int | None = None) -> bytes | None:
+        """Return the stored value of a version of ``model_key`` (default: its latest), or None."""
+        held = self._keys.get(model_key)
+        if held is None:
+            return None
+        return held.values.get(held.latest if version is None else version)
+
+    def keys(self) -> Iterator[str]:
+        """Every key with a stored version."""
+        return iter(self._keys)
+
+
+def tombstones(index: KeyIndex, model_key: str, keep_last: int) -> list[bytes]:
+    """Return the record keys of the versions of ``model_key`` to delete.
+
+    Kept: the newest (the one the key serves) and ``keep_last`` besides it, as for the global
+    model's versions.
+
+    >>> index = KeyIndex()
+    >>> for v in range(5):
+    ...     index.apply(record_key("k", v), b"x")
+    >>> tombstones(index, "k", keep_last=2)
+    [b'k/0', b'k/1']
+    """
+    versions = index.versions(model_key)
+    return [record_key(model_key, v) for v in versions[: max(0, len(versions) - keep_last - 1)]]

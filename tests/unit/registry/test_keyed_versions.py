@@ -1,0 +1,96 @@
+"""Keyed models' versions as messages: round trip, signatures, refusals, the partition's index."""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+
+import orjson
+import pytest
+
+from stream_app.core.learn import Learner
+from stream_app.core.predict import Prediction
+from stream_app.errors import CorruptVersion
+from stream_app.registry.keyed import (
+    FORMAT,
+    KeyIndex,
+    decode_version,
+    encode_version,
+    record_key,
+    tombstones,
+)
+from stream_app.settings import Settings
+
+SETTINGS = Settings().replace(guard={"enabled": False})
+
+
+def trained(n: int = 40) -> Learner:
+    learner = Learner(SETTINGS)
+    for i in range(n):
+        x = {"a": float(i % 7), "b": float(i % 3)}
+        served, shadow = learner.answer(x)
+        learner.learn(f"e{i}", x, i % 7 > 3, served, shadow, now=0.0)
+    return learner
+
+
+def test_a_version_round_trips_and_answers_exactly_as_before() -> None:
+    learner = trained()
+    _, value = encode_version(SETTINGS, "user-1", 4, learner, "checkpoint", at=12.5)
+    header, loaded = decode_version(SETTINGS, value)
+    assert header | {"sha256": "", "signature": ""} == {
+        "format": FORMAT,
+        "model": "default",
+        "key": "user-1",
+        "version": 4,
+        "examples_learned": 40,
+        "reason": "checkpoint",
+        "at": 12.5,
+        "sha256": "",
+        "signature": "",
+    }
+    probe = {"a": 2.0, "b": 1.0}
+    assert loaded.answer(probe) == learner.answer(probe)
+    assert loaded.allocate_version(-1) == 5  # the next version of this key comes after it
+
+
+def test_a_tampered_state_is_refused_before_anything_is_unpickled() -> None:
+    _, value = encode_version(SETTINGS, "k", 1, trained(), "checkpoint", at=0.0)
+    head, _, state = value.partition(b"\n")
+    evil = zlib.compress(pickle.dumps(Prediction(None, {})))  # any other pickle
+    with pytest.raises(CorruptVersion, match="checksum"):
+        decode_version(SETTINGS, head + b"\n" + evil)
+    with pytest.raises(CorruptVersion, match="JSON header"):
+        decode_version(SETTINGS, b"garbage")
+    with pytest.raises(CorruptVersion, match="format"):
+        decode_version(SETTINGS, orjson.dumps({"format": "x/1"}) + b"\n" + state)
+
+
+def test_with_a_signing_key_only_signed_versions_load() -> None:
+    signed = SETTINGS.replace(registry={"signing_key": "k" * 32})
+    _, unsigned = encode_version(SETTINGS, "k", 1, trained(), "checkpoint", at=0.0)
+    with pytest.raises(CorruptVersion) as refused:
+        decode_version(signed, unsigned)
+    assert refused.value.reason == "unsigned"
+    _, value = encode_version(signed, "k", 2, trained(), "checkpoint", at=0.0)
+    assert decode_version(signed, value)[0]["version"] == 2
+    other = SETTINGS.replace(registry={"signing_key": "o" * 32})
+    with pytest.raises(CorruptVersion) as refused:
+        decode_version(other, value)
+    assert refused.value.reason == "bad_signature"
+
+
+def test_the_index_follows_the_topic_and_tombstones_keep_the_newest() -> None:
+    index = KeyIndex()
+    for version in range(1, 6):
+        index.apply(record_key("a/b", version), f"a{version}".encode())
+    index.apply(record_key("c", 1), b"c1")
+    assert index.versions("a/b") == [1, 2, 3, 4, 5] and index.value("a/b") == b"a5"
+    doomed = tombstones(index, "a/b", keep_last=2)
+    assert doomed == [record_key("a/b", 1), record_key("a/b", 2)]
+    for raw in doomed:
+        index.apply(raw, None)
+    assert index.versions("a/b") == [3, 4, 5] and index.value("a/b", 3) == b"a3"
+    index.apply(record_key("c", 1), None)
+    assert "c" not in index and sorted(index.keys()) == ["a/b"]
+    with pytest.raises(CorruptVersion, match="record key"):
+        index.apply(b"c", b"x")
