@@ -1,10 +1,12 @@
 """What the noise guard adds to a labelled example's cost, without Kafka.
 
-    python bench/guard_cost.py [--events 20000] [--repeats 3] [--noise 0.2] [--json]
+    python bench/guard_cost.py [--events 20000] [--repeats 3] [--noise 0.2]
+                               [--guard '{"witness": false}'] [--json]
 
 Feeds the same seeded labelled events as ``bench/run.py`` (15 numeric features, inline labels,
 logistic regression) through two paths, each with the guard off and with the shipped guard
-(``config/default.toml`` as it is: every rule and the witness on), everything else at its defaults:
+(``config/default.toml`` as it is: every rule and the witness on; ``--guard`` overrides some of its
+settings, to price them), everything else at its defaults:
 
 - ``path``: :meth:`~stream_app.pipeline.Pipeline.features`, what the worker runs per event
   (decode, validate, predict, learn, drift check, emit into an output that drops what it is given);
@@ -82,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs each; the minimum counts")
     parser.add_argument("--noise", type=float, default=0.2, help="share of labels flipped")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--guard", type=json.loads, default={}, help="[guard] overrides, JSON")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    guards = {**GUARDS, "on": {**GUARDS["on"], **args.guard}}
     logging.disable(logging.WARNING)
     clean = make_events(args.events)
     streams = {"clean": clean, f"noise={args.noise:.0%}": flipped(clean, args.noise, args.seed)}
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for labels, events in streams.items():
             us = {
                 name: 1e6 * min(measure(events, guard) for _ in range(args.repeats)) / len(events)
-                for name, guard in GUARDS.items()
+                for name, guard in guards.items()
             }
             rows.append(
                 {
@@ -104,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
     if args.json:
-        print(json.dumps({"events": args.events, "repeats": args.repeats, "rows": rows}))
+        print(json.dumps({"events": args.events, "guard": args.guard, "rows": rows}))
         return 0
     print(
         f"bench/guard_cost.py: {args.events} labelled events, 15 features, logistic regression, "
-        f"CPU us per labelled example, min of {args.repeats}"
+        f"CPU us per labelled example, min of {args.repeats}; guard on: shipped"
+        f"{' with ' + json.dumps(args.guard) if args.guard else ''}"
     )
     header = f"{'where':8} {'labels':10} {'guard off':>9} {'guard on':>9} {'on/off':>7}"
     print(header)
