@@ -55,6 +55,8 @@ _NUMBERS = (int, float)
 # then the twins' weights, (unguarded, guarded) per logit: one logit for two classes, else one per
 # class (one against the rest).
 _COUNT, _MEAN, _M2, _LO, _HI, _SCALE, _WEIGHTS = range(7)
+_Inputs = tuple[list[list[float]], list[float]]
+"""The twins' inputs: the lists of the features they read, and those features standardised."""
 _STEEPEST = 30.0
 """Logits are clipped to this size before the logistic function (which is flat beyond it)."""
 
@@ -159,7 +161,7 @@ class NoiseGuard:
             index = self._classes.get(key, -1)
             if index < 0:
                 index = self._add_class(key)
-        beyond, standardised, logits = self._look(features, index >= 0)
+        beyond, inputs, logits = self._look(features, index >= 0)
         if logits:
             self._score(index, logits)
         verdict = _LEARN
@@ -184,22 +186,21 @@ class NoiseGuard:
         held = flagged and not self.standing_down
         if logits:
             unguarded = not (held and verdict.reason == reasons.FEATURE_OUTLIER)
-            self._twins_learn(standardised, index, logits, unguarded, not held)
+            self._twins_learn(inputs, index, logits, unguarded, not held)
         if held:
             return verdict
         self._absorb(features, label, served_proba_or_pred)
         return _LEARN
 
-    def _look(
-        self, features: dict[str, Any], twins: bool
-    ) -> tuple[bool, list[tuple[list[float], float]], list[float]]:
+    def _look(self, features: dict[str, Any], twins: bool) -> tuple[bool, _Inputs, list[float]]:
         """One pass over the features: is one outside its bounds; the twins' logits and inputs.
 
-        Returns (beyond, [(feature's list, standardised value)], logits); no logits without twins.
-        Two classes, the usual case, take the fast loop: one logit for each twin.
+        Returns (beyond, (features' lists, their standardised values), logits); no logits without
+        twins. Two classes, the usual case, take the fast loop: one logit for each twin.
         """
         beyond = False
-        standardised: list[tuple[list[float], float]] = []
+        watched: list[list[float]] = []
+        values: list[float] = []
         stats_of = self._stats
         if twins and len(self._bias) == 2:
             unguarded, guarded = self._bias
@@ -213,10 +214,11 @@ class NoiseGuard:
                 if z:
                     unguarded += stats[_WEIGHTS] * z
                     guarded += stats[_WEIGHTS + 1] * z
-                    standardised.append((stats, z))
+                    watched.append(stats)
+                    values.append(z)
             if not math.isfinite(unguarded + guarded):  # an infinite value: no twin learns it
-                return beyond, [], []
-            return beyond, standardised, [unguarded, guarded]
+                return beyond, ([], []), []
+            return beyond, (watched, values), [unguarded, guarded]
         for name, value in features.items():
             stats = stats_of.get(name)
             if stats is None or value.__class__ not in _NUMBERS:
@@ -226,16 +228,17 @@ class NoiseGuard:
             if twins:
                 z = (value - stats[_MEAN]) * stats[_SCALE]
                 if z:
-                    standardised.append((stats, z))
+                    watched.append(stats)
+                    values.append(z)
         if not twins:
-            return beyond, standardised, []
+            return beyond, (watched, values), []
         logits = self._bias.copy()
-        for stats, z in standardised:
+        for stats, z in zip(watched, values, strict=True):
             for i in range(len(logits)):
                 logits[i] += stats[_WEIGHTS + i] * z
         if not math.isfinite(sum(logits)):
-            return beyond, [], []
-        return beyond, standardised, logits
+            return beyond, ([], []), []
+        return beyond, (watched, values), logits
 
     def _score(self, index: int, logits: list[float]) -> None:
         """Score a label exactly one twin predicted (the witness rule); none before two classes."""
@@ -258,7 +261,7 @@ class NoiseGuard:
 
     def _twins_learn(
         self,
-        standardised: list[tuple[list[float], float]],
+        inputs: _Inputs,
         index: int,
         logits: list[float],
         unguarded: bool,
@@ -270,6 +273,7 @@ class NoiseGuard:
         """
         if not unguarded:  # a held-out outlier: neither twin learns it
             return
+        watched, values = inputs
         rate = self.settings.witness_lr
         bias = self._bias
         if len(logits) == 2:  # the usual case, in one loop
@@ -278,7 +282,7 @@ class NoiseGuard:
             step_g = rate * (_sigmoid(logits[1]) - target) if guarded else 0.0
             bias[0] -= step_u
             bias[1] -= step_g
-            for stats, z in standardised:
+            for stats, z in zip(watched, values, strict=True):
                 stats[_WEIGHTS] -= step_u * z
                 stats[_WEIGHTS + 1] -= step_g * z
             return
@@ -286,7 +290,7 @@ class NoiseGuard:
             if i % 2 == 0 or guarded:
                 step = rate * (_sigmoid(logit) - (1.0 if i // 2 == index else 0.0))
                 bias[i] -= step
-                for stats, z in standardised:
+                for stats, z in zip(watched, values, strict=True):
                     stats[_WEIGHTS + i] -= step * z
 
     def _add_class(self, key: str) -> int:
@@ -376,21 +380,39 @@ class NoiseGuard:
         """Update the running statistics with an example that will be learned.
 
         A feature still warming up learns every example; after, one in ``stats_every``. Between
-        those, only names never seen are looked at.
+        those, only names never seen are looked at. Welford's update and what :meth:`_derive`
+        derives are written out here: this runs per feature of every learned example.
         """
         self.learned += 1
         s = self.settings
         stats_of = self._stats
         sampled = self.learned % s.stats_every == 0
         if sampled or self._warming:
+            warmup, outlier_z, sqrt = s.warmup, s.outlier_z, math.sqrt
             for name, value in features.items():
                 if value.__class__ not in _NUMBERS:
                     continue
                 stats = stats_of.get(name)
                 if stats is None:
                     self._watch(name, value)
-                elif sampled or stats[_COUNT] < s.warmup:
-                    self._update(stats, value)
+                    continue
+                count = stats[_COUNT]
+                if not sampled and count >= warmup:
+                    continue
+                count += 1.0
+                delta = value - stats[_MEAN]
+                mean = stats[_MEAN] + delta / count
+                m2 = stats[_M2] + delta * (value - mean)
+                stats[_COUNT], stats[_MEAN], stats[_M2] = count, mean, m2
+                std = sqrt(m2 / (count - 1.0))
+                if count < warmup or not std > 0.0:
+                    stats[_SCALE] = 1.0 / std if std > 0.0 else 0.0
+                    stats[_LO], stats[_HI] = -math.inf, math.inf
+                else:
+                    stats[_SCALE] = 1.0 / std
+                    stats[_LO], stats[_HI] = mean - outlier_z * std, mean + outlier_z * std
+                if count - 1.0 < warmup <= count:  # its warm-up ends with this example
+                    self._warming -= 1
         elif len(stats_of) < self.max_features:
             for name in features.keys() - stats_of.keys():
                 value = features[name]
@@ -407,17 +429,6 @@ class NoiseGuard:
         s = self.settings
         stats = [1.0, float(value), 0.0, -math.inf, math.inf, 0.0] + [0.0] * len(self._bias)
         stats_of[name] = stats
-        self._derive(stats, s.outlier_z, s.warmup)
-
-    def _update(self, stats: list[float], value: float) -> None:
-        """Add one value to a feature's running statistics (Welford) and derive anew."""
-        s = self.settings
-        if stats[_COUNT] < s.warmup:
-            self._warming -= 1  # _derive counts it again if it is still warming up
-        stats[_COUNT] += 1.0
-        delta = value - stats[_MEAN]
-        stats[_MEAN] += delta / stats[_COUNT]
-        stats[_M2] += delta * (value - stats[_MEAN])
         self._derive(stats, s.outlier_z, s.warmup)
 
 
@@ -453,13 +464,14 @@ class Witness:
         """Labels between two copies of the model's estimator."""
         copied = (copy.deepcopy(estimator), learned)
         self._older, self._newer = copied, copied  # (estimator copy, examples it had learned)
-        self._since_older: list[Example] = []
-        self._since_newer: list[Example] = []
+        # the examples since each copy, as two lists (features, coded labels): no tuple per label
+        self._since_older: tuple[list[dict[str, Any]], list[Any]] = ([], [])
+        self._since_newer: tuple[list[dict[str, Any]], list[Any]] = ([], [])
 
     @property
     def due(self) -> bool:
         """True when a span of labels has been recorded since the newer copy: time to turn."""
-        return len(self._since_newer) >= self.span
+        return len(self._since_newer[0]) >= self.span
 
     @property
     def learned_at_copy(self) -> int:
@@ -468,7 +480,9 @@ class Witness:
 
     def record(self, features: dict[str, Any], y: Any) -> None:
         """Remember a label the witness learns (every label but a held-out outlier)."""
-        self._since_newer.append((features, y))
+        since = self._since_newer
+        since[0].append(features)
+        since[1].append(y)
 
     def turn(self, estimator: Any, learned: int, pending: list[Example] | None) -> None:
         """Copy the model's estimator now; forget what came before the older copy.
@@ -480,12 +494,13 @@ class Witness:
         for features, y in pending or ():
             copied.learn_one(features, y)
         self._older, self._since_older = self._newer, self._since_newer
-        self._newer, self._since_newer = (copied, learned), []
+        self._newer, self._since_newer = (copied, learned), ([], [])
 
     def rebuild(self) -> tuple[Any, list[Example]]:
         """Return a copy of the older copy that learned every example since, and those examples."""
         estimator = copy.deepcopy(self._older[0])
-        replayed = self._since_older + self._since_newer
+        older, newer = self._since_older, self._since_newer
+        replayed = [*zip(older[0], older[1], strict=True), *zip(newer[0], newer[1], strict=True)]
         for features, y in replayed:
             estimator.learn_one(features, y)
         return estimator, replayed
