@@ -214,6 +214,29 @@ def test_the_witness_is_the_model_unguarded_since_its_copy() -> None:
         assert rebuilt.predict_proba_one(x) == pytest.approx(expected, abs=1e-9)
 
 
+def test_a_witness_copy_in_batch_mode_learns_what_the_model_has_not_learned_yet() -> None:
+    settings = Settings().replace(
+        drift={"policy": "none"},
+        guard={"witness_span": 10},
+        inference={"mode": "batch", "learn_many": True},
+    )
+    learner = Learner(settings)
+    contender = learner.serving
+    unguarded = copy.deepcopy(contender.model.estimator)
+    for i, (x, _, label) in enumerate(flipped_stream(4, 25, noise=0.0)):
+        served, shadow = learner.answer(x)
+        learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        unguarded.learn_one(x, label)
+    assert contender.deferred is not None and len(contender.deferred) == 25  # none learned yet
+    witness = contender.witness
+    assert witness is not None
+    rebuilt, replayed = witness.rebuild()  # from the copy at label 10, which learned 1-10
+    assert len(replayed) == 15 and witness.learned_at_copy == 10
+    for x, _, _ in flipped_stream(5, 20, noise=0.0):
+        expected = unguarded.predict_proba_one(x)
+        assert rebuilt.predict_proba_one(x) == pytest.approx(expected, abs=1e-9)
+
+
 def test_the_witness_is_not_stored_and_a_restored_learner_starts_one() -> None:
     learner = Learner(Settings())
     for i, (x, _, label) in enumerate(flipped_stream(1, 300, noise=0.2)):
