@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections import deque
@@ -34,7 +33,7 @@ from stream_app.core.canary import (
     Canary,
 )
 from stream_app.core.drift import DriftMonitor
-from stream_app.core.guard import NoiseGuard, Verdict
+from stream_app.core.guard import NoiseGuard, Verdict, Witness
 from stream_app.core.join import RecentIds
 from stream_app.core.predict import (
     Prediction,
@@ -165,8 +164,18 @@ class Contender:
     labels: int = 0
     deferred: list[tuple[dict[str, Any], Any]] | None = None
     """Accepted examples waiting for one ``learn_many`` call; ``None`` = learn each at once."""
-    witness: ServingModel | None = None
-    """An unguarded copy that also learns the labels held out as noisy (``guard.witness``)."""
+    witness: Witness | None = None
+    """The unguarded model, kept lazily (``guard.witness``); not stored with the contender."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the witness; a restored contender starts a new one.
+
+        The witness is a cache of the stream (up to two spans of examples) that would multiply
+        a checkpoint's size.
+        """
+        state = self.__dict__.copy()
+        state["witness"] = None
+        return state
 
     def learn(self, features: dict[str, Any], label: Any, served: Prediction) -> Verdict:
         """Score the served answer, ask the guard, learn if it agrees; return (reason, detail)."""
@@ -192,13 +201,7 @@ class Contender:
             self.quality.add(error)
         self.labels += 1
         answer = served.proba if self.model.task == "classification" else served.prediction
-        witness = self.witness
-        if witness is None:
-            verdict = self.guard.review(features, label, answer)
-        else:
-            verdict = self.guard.review(
-                features, label, answer, predict_one(witness, features).proba
-            )
+        verdict = self.guard.review(features, label, answer)
         if verdict.reason is None:
             self.model.note_names(features)
             if self.deferred is None:
@@ -206,31 +209,35 @@ class Contender:
             else:
                 self.deferred.append((features, y))
             self.model.examples_learned += 1
+        witness = self.witness
         if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
-            witness.estimator.learn_one(features, y)
-            witness.examples_learned += 1
-            witness.note_names(features)
+            witness.record(features, y)
             if self.guard.witness_ahead:
                 self._adopt_witness(witness)
+            elif witness.due:
+                witness.turn(self.model.estimator, self.model.examples_learned, self.deferred)
         return verdict
 
-    def _adopt_witness(self, witness: ServingModel) -> None:
+    def _adopt_witness(self, witness: Witness) -> None:
         """Take the witness's state: it has learned every label the guard held out as noisy.
 
-        The guard held out labels the witness then predicted better than the model: they were
-        right (the world changed under the noise). Deferred examples are dropped, as the witness
-        learned them already.
+        The guard's unguarded twin predicted the labels better than its guarded one: the held-out
+        labels were right (the world changed under the noise). Deferred examples are dropped, as
+        the witness learned them already.
         """
+        estimator, replayed = witness.rebuild()
         log.info(
-            "model %s v%d adopts its witness's state after %d labels: the labels held out as "
-            "noisy were right",
+            "model %s v%d takes its witness's state after %d labels (%d replayed): the labels "
+            "held out as noisy were right",
             self.model.name,
             self.model.version,
             self.labels,
+            len(replayed),
         )
-        self.model.estimator = copy.deepcopy(witness.estimator)
-        self.model.examples_learned = witness.examples_learned
-        self.model.note_names(witness.feature_names)
+        self.model.estimator = estimator
+        self.model.examples_learned = witness.learned_at_copy + len(replayed)
+        for features, _ in replayed:
+            self.model.note_names(features)
         if self.deferred:
             self.deferred = []
         self.guard.restart_duel_window()
@@ -659,13 +666,11 @@ class Learner:
         )
         if not wanted:
             contender.witness = None
-        elif contender.witness is None:  # a copy of the model as it is: it has learned the same
-            model = contender.model  # the two share the label codec: they learn the same labels
-            contender.witness = dataclasses.replace(
-                model,
-                estimator=copy.deepcopy(model.estimator),
-                feature_names=set(model.feature_names),
-            )
+        elif not isinstance(contender.witness, Witness):  # new, restored, or stored before it
+            model = contender.model
+            contender.witness = Witness(model.estimator, model.examples_learned, g.witness_span)
+        else:
+            contender.witness.span = g.witness_span
         return contender
 
     def _deferred(self) -> list[tuple[dict[str, Any], Any]] | None:

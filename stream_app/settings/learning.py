@@ -195,12 +195,19 @@ class GuardSettings:
     """...but only above this share, so that a quiet stream's few flags do not trip the ratio."""
     cap_baseline: int = 5000
     """Examples the long-run flagged share averages over."""
+    stats_every: int = 1
+    """After a feature's warm-up, its running statistics learn one in this many learned examples."""
     witness: bool = True
-    """Classification: an unguarded copy of the model also learns the labels held out as noisy."""
+    """Classification: twin linear models judge the held-out labels; if they were right, the
+    model takes an unguarded witness's state."""
     witness_window: int = 30
-    """Labels exactly one of the model and its witness predicted, over which the two are scored."""
+    """Labels exactly one of the two twins predicted, over which the two are scored."""
     witness_lead: float = 0.6
-    """The model adopts the witness's state when the witness won more than this share of them."""
+    """The model takes the witness's state when the unguarded twin won more than this share."""
+    witness_lr: float = 0.01
+    """The twins' learning rate (stochastic gradient descent on standardised numeric features)."""
+    witness_span: int = 4000
+    """The witness is rebuilt from a copy of the model taken one to two spans of labels ago."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.cap_share <= 1.0 or not 0.5 <= self.label_confidence < 1.0:
@@ -210,6 +217,11 @@ class GuardSettings:
         if self.witness_window < 1 or not 0.5 <= self.witness_lead < 1.0:
             raise ConfigError(
                 "guard.witness_window must be at least 1 and guard.witness_lead in [0.5, 1)"
+            )
+        if self.stats_every < 1 or self.witness_span < 1 or not self.witness_lr > 0.0:
+            raise ConfigError(
+                "guard.stats_every and guard.witness_span must be at least 1 and guard.witness_lr "
+                "above 0"
             )
 
 

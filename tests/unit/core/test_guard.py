@@ -3,6 +3,7 @@ the cap releases under a real concept change."""
 
 from __future__ import annotations
 
+import math
 import random
 
 from hypothesis import given, settings
@@ -110,54 +111,161 @@ def test_holds_out_confident_contradictions_under_steady_noise(seed: int, noise:
     assert held_flipped >= 0.8 * flipped - 60  # all but warm-up and cap transients
 
 
-def duel(guard: NoiseGuard, rng: random.Random, n: int, witness_right_share: float) -> bool:
-    """Feed ``n`` labels on which exactly one of model and witness is right; True if ever ahead."""
-    ahead = False
-    for _ in range(n):
-        if rng.random() < witness_right_share:  # the witness is right, the model wrong
-            guard.review({"x": 0.0}, "b", CONFIDENT, {"a": 0.3, "b": 0.7})
-        else:
-            guard.review({"x": 0.0}, "a", CONFIDENT, {"a": 0.3, "b": 0.7})
-        ahead = ahead or guard.witness_ahead
+def concept(
+    guard: NoiseGuard,
+    rng: random.Random,
+    n: int,
+    noise: float,
+    moved: float = 0.0,
+    classes: tuple[str, ...] = ("a", "b"),
+) -> list[int]:
+    """Feed ``n`` labels of a concept on ``x``; return when the witness was ahead.
+
+    Classes take turns along ``x`` in [-1, 1], cut into equal intervals. The model (the served
+    answer) confidently knows the cuts; the labels follow them with the first cut ``moved`` to
+    the right (a real change where that is not 0), and ``noise`` of them are flipped to another
+    class.
+    """
+    width = 2.0 / len(classes)
+
+    def truth(x: float, shift: float) -> str:
+        if x < -1.0 + width + shift:
+            return classes[0]
+        return classes[min(int((x + 1.0) / width), len(classes) - 1) or 1]
+
+    ahead = []
+    for i in range(n):
+        x = rng.uniform(-1.0, 1.0)
+        told, true = truth(x, 0.0), truth(x, moved)
+        label = rng.choice([c for c in classes if c != true]) if rng.random() < noise else true
+        served = {c: 0.05 / (len(classes) - 1) for c in classes} | {told: 0.95}
+        guard.review({"x": x, "x2": x * x}, label, served)
+        if guard.witness_ahead:
+            ahead.append(i)
+            guard.restart_duel_window()  # the owner took the witness's state
     return ahead
 
 
-def test_witness_ahead_when_it_keeps_predicting_the_labels_the_model_got_wrong() -> None:
-    guard = warmed()
-    rng = random.Random(7)
-    assert not duel(guard, rng, 29, witness_right_share=1.0)  # the window is not full yet
-    assert duel(guard, rng, 1, witness_right_share=1.0)
-    guard.restart_duel_window()  # the owner adopted the witness: the score starts afresh
-    assert not guard.witness_ahead
-    agree = {"a": 0.9, "b": 0.1}
-    for _ in range(100):  # both right or both wrong: nothing to score
-        guard.review({"x": 0.0}, "a", agree, agree)
-        guard.review({"x": 0.0}, "b", agree, agree)
-    assert not guard.witness_ahead
+def test_the_unguarded_twin_wins_when_the_held_out_labels_were_right() -> None:
+    guard = NoiseGuard(GuardSettings(), "classification")
+    rng = random.Random(3)
+    assert not concept(guard, rng, 3000, noise=0.2)  # steady noise: the guarded twin leads
+    share = guard.flagged_share
+    ahead = concept(guard, rng, 2000, noise=0.2, moved=0.2)  # a change hidden in the noise
+    assert ahead and ahead[0] < 1000
+    assert share < guard.flagged_share < guard.settings.cap_share  # the cap alone cannot see it
+    assert not guard.standing_down
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.integers(min_value=0, max_value=10_000), st.floats(min_value=0.0, max_value=0.2))
-def test_witness_stays_behind_while_the_model_wins_the_contested_labels(
-    seed: int, witness_share: float
-) -> None:
-    guard = warmed()
-    assert not duel(guard, random.Random(seed), 1000, witness_right_share=witness_share)
+def test_three_classes_have_a_logit_each_and_the_twins_still_find_a_change() -> None:
+    guard = NoiseGuard(GuardSettings(), "classification")
+    rng = random.Random(5)
+    classes = ("a", "b", "c")
+    concept(guard, rng, 5000, noise=0.2, classes=classes)  # while the twins learn three classes,
+    # the unguarded one (it learns more examples) may win early: the model takes a witness then
+    assert len(guard._bias) == 6  # a logit per class and twin
+    assert not concept(guard, rng, 5000, noise=0.2, classes=classes)
+    assert concept(guard, rng, 3000, noise=0.2, moved=0.3, classes=classes)
 
 
-def test_witness_rule_needs_both_answers() -> None:
-    guard = warmed()
-    for _ in range(100):
-        guard.review({"x": 0.0}, "b", CONFIDENT, {})  # the witness has learned nothing yet
-        guard.review({"x": 0.0}, "b", {}, {"a": 0.3, "b": 0.7})  # the model gave no answer
-    assert not guard.witness_ahead
+def test_the_guarded_twin_leads_under_steady_noise() -> None:
+    """The twins learn, so chance can put the unguarded one ahead under steady noise: rarely.
+
+    (About one run of 3,000 labels in 150 had one such false alarm, at 0-20% noise.)
+    """
+    alarms = []
+    for seed in range(30):
+        guard = NoiseGuard(GuardSettings(), "classification")
+        alarms += concept(guard, random.Random(seed), 3000, noise=0.2 * (seed % 5) / 4)
+    assert len(alarms) <= 1
+
+
+def test_no_twins_without_the_witness_rule_or_for_regression() -> None:
+    for guard in (
+        NoiseGuard(GuardSettings(witness=False), "classification"),
+        NoiseGuard(GuardSettings(noisy_labels=False), "classification"),
+    ):
+        assert not concept(guard, random.Random(1), 2000, noise=0.2, moved=0.5)
+        assert not guard._classes and not guard._bias[0]  # nothing learned, nothing scored
+    regression = warmed("regression")
+    assert not regression._classes and not regression.witness_ahead
+
+
+def test_restarting_the_duel_gives_the_guarded_twin_the_unguarded_weights() -> None:
+    guard = NoiseGuard(GuardSettings(), "classification")
+    concept(guard, random.Random(2), 3000, noise=0.2)
+    weights = [stats[6:] for stats in guard._stats.values()]
+    assert any(w[0] != w[1] for w in weights)  # the guarded twin did not learn the flips
+    guard.restart_duel_window()
+    assert all(stats[6] == stats[7] for stats in guard._stats.values())
+    assert guard._bias[0] == guard._bias[1] and not guard.witness_ahead
+
+
+def test_an_infinite_value_teaches_the_twins_nothing() -> None:
+    guard = NoiseGuard(GuardSettings(), "classification")
+    concept(guard, random.Random(4), 500, noise=0.0)
+    before = [list(stats) for stats in guard._stats.values()], list(guard._bias)
+    guard.review({"x": math.inf, "y": 0.0}, "a", {"a": 0.95, "b": 0.05})
+    assert all(math.isfinite(w) for stats in guard._stats.values() for w in stats[6:])
+    assert list(guard._bias) == before[1]
+
+
+def test_outlier_bounds_agree_with_the_rule() -> None:
+    guard = warmed(n=1000)
+    stats = guard._stats["y"]
+    mean, std = stats[1], math.sqrt(stats[2] / (stats[0] - 1))
+    limit = guard.settings.outlier_z * std
+    for value, held in ((mean + 1.01 * limit, True), (mean - 1.01 * limit, True), (mean, False)):
+        verdict = guard.review({"x": 0.0, "y": value}, "a", CONFIDENT)
+        assert (verdict.reason == reasons.FEATURE_OUTLIER) is held
+    assert guard.review({"x": 0.0, "y": mean + 0.99 * limit}, "a", CONFIDENT).reason is None
+
+
+def test_statistics_learn_one_in_stats_every_after_the_warm_up() -> None:
+    every = warmed(n=1000)
+    sampled = warmed(n=1000, stats_every=4)
+    assert every._stats["x"][0] == 1000
+    assert sampled._stats["x"][0] == 200 + (1000 - 200) // 4  # all of the warm-up, then 1 in 4
+    assert abs(sampled._stats["y"][1] - 10.0) < 0.5  # the same running mean, give or take
+    assert sampled.review({"x": 0.0, "y": 10.0 + 2 * 20}, "a", CONFIDENT).reason == (
+        reasons.FEATURE_OUTLIER
+    )
+    late = {"x": 0.0, "y": 10.0, "z": 1.0}  # a name first seen after the warm-up is watched
+    sampled.review(late, "a", CONFIDENT)
+    assert sampled._stats["z"][0] == 1
+
+
+def test_new_settings_rederive_the_bounds() -> None:
+    guard = warmed(n=1000)
+    far = {"x": 0.0, "y": 10.0 + 2 * 6}  # 6 standard deviations out
+    assert guard.review(far, "a", CONFIDENT).reason is None
+    guard.settings = GuardSettings(outlier_z=4.0)  # as Learner.restore applies new settings
+    assert guard.review(far, "a", CONFIDENT).reason == reasons.FEATURE_OUTLIER
 
 
 def test_a_guard_stored_before_the_witness_rule_unpickles() -> None:
     guard = warmed()
     state = dict(guard.__dict__)
-    del state["_duel"], state["_witness_wins"]
+    for name in ("_duel", "_witness_wins", "_derived_for", "_warming", "_classes", "_bias"):
+        del state[name]
+    state["_stats"] = {name: stats[:3] for name, stats in guard._stats.items()}  # count, mean, M2
     old = NoiseGuard.__new__(NoiseGuard)
     old.__setstate__(state)
-    assert not duel(old, random.Random(1), 10, witness_right_share=1.0)
-    assert duel(old, random.Random(1), 30, witness_right_share=1.0)
+    verdict = old.review({"x": 0.1, "y": 10.0 + 2 * 20}, "a", CONFIDENT)
+    assert verdict.reason == reasons.FEATURE_OUTLIER  # the statistics carried over
+    assert not concept(old, random.Random(1), 3000, noise=0.2)
+    assert concept(old, random.Random(1), 2000, noise=0.2, moved=0.2)
+
+
+def test_a_guard_stored_before_the_twins_unpickles() -> None:
+    guard = warmed()
+    state = dict(guard.__dict__)
+    for name in ("_derived_for", "_warming", "_classes", "_bias"):
+        del state[name]
+    state["_stats"] = {name: stats[:3] for name, stats in guard._stats.items()}
+    old = NoiseGuard.__new__(NoiseGuard)
+    old.__setstate__(state)
+    assert old._duel.maxlen == guard.settings.witness_window  # its score is kept
+    assert old.review({"x": 0.1, "y": 10.0 + 2 * 20}, "a", CONFIDENT).reason == (
+        reasons.FEATURE_OUTLIER
+    )
