@@ -341,9 +341,18 @@ class Learner:
         """``classification`` or ``regression``."""
         return self.serving.model.task
 
+    @property
+    def answering(self) -> ServingModel:
+        """The model that answers events: a pinned version if one is, else the serving model.
+
+        The serving model learns every label either way; while a canary runs it answers its
+        share of the events instead (:meth:`canary_takes`).
+        """
+        return self.pinned or self.serving.model
+
     def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
         """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
-        served = predict_one(self.pinned or self.serving.model, features)
+        served = predict_one(self.answering, features)
         if self.challenger is None:
             return served, None
         try:
@@ -357,7 +366,7 @@ class Learner:
     ) -> list[tuple[Prediction, Prediction | None]]:
         """Like :meth:`answer` for a micro-batch: one vectorised call per model where it pays."""
         min_rows = self.settings.inference.many_min_rows
-        served = predict_many(self.pinned or self.serving.model, rows, min_rows)
+        served = predict_many(self.answering, rows, min_rows)
         if self.challenger is None:
             return [(answer, None) for answer in served]
         try:

@@ -198,7 +198,7 @@ class Pipeline:
         latency = time.perf_counter() - received
         now = time.time()
         learner = self.learner
-        model = learner.pinned or learner.serving.model
+        model = learner.answering
         answer = served
         if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
             assert learner.challenger is not None  # a canary is the challenger answering
@@ -610,7 +610,7 @@ class Pipeline:
         """Publish which versions serve and shadow."""
         gauge, learner = self.metrics.model_version, self.learner
         name = learner.serving.model.name
-        gauge.labels(name, "serving").set((learner.pinned or learner.serving.model).version)
+        gauge.labels(name, "serving").set(learner.answering.version)
         gauge.labels(name, "shadow").set(
             learner.challenger.model.version if learner.challenger else -1
         )

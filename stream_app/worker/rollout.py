@@ -93,7 +93,7 @@ def answering(
     challenger = learner.challenger
     if shadow is not None and challenger is not None and learner.canary_takes(event_id):
         return shadow, challenger.model
-    return served, learner.pinned or learner.serving.model
+    return served, learner.answering
 
 
 def canary_status(learner: Learner) -> dict[str, Any] | None:

@@ -201,3 +201,13 @@ def test_no_witness_when_switched_off_or_without_the_noisy_label_rule() -> None:
     restored = Learner.restore(off, learner.snapshot(), next_version=1)
     assert restored.serving.witness is None
     assert Learner.restore(Settings(), restored.snapshot(), 1).serving.witness is not None
+
+
+def test_the_answering_model_is_the_pinned_version_else_the_serving_one() -> None:
+    learner = Learner(Settings())
+    assert learner.answering is learner.serving.model
+    pinned = Learner(Settings()).serving.model
+    learner.pinned = pinned
+    assert learner.answering is pinned
+    learner.pinned = None
+    assert learner.answering is learner.serving.model
