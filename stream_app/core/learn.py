@@ -8,9 +8,10 @@ over the same labels. A :class:`Learner` is pure and synchronous; the serve loop
 >>> from stream_app.settings import Settings
 >>> learner = Learner(Settings().replace(guard={"enabled": False}))
 >>> first = learner.serving.model
->>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).learned
+>>> example = LabeledExample("e-1", {"x": 1.0}, True, Prediction(None, {}), None, at=0.0)
+>>> learner.learn(example).learned
 True
->>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).reason
+>>> learner.learn(example).reason
 'duplicate_label'
 """
 
@@ -34,6 +35,7 @@ from stream_app.core.canary import (
     Canary,
 )
 from stream_app.core.drift import DriftMonitor
+from stream_app.core.example import LabeledExample
 from stream_app.core.guard import NoiseGuard, Verdict
 from stream_app.core.join import RecentIds
 from stream_app.core.predict import (
@@ -412,32 +414,25 @@ class Learner:
             except Exception as exc:  # the challenger's batch failed: drop it, keep serving
                 self.dropped += self._drop_challenger(DROPPED_LEARNING, exc)
 
-    def learn(
-        self,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> Outcome:
+    def learn(self, example: LabeledExample) -> Outcome:
         """Learn one labeled example at most once; raise ``RejectedMessage`` for an unfit label."""
+        event_id, label, served = example.event_id, example.label, example.served
         if event_id in self._learned:
             return Outcome(
                 False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
             )
         y = self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
-        self._learned.add(event_id, now)
+        self._learned.add(event_id, example.at)
         self.examples_seen += 1
         error = error_of(self.task, served.prediction, label)
-        reason, detail = self.serving.learn_coded(features, label, y, error, served)
+        reason, detail = self.serving.learn_coded(example.features, label, y, error, served)
         if self._floor is not None:
             self._watch_floor(self._floor)
         events: list[ModelEvent] = []
         if self.challenger is not None:
-            events += self._challenge(event_id, features, label, served, shadow, error)
+            events += self._challenge(example, error)
         if error is not None and self.monitor.update(error):
-            events += self._on_drift(now)
+            events += self._on_drift(example.at)
         return Outcome(reason is None, reason, detail, tuple(events))
 
     def _watch_floor(self, floor: float) -> None:
@@ -449,26 +444,18 @@ class Learner:
         )
         self.beyond_floor = self.beyond_floor + 1 if beyond else 0
 
-    def _challenge(
-        self,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        serving_error: float | None,
-    ) -> list[ModelEvent]:
+    def _challenge(self, example: LabeledExample, serving_error: float | None) -> list[ModelEvent]:
         """Let the challenger learn this label, score both on it, and promote if it has won."""
         challenger = self.challenger
         assert challenger is not None and self._duel is not None
-        shadow = shadow if shadow is not None else Prediction(None, {})
+        shadow = example.shadow if example.shadow is not None else Prediction(None, {})
         try:
-            challenger.learn(features, label, shadow)
+            challenger.learn(example.features, example.label, shadow)
         except Exception as exc:  # a challenger never costs the serving model its learning
             return self._drop_challenger(DROPPED_LEARNING, exc)
-        challenger_error = error_of(self.task, shadow.prediction, label)
+        challenger_error = error_of(self.task, shadow.prediction, example.label)
         if self.canary is not None:
-            return self._judge_canary(event_id, serving_error, challenger_error)
+            return self._judge_canary(example.event_id, serving_error, challenger_error)
         if serving_error is not None and challenger_error is not None:
             self._duel[0].add(serving_error)
             self._duel[1].add(challenger_error)

@@ -23,6 +23,7 @@ import orjson
 
 from stream_app import reasons
 from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
+from stream_app.core.example import LabeledExample
 from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
 from stream_app.core.label import check_label, decode_label
 from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent, Outcome
@@ -33,6 +34,7 @@ from stream_app.core.messages import (
     encode_example,
     encode_join_label,
     encode_join_served,
+    encode_log_entry,
     encode_model_event,
     encode_prediction,
 )
@@ -236,7 +238,8 @@ class Pipeline:
                 self._note_mismatch("feature events", record)
                 out.to_partition(*self.served_message(event.id, kept, home))
         else:
-            self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
+            example = LabeledExample(event.id, event.features, event.label, served, shadow, now)
+            self._learn(out, record, example)
 
     def labels(self, records: Sequence[Record], out: Outputs) -> None:
         """Route each delayed label to its id's home; at home, join it to its served event."""
@@ -356,8 +359,7 @@ class Pipeline:
         """Learn a label that met its served event, with the answer that was served."""
         if rerouted or kept.rerouted:
             self._rerouted += 1
-        answer = Prediction(kept.prediction, kept.proba)
-        self._learn(out, source, event_id, kept.features, label, answer, kept.shadow, now)
+        self._learn(out, source, kept.labeled(event_id, label, now))
 
     def _unjoined(
         self, out: Outputs, home: int, labels: list[tuple[str, EarlyLabel]], why: str
@@ -413,10 +415,7 @@ class Pipeline:
         shed = 0
         for record in records:
             try:
-                ex = decode_example(record.value or b"")
-                served = Prediction(*ex["served"])
-                shadow = Prediction(*ex["shadow"]) if ex["shadow"] else None
-                event_id, features, label = ex["id"], ex["features"], ex["label"]
+                example = decode_example(record.value or b"", now)
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 log.error(
                     "skipping a malformed forwarded example at offset %d: %s", record.offset, exc
@@ -425,12 +424,13 @@ class Pipeline:
                     out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
                 )
                 continue
+            event_id = example.event_id
             sampled_out = share < 1.0 and not self.shedder.keep(event_id, share)
             if sampled_out and not self.learner.has_learned(event_id):  # (a duplicate says so)
                 self.learner.shed(event_id, now)
                 shed += 1
                 continue
-            self._apply(out, record, event_id, features, label, served, shadow, now)
+            self._apply(out, record, example)
         self.shedder.observe(time.perf_counter() - started, len(records) - shed)
         self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
         self._report_learning()
@@ -455,45 +455,26 @@ class Pipeline:
                     fields["shed"],
                 )
 
-    def _learn(
-        self,
-        out: Outputs,
-        record: Record,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _learn(self, out: Outputs, record: Record, example: LabeledExample) -> None:
         """Label: validate it, then learn here (the writer) or forward it to the writer."""
         s = self.settings
         try:
             label = check_label(
-                label, self.learner.task, s.model.classes, s.limits.max_string_chars
+                example.label, self.learner.task, s.model.classes, s.limits.max_string_chars
             )
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
+        if label is not example.label:  # a regression label is learned as a float
+            example = example.with_label(label)
         if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
-            self._apply(out, record, event_id, features, label, served, shadow, now)
+            self._apply(out, record, example)
             return
-        self._taken.add(event_id, now)
-        example = encode_example(event_id, features, label, served, shadow)
-        out.keyed(s.examples_topic, event_id.encode(), example)
+        self._taken.add(example.event_id, example.at)
+        out.keyed(s.examples_topic, example.event_id.encode(), encode_example(example))
         self.metrics.labels_forwarded.inc()
 
-    def _apply(
-        self,
-        out: Outputs,
-        record: Record,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _apply(self, out: Outputs, record: Record, example: LabeledExample) -> None:
         """Learn (guard, learn, drift check) and log it; dead-letter what is not learned.
 
         Every example that reaches the learner is appended to the learning log in the order it is
@@ -501,15 +482,15 @@ class Pipeline:
         over, or ``models rebuild``, learns exactly the same sequence after a stored version.
         """
         try:
-            outcome = self.learner.learn(event_id, features, label, served, shadow, now)
+            outcome = self.learner.learn(example)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
-            self._log_example(out, event_id, features, label, served, shadow, now)
+            self._log_example(out, example)
             self._model_error(out, record, exc)
             return
         if outcome.learned or outcome.reason not in _UNLEARNED:
-            self._log_example(out, event_id, features, label, served, shadow, now)
+            self._log_example(out, example)
         if outcome.learned:
             self._learned_count += 1
         elif outcome.reason is not None:
@@ -517,19 +498,10 @@ class Pipeline:
         for model_event in outcome.events:
             self._model_event(out, model_event)
 
-    def _log_example(
-        self,
-        out: Outputs,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _log_example(self, out: Outputs, example: LabeledExample) -> None:
         """Append one example the learner took to the learning log (one partition)."""
-        entry = encode_example(event_id, features, label, served, shadow, at=now)
-        out.to_partition(self.settings.learning_log_topic, 0, event_id.encode(), entry)
+        key = example.event_id.encode()
+        out.to_partition(self.settings.learning_log_topic, 0, key, encode_log_entry(example))
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float

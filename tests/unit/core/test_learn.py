@@ -9,6 +9,7 @@ from river.datasets import synth
 
 from stream_app import reasons
 from stream_app.core.drift import DriftMonitor, build_detector
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner, Quality, error_of
 from stream_app.core.predict import Prediction
 from stream_app.errors import ConfigError, OperationRefused, RejectedMessage
@@ -34,7 +35,7 @@ def replay(learner: Learner, data: list[tuple[dict[str, float], bool]]) -> tuple
     for i, (x, y) in enumerate(data):
         served, shadow = learner.answer(x)
         hits.append(served.prediction == y)
-        outcome = learner.learn(f"e{i}", x, y, served, shadow, now=float(i))
+        outcome = learner.learn(LabeledExample(f"e{i}", x, y, served, shadow, float(i)))
         events += [(i, event) for event in outcome.events]
     return hits, events
 
@@ -85,21 +86,21 @@ def test_stationary_stream_has_no_drift() -> None:
 def test_each_id_is_learned_once_and_the_label_checked_against_binary_classes() -> None:
     learner = Learner(Settings().replace(guard={"enabled": False}))
     none = Prediction(None, {})
-    assert learner.learn("a", {"x": 1.0}, "spam", none, None, now=0.0).learned
-    again = learner.learn("a", {"x": 1.0}, "ham", none, None, now=1.0)
+    assert learner.learn(LabeledExample("a", {"x": 1.0}, "spam", none, None, 0.0)).learned
+    again = learner.learn(LabeledExample("a", {"x": 1.0}, "ham", none, None, 1.0))
     assert (again.learned, again.reason) == (False, reasons.DUPLICATE_LABEL)
     assert learner.has_learned("a") and learner.serving.model.examples_learned == 1
-    learner.learn("b", {"x": 2.0}, "ham", none, None, now=2.0)
+    learner.learn(LabeledExample("b", {"x": 2.0}, "ham", none, None, 2.0))
     with pytest.raises(RejectedMessage) as caught:
-        learner.learn("c", {"x": 3.0}, "eggs", none, None, now=3.0)
+        learner.learn(LabeledExample("c", {"x": 3.0}, "eggs", none, None, 3.0))
     assert caught.value.reason == reasons.UNKNOWN_LABEL
     assert not learner.has_learned("c")  # a refused label leaves no trace
 
 
 def test_learned_ids_are_forgotten_after_the_ttl() -> None:
     learner = Learner(Settings().replace(guard={"enabled": False}, learn={"pending_ttl_s": 10.0}))
-    learner.learn("a", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0)
-    learner.learn("b", {"x": 1.0}, True, Prediction(None, {}), None, now=11.0)
+    learner.learn(LabeledExample("a", {"x": 1.0}, True, Prediction(None, {}), None, 0.0))
+    learner.learn(LabeledExample("b", {"x": 1.0}, True, Prediction(None, {}), None, 11.0))
     assert not learner.has_learned("a") and learner.has_learned("b")
 
 
@@ -182,7 +183,7 @@ def test_the_witness_learns_every_label_and_the_model_adopts_it_after_a_change()
     for i, (x, _, label) in enumerate(flipped_stream(1, 8000, noise=0.2)):
         served, shadow = learner.answer(x)
         before = contender.model.estimator
-        outcome = learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        outcome = learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
         if contender.model.estimator is not before:
             adopted.append(i)
             assert contender.model.examples_learned == contender.witness.examples_learned
