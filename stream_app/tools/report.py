@@ -32,7 +32,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 
 from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
-from stream_app.core.learn import error_of
+from stream_app.core.quality import error_of
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.settings import ReportSettings, Settings

@@ -10,8 +10,9 @@ from river.datasets import synth
 from stream_app import reasons
 from stream_app.core.drift import DriftMonitor, build_detector
 from stream_app.core.example import LabeledExample
-from stream_app.core.learn import Learner, Quality, error_of
+from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
+from stream_app.core.quality import Quality, error_of
 from stream_app.errors import ConfigError, OperationRefused, RejectedMessage
 from stream_app.settings import DriftSettings, Settings
 
