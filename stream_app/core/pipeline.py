@@ -23,10 +23,11 @@ import orjson
 
 from stream_app import reasons
 from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
+from stream_app.core.events import CHALLENGER_DROPPED, ModelEvent
 from stream_app.core.example import LabeledExample
 from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
 from stream_app.core.label import check_label, decode_label
-from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent, Outcome
+from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
     decode_example,
     decode_join,

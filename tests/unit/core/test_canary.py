@@ -8,8 +8,9 @@ import pytest
 from river.datasets import synth
 
 from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP, REGRESSED, bucket
+from stream_app.core.events import CHALLENGER_DROPPED, ModelEvent
 from stream_app.core.example import LabeledExample
-from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent
+from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.predict import ServingModel, fresh_model
