@@ -89,11 +89,10 @@ def encode_example(example: LabeledExample) -> bytes:
 
     The writer learns it at its own time, so ``at`` stays out (:func:`decode_example`).
 
-    >>> import dataclasses
     >>> sent = LabeledExample("e", {"x": 1.0}, True, Prediction(False, {"true": 0.4}), None, 5.0)
     >>> encode_example(sent)
     b'{"id":"e","features":{"x":1.0},"label":true,"served":[false,{"true":0.4}],"shadow":null}'
-    >>> decode_example(encode_example(sent), at=7.0) == dataclasses.replace(sent, at=7.0)
+    >>> decode_example(encode_example(sent), at=7.0) == sent._replace(at=7.0)
     True
     """
     shadow = example.shadow
