@@ -21,6 +21,7 @@ import logging
 import random
 import time
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
 from stream_app.registry.checkpoint import Checkpointer, encode_in_child
@@ -65,7 +66,7 @@ def learner_of(factory: str, examples: int) -> tuple[Learner, Settings]:
         x = {f"f{k}": rng.gauss(0, 1) for k in range(8)} | {"c": rng.choice("abc")}
         signal = x["f0"] + x["f1"] - x["f2"]
         y = signal > 0 if learner.task == "classification" else 2.0 * signal
-        learner.learn(f"e{i}", x, y, Prediction(None, {}), None, now=float(i))
+        learner.learn(LabeledExample(f"e{i}", x, y, Prediction(None, {}), None, float(i)))
     return learner, settings
 
 

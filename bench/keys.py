@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.keyed import KeyedModels, KeyState
 from stream_app.core.learn import Learner
 from stream_app.registry.records import Blob, decode_blob, encode_blob
@@ -99,7 +100,8 @@ def run(keys: int, cache: int, rows: list[Row]) -> dict[str, Any]:
         now = float(i)
         answer = models.answer(key, x, 0, now, None)
         learner = models.get(key, 0, now).learner
-        if learner.learn(f"e{i}", x, y, answer.served, answer.shadow, now).learned:
+        example = LabeledExample(f"e{i}", x, y, answer.served, answer.shadow, now)
+        if learner.learn(example).learned:
             models.learned(key)
     elapsed = time.perf_counter() - started
     stored = [len(b"".join(blob.chunks)) for blob in store.blobs.values()]

@@ -47,8 +47,9 @@ from typing import Any, NamedTuple
 
 from river.datasets import synth
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_example
+from stream_app.core.messages import encode_log_entry
 from stream_app.settings import Settings
 from stream_app.worker import retrain
 
@@ -101,7 +102,7 @@ def run(
         served, shadow = learner.answer(x)
         hits.append(served.prediction == y)
         label = type(y)(not y) if rng.random() < noise else y
-        outcome = learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        outcome = learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
         held_out += outcome.reason is not None
         drifts += [i for event in outcome.events if event.kind == "drift"]
     elapsed = time.perf_counter() - started
@@ -150,8 +151,9 @@ def run_retrain(
         x = {str(name): value for name, value in row.items()}  # named as a JSON event names them
         served, shadow = learner.answer(x)
         hits.append(served.prediction == y)
-        outcome = learner.learn(f"e{i}", x, y, served, shadow, now=float(i))
-        tail.append(LogEntry(i, encode_example(f"e{i}", x, y, served, shadow, at=float(i))))
+        example = LabeledExample(f"e{i}", x, y, served, shadow, float(i))
+        outcome = learner.learn(example)
+        tail.append(LogEntry(i, encode_log_entry(example)))
         took_over += sum(e.kind == "promotion" and e.version in retrains for e in outcome.events)
         if rules.begin(learner, now=float(i)) is None or len(tail) < settings.retrain.min_examples:
             continue

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from river.datasets import synth
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.registry.checkpoint import FORMAT
 from stream_app.registry.records import pack
@@ -73,7 +74,7 @@ def main() -> None:
         ]
         for i, (x, y) in enumerate(stream[:LEARN]):
             served, shadow = learner.answer(x)
-            learner.learn(f"g-{i}", x, y, served, shadow, now=float(i))
+            learner.learn(LabeledExample(f"g-{i}", x, y, served, shadow, float(i)))
         assert learner.challenger is not None, "the golden learner must hold a challenger"
         rows = [x for x, _ in stream[LEARN:]]
         state = {"format": FORMAT, "learner": learner.snapshot()}

@@ -14,7 +14,7 @@ quality on its own share and the incumbent's on the other share are judged over 
 A canary that raises is rolled back at once, and the incumbent's answer is served instead.
 Without labels nothing is judged: the canary keeps its share and :attr:`Canary.waiting` says why.
 
->>> from stream_app.core.learn import Quality
+>>> from stream_app.core.quality import Quality
 >>> canary = Canary(0.05, (0.05, 0.25, 0.5, 1.0), Quality("classification", 2),
 ...     Quality("classification", 2), max_regression=0.0)
 >>> canary.waiting
@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from stream_app.core.learn import Quality
+from stream_app.core.quality import Quality
 
 __all__ = [
     "ABORTED",

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from stream_app.core.decode import Features
+from stream_app.core.example import LabeledExample
 from stream_app.core.predict import Prediction
 
 __all__ = ["EarlyLabel", "EarlyLabels", "PendingStore", "RecentIds", "Served", "Source"]
@@ -39,6 +40,16 @@ class Served(NamedTuple):
     """Epoch seconds; the TTL counts from here."""
     rerouted: bool = False
     """It reached its home through the join topic (served on another partition, or over HTTP)."""
+
+    def labeled(self, event_id: str, label: Any, at: float) -> LabeledExample:
+        """Return the example this served event makes with its label, to be learned at ``at``.
+
+        >>> kept = Served({"x": 1.0}, True, {"true": 0.9}, None, 0, served_at=100.0)
+        >>> kept.labeled("a", False, at=130.0).served
+        Prediction(prediction=True, proba={'true': 0.9})
+        """
+        answer = Prediction(self.prediction, self.proba)
+        return LabeledExample(event_id, self.features, label, answer, self.shadow, at)
 
 
 class Source(NamedTuple):

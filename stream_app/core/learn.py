@@ -3,14 +3,16 @@
 For every label: the serving model's answer is scored (prequential: it answered before it learned),
 the guard decides whether the example is learned, the drift monitor sees the error either way, and
 the drift policy may start a challenger, which learns in shadow and takes over once it is better
-over the same labels. A :class:`Learner` is pure and synchronous; the serve loop calls it.
+over the same labels (the challenge step, :mod:`stream_app.core.challenge`, is the part of the
+:class:`Learner` that runs it). A :class:`Learner` is pure and synchronous; the serve loop calls it.
 
 >>> from stream_app.settings import Settings
 >>> learner = Learner(Settings().replace(guard={"enabled": False}))
 >>> first = learner.serving.model
->>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).learned
+>>> example = LabeledExample("e-1", {"x": 1.0}, True, Prediction(None, {}), None, at=0.0)
+>>> learner.learn(example).learned
 True
->>> learner.learn("e-1", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0).reason
+>>> learner.learn(example).reason
 'duplicate_label'
 """
 
@@ -18,21 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from stream_app import reasons
-from stream_app.core.canary import (
-    CANARY_DONE,
-    CANARY_ROLLBACK,
-    CANARY_STEP,
-    DONE,
-    REGRESSED,
-    ROLLBACK,
-    Canary,
-)
+from stream_app.core.canary import Canary
+from stream_app.core.challenge import Challenging
 from stream_app.core.drift import DriftMonitor
+from stream_app.core.events import (  # (named here too, for code written before the split)
+    CHALLENGER_DROPPED,
+    DROPPED_LEARNING,
+    DROPPED_PREDICTING,
+    ModelEvent,
+)
+from stream_app.core.example import LabeledExample
 from stream_app.core.guard import NoiseGuard, Verdict, Witness
 from stream_app.core.join import RecentIds
 from stream_app.core.predict import (
@@ -43,7 +44,7 @@ from stream_app.core.predict import (
     predict_many,
     predict_one,
 )
-from stream_app.errors import OperationRefused
+from stream_app.core.quality import Quality, error_of
 from stream_app.models import supports_many
 from stream_app.settings import Settings
 
@@ -55,26 +56,9 @@ __all__ = [
     "Learner",
     "ModelEvent",
     "Outcome",
-    "Quality",
-    "error_of",
 ]
 
 log = logging.getLogger(__name__)
-
-CHALLENGER_DROPPED: Final = "challenger_dropped"
-"""The model-event type of a challenger that raised and was dropped."""
-DROPPED_PREDICTING: Final = "predict_error"
-"""Drop reason: the challenger raised while answering in shadow."""
-DROPPED_LEARNING: Final = "learn_error"
-"""Drop reason: the challenger raised while learning."""
-
-
-class ModelEvent(NamedTuple):
-    """Something that happened to a model, for the ``model-events`` topic."""
-
-    kind: str
-    version: int
-    fields: dict[str, Any]
 
 
 class Outcome(NamedTuple):
@@ -84,74 +68,6 @@ class Outcome(NamedTuple):
     reason: str | None = None
     detail: str = ""
     events: tuple[ModelEvent, ...] = ()
-
-
-class Quality:
-    """Rolling mean error over the last ``window`` labels: accuracy (1 - error rate) or MAE.
-
-    >>> q = Quality("classification", window=4)
-    >>> for e in (1.0, 0.0, 0.0, 0.0, 0.0): q.add(e)
-    >>> q.value, q.metric
-    (1.0, 'accuracy')
-    """
-
-    def __init__(self, task: str, window: int) -> None:
-        self.metric = "accuracy" if task == "classification" else "mae"
-        self._errors: deque[float] = deque(maxlen=window)
-        self._sum = 0.0
-
-    def add(self, error: float) -> None:
-        """Add one label's error (0/1 for classification, absolute error for regression)."""
-        if len(self._errors) == self._errors.maxlen:
-            self._sum -= self._errors[0]
-        self._errors.append(error)
-        self._sum += error
-
-    def __len__(self) -> int:
-        return len(self._errors)
-
-    @property
-    def window(self) -> int:
-        """How many labels the rolling figure holds at most."""
-        return self._errors.maxlen or 0
-
-    def clear(self) -> None:
-        """Forget every label (a new judgement starts)."""
-        self._errors.clear()
-        self._sum = 0.0
-
-    @property
-    def full(self) -> bool:
-        """True once the window holds ``window`` labels."""
-        return len(self._errors) == self._errors.maxlen
-
-    @property
-    def value(self) -> float | None:
-        """Accuracy or MAE over the window, or None before the first label."""
-        if not self._errors:
-            return None
-        mean = self._sum / len(self._errors)
-        return 1.0 - mean if self.metric == "accuracy" else mean
-
-    def better_than(self, other: Quality, margin: float) -> bool:
-        """Tell whether this window's quality beats ``other``'s by more than ``margin``."""
-        mine, theirs = self.value, other.value
-        if mine is None or theirs is None:
-            return False
-        return mine > theirs + margin if self.metric == "accuracy" else mine < theirs - margin
-
-
-def error_of(task: str, prediction: Any, label: Any) -> float | None:
-    """Score one answer: 0/1 for classification, absolute error for regression; None if no answer.
-
-    >>> error_of("classification", "cat", "dog"), error_of("regression", 2.0, 3.5)
-    (1.0, 1.5)
-    """
-    if prediction is None:
-        return None
-    if task == "classification":
-        return 0.0 if prediction == label else 1.0
-    return abs(float(label) - float(prediction))
 
 
 @dataclasses.dataclass
@@ -261,7 +177,7 @@ class Contender:
         estimator.learn_many(frame, pd.Series([y for _, y in batch]))
 
 
-class Learner:
+class Learner(Challenging):
     """The single writer of one model: serving contender, optional challenger, drift monitor."""
 
     def __init__(self, settings: Settings, model: ServingModel | None = None) -> None:
@@ -276,13 +192,13 @@ class Learner:
         self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self._duel: tuple[Quality, Quality] | None = None  # (serving, challenger) on shared labels
         self.pinned: ServingModel | None = None
+        """A stored version that answers instead of the learner (which keeps learning)."""
         retrain = settings.retrain
         self._floor = retrain.quality_floor if retrain.policy == "quality_floor" else None
         self.beyond_floor = 0
         """Labels in a row after which the serving model's rolling quality was beyond
         ``retrain.quality_floor`` (counted only under that policy;
         :mod:`stream_app.worker.retrain`)."""
-        """A stored version that answers instead of the learner (which keeps learning)."""
         self.dropped: list[ModelEvent] = []
         """``challenger_dropped`` events from answering, for the caller to publish (take them)."""
         self.canary: Canary | None = None
@@ -348,9 +264,18 @@ class Learner:
         """``classification`` or ``regression``."""
         return self.serving.model.task
 
+    @property
+    def answering(self) -> ServingModel:
+        """The model that answers events: a pinned version if one is, else the serving model.
+
+        The serving model learns every label either way; while a canary runs it answers its
+        share of the events instead (:meth:`canary_takes`).
+        """
+        return self.pinned or self.serving.model
+
     def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
         """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
-        served = predict_one(self.pinned or self.serving.model, features)
+        served = predict_one(self.answering, features)
         if self.challenger is None:
             return served, None
         try:
@@ -364,7 +289,7 @@ class Learner:
     ) -> list[tuple[Prediction, Prediction | None]]:
         """Like :meth:`answer` for a micro-batch: one vectorised call per model where it pays."""
         min_rows = self.settings.inference.many_min_rows
-        served = predict_many(self.pinned or self.serving.model, rows, min_rows)
+        served = predict_many(self.answering, rows, min_rows)
         if self.challenger is None:
             return [(answer, None) for answer in served]
         try:
@@ -384,23 +309,6 @@ class Learner:
         canary = self.canary
         return canary is not None and self.pinned is None and canary.takes(event_id)
 
-    def _drop_challenger(self, reason: str, exc: Exception) -> list[ModelEvent]:
-        """Forget a challenger that raised; return ``challenger_dropped`` (and canary_rollback)."""
-        challenger = self.challenger
-        assert challenger is not None
-        detail = f"{type(exc).__name__}: {exc}"
-        log.error(
-            "challenger v%d raised (%s) and is dropped; v%d serves on: %s",
-            challenger.model.version,
-            reason,
-            self.serving.model.version,
-            detail[:200],
-        )
-        events = [self.end_canary(reason)] if self.canary is not None else []
-        self.challenger, self._duel = None, None
-        fields = {"reason": reason, "detail": detail}
-        return [ModelEvent(CHALLENGER_DROPPED, challenger.model.version, fields), *events]
-
     def flush(self) -> None:
         """Learn what ``inference.learn_many`` deferred (after a batch, before a swap or a save)."""
         self.serving.flush()
@@ -410,32 +318,25 @@ class Learner:
             except Exception as exc:  # the challenger's batch failed: drop it, keep serving
                 self.dropped += self._drop_challenger(DROPPED_LEARNING, exc)
 
-    def learn(
-        self,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> Outcome:
+    def learn(self, example: LabeledExample) -> Outcome:
         """Learn one labeled example at most once; raise ``RejectedMessage`` for an unfit label."""
+        event_id, label, served = example.event_id, example.label, example.served
         if event_id in self._learned:
             return Outcome(
                 False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
             )
         y = self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
-        self._learned.add(event_id, now)
+        self._learned.add(event_id, example.at)
         self.examples_seen += 1
         error = error_of(self.task, served.prediction, label)
-        reason, detail = self.serving.learn_coded(features, label, y, error, served)
+        reason, detail = self.serving.learn_coded(example.features, label, y, error, served)
         if self._floor is not None:
             self._watch_floor(self._floor)
         events: list[ModelEvent] = []
         if self.challenger is not None:
-            events += self._challenge(event_id, features, label, served, shadow, error)
+            events += self._challenge(example, error)
         if error is not None and self.monitor.update(error):
-            events += self._on_drift(now)
+            events += self._on_drift(example.at)
         return Outcome(reason is None, reason, detail, tuple(events))
 
     def _watch_floor(self, floor: float) -> None:
@@ -446,209 +347,6 @@ class Learner:
             value < floor if quality.metric == "accuracy" else value > floor
         )
         self.beyond_floor = self.beyond_floor + 1 if beyond else 0
-
-    def _challenge(
-        self,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        serving_error: float | None,
-    ) -> list[ModelEvent]:
-        """Let the challenger learn this label, score both on it, and promote if it has won."""
-        challenger = self.challenger
-        assert challenger is not None and self._duel is not None
-        shadow = shadow if shadow is not None else Prediction(None, {})
-        try:
-            challenger.learn(features, label, shadow)
-        except Exception as exc:  # a challenger never costs the serving model its learning
-            return self._drop_challenger(DROPPED_LEARNING, exc)
-        challenger_error = error_of(self.task, shadow.prediction, label)
-        if self.canary is not None:
-            return self._judge_canary(event_id, serving_error, challenger_error)
-        if serving_error is not None and challenger_error is not None:
-            self._duel[0].add(serving_error)
-            self._duel[1].add(challenger_error)
-        s = self.settings.drift
-        serving_q, challenger_q = self._duel
-        if challenger_q.full and challenger_q.better_than(serving_q, s.promotion_margin):
-            if s.promotion == "canary":
-                return [self.start_canary(self.settings.rollout.steps[0], "won_in_shadow")]
-            return [
-                self._promote(reason="challenger", serving_q=serving_q, challenger_q=challenger_q)
-            ]
-        if challenger.labels >= s.challenger_patience:
-            log.info(
-                "challenger v%d did not beat v%d in %d labels; dropped",
-                challenger.model.version,
-                self.serving.model.version,
-                challenger.labels,
-            )
-            self.challenger, self._duel = None, None
-        return []
-
-    def start_canary(self, share: float, reason: str) -> ModelEvent:
-        """Let the challenger answer ``share`` of the events (by id hash); return canary_step."""
-        if self.challenger is None:
-            raise OperationRefused("there is no challenger to roll out")
-        if not 0.0 < share < 1.0:
-            raise OperationRefused(f"a canary share is above 0 and below 1; got {share!r}")
-        r = self.settings.rollout
-        before = self.canary.share if self.canary is not None else 0.0
-        window = r.window
-        self.canary = Canary(
-            share, r.steps, self._quality(window), self._quality(window), r.max_regression
-        )
-        log.warning(
-            "canary: v%d answers %.0f%% of events (%s); v%d the rest",
-            self.challenger.model.version,
-            share * 100,
-            reason,
-            self.serving.model.version,
-        )
-        fields = {"from_share": before, **self.canary.fields(), "reason": reason}
-        return ModelEvent(CANARY_STEP, self.challenger.model.version, fields)
-
-    def end_canary(self, reason: str) -> ModelEvent:
-        """Roll the canary back (the incumbent answers everything); return ``canary_rollback``.
-
-        The challenger is dropped with it, unless the caller keeps it (an operator's abort does
-        not: the version stays stored, to try again).
-        """
-        canary, challenger = self.canary, self.challenger
-        if canary is None or challenger is None:
-            raise OperationRefused("there is no canary to roll back")
-        self.canary = None
-        log.warning(
-            "canary v%d rolled back at %.0f%% (%s); v%d answers everything",
-            challenger.model.version,
-            canary.share * 100,
-            reason,
-            self.serving.model.version,
-        )
-        fields = {**canary.fields(), "reason": reason}
-        return ModelEvent(CANARY_ROLLBACK, challenger.model.version, fields)
-
-    def abort_canary(self) -> ModelEvent:
-        """Return to the incumbent now (an operator's decision); the challenger is dropped."""
-        event = self.end_canary("abort")
-        self.challenger, self._duel = None, None
-        return event
-
-    def _judge_canary(
-        self, event_id: str, serving_error: float | None, challenger_error: float | None
-    ) -> list[ModelEvent]:
-        """Score the answer that was served on its share; step up, finish or roll back."""
-        canary, challenger = self.canary, self.challenger
-        assert canary is not None and challenger is not None
-        on_canary = canary.takes(event_id)
-        decision = canary.judge(on_canary, challenger_error if on_canary else serving_error)
-        if decision is None:
-            return []
-        version = challenger.model.version
-        if decision == ROLLBACK:
-            event = self.end_canary(REGRESSED)
-            self.challenger, self._duel = None, None
-            return [event]
-        fields = {"from_share": canary.share, **canary.fields()}
-        canary.advance()
-        fields["share"] = canary.share
-        if decision == DONE:
-            self.canary = None
-            return [ModelEvent(CANARY_DONE, version, fields), self._promote("canary", None, None)]
-        log.info("canary v%d steps up to %.0f%%", version, canary.share * 100)
-        return [ModelEvent(CANARY_STEP, version, fields)]
-
-    def _on_drift(self, now: float) -> list[ModelEvent]:
-        """Report the drift and apply the policy: none, reset, or start a challenger."""
-        self.flush()
-        model = self.serving.model
-        events = [
-            ModelEvent(
-                "drift",
-                model.version,
-                {
-                    "examples_seen": self.examples_seen,
-                    "detector": self.monitor.detector_name,
-                    "at": now,
-                },
-            )
-        ]
-        log.warning(
-            "drift in model %s v%d after %d labels (%s)",
-            model.name,
-            model.version,
-            self.examples_seen,
-            self.monitor.detector_name,
-        )
-        policy = self.settings.drift.policy
-        if policy == "reset":
-            self.challenger = self._contender(self._fresh())
-            events.append(self._promote(reason="reset", serving_q=None, challenger_q=None))
-        elif policy == "challenger" and self.challenger is None:
-            self._start_challenger(self.settings.model.factory)
-            log.info("challenger learns from the drift point in shadow")
-        return events
-
-    def _promote(
-        self, reason: str, serving_q: Quality | None, challenger_q: Quality | None
-    ) -> ModelEvent:
-        """Make the challenger serve; the old model is retired. Returns the promotion event."""
-        assert self.challenger is not None
-        self.flush()
-        previous = self.serving.model.version
-        self.serving, self.challenger, self._duel = self.challenger, None, None
-        self.canary = None
-        self.monitor.reset()
-        fields: dict[str, Any] = {"previous_version": previous, "reason": reason}
-        if serving_q is not None and challenger_q is not None:
-            fields[f"{challenger_q.metric}_challenger"] = challenger_q.value
-            fields[f"{serving_q.metric}_previous"] = serving_q.value
-            fields["window"] = len(challenger_q)
-        log.warning(
-            "model %s v%d now serves (was v%d, %s)",
-            self.serving.model.name,
-            self.serving.model.version,
-            previous,
-            reason,
-        )
-        return ModelEvent("promotion", self.serving.model.version, fields)
-
-    def promote(self, reason: str) -> ModelEvent:
-        """Make the challenger serve now (an operator's decision)."""
-        if self.challenger is None:
-            raise OperationRefused("there is no challenger to promote")
-        return self._promote(reason=reason, serving_q=None, challenger_q=None)
-
-    def replace_serving(self, contender: Contender) -> None:
-        """Serve and learn with a stored contender from now on (rollback, promotion)."""
-        self.flush()
-        self._fit(contender)
-        self.serving, self.challenger, self._duel = contender, None, None
-        self.canary = None
-        self.monitor.reset()
-
-    def _fresh(self, factory: str | None = None) -> ServingModel:
-        """Build a new model from a factory (the configured one by default), numbered next."""
-        model_settings = self.settings.model
-        if factory is not None and factory != model_settings.factory:
-            model_settings = dataclasses.replace(model_settings, factory=factory, factory_params={})
-        return fresh_model(model_settings, version=self.allocate_version(0))
-
-    def _start_challenger(self, factory: str) -> None:
-        """Start a fresh model from ``factory`` learning in shadow, dueling the serving one."""
-        self.challenge(self._fresh(factory))
-
-    def challenge(self, model: ServingModel) -> Contender:
-        """Let ``model`` (a fresh or an imported one) learn in shadow and duel the serving model."""
-        if model.task != self.task:
-            raise OperationRefused(f"a {model.task} model cannot challenge a {self.task} model")
-        self.flush()
-        self.challenger, self.canary = self._contender(model), None
-        window = self.settings.drift.challenger_window
-        self._duel = (self._quality(window), self._quality(window))
-        return self.challenger
 
     def _contender(self, model: ServingModel) -> Contender:
         """Wrap a model with a fresh guard, quality window and (if configured) witness."""
@@ -677,6 +375,3 @@ class Learner:
         """Return an empty deferral list when batch mode learns with ``learn_many``, else None."""
         inference = self.settings.inference
         return [] if inference.mode == "batch" and inference.learn_many else None
-
-    def _quality(self, window: int) -> Quality:
-        return Quality(self.task, window)

@@ -16,14 +16,19 @@ from typing import Any
 
 import orjson
 
+from stream_app.core.example import LabeledExample
+from stream_app.core.predict import Prediction
+
 __all__ = [
     "decode_dead_letter",
     "decode_example",
     "decode_join",
+    "decode_log_entry",
     "encode_dead_letter",
     "encode_example",
     "encode_join_label",
     "encode_join_served",
+    "encode_log_entry",
     "encode_model_event",
     "encode_prediction",
 ]
@@ -79,38 +84,80 @@ def decode_dead_letter(raw: bytes) -> dict[str, Any]:
     return letter
 
 
-def encode_example(
-    event_id: str,
-    features: dict[str, Any],
-    label: Any,
-    served: tuple[Any, dict[str, float]],
-    shadow: tuple[Any, dict[str, float]] | None,
-    at: float | None = None,
-) -> bytes:
-    """Encode a labeled example: what was served and what the truth was.
+def encode_example(example: LabeledExample) -> bytes:
+    """Encode a labeled example for the writer's examples topic: what was served, and the truth.
 
-    For the writer's examples topic, and with ``at`` (when the writer learned it) for the
-    learning log, so that a replay learns it exactly as it was learned.
+    The writer learns it at its own time, so ``at`` stays out (:func:`decode_example`).
 
-    >>> decode_example(encode_example("e", {"x": 1.0}, True, (False, {"true": 0.4}), None))["label"]
+    >>> sent = LabeledExample("e", {"x": 1.0}, True, Prediction(False, {"true": 0.4}), None, 5.0)
+    >>> encode_example(sent)
+    b'{"id":"e","features":{"x":1.0},"label":true,"served":[false,{"true":0.4}],"shadow":null}'
+    >>> decode_example(encode_example(sent), at=7.0) == sent._replace(at=7.0)
     True
     """
-    example = {
-        "id": event_id,
-        "features": features,
-        "label": label,
-        "served": list(served),
-        "shadow": None if shadow is None else list(shadow),
-    }
-    if at is not None:
-        example["at"] = at
-    return orjson.dumps(example)
+    shadow = example.shadow
+    return orjson.dumps(
+        {
+            "id": example.event_id,
+            "features": example.features,
+            "label": example.label,
+            "served": list(example.served),
+            "shadow": None if shadow is None else list(shadow),
+        }
+    )
 
 
-def decode_example(raw: bytes) -> dict[str, Any]:
-    """Read an example written by :func:`encode_example` (raises ``orjson.JSONDecodeError``)."""
-    example: dict[str, Any] = orjson.loads(raw)
-    return example
+def encode_log_entry(example: LabeledExample) -> bytes:
+    """Encode an example the writer learned, for the learning log, with ``at``: when it learned it.
+
+    A replay learns it again with that time, so that it learns it exactly as it was learned.
+
+    >>> done = LabeledExample("e", {"x": 1.0}, 2.0, Prediction(1.5, {}), Prediction(2.5, {}), 5.0)
+    >>> decode_log_entry(encode_log_entry(done)) == done
+    True
+    """
+    shadow = example.shadow  # (one dict literal, not encode_example's plus a key: once per label)
+    return orjson.dumps(
+        {
+            "id": example.event_id,
+            "features": example.features,
+            "label": example.label,
+            "served": list(example.served),
+            "shadow": None if shadow is None else list(shadow),
+            "at": example.at,
+        }
+    )
+
+
+def decode_example(raw: bytes, at: float) -> LabeledExample:
+    """Read an example of the examples topic, to be learned at ``at`` (the writer's clock).
+
+    Raises ``orjson.JSONDecodeError``, ``KeyError`` or ``TypeError`` for what is not one.
+    """
+    return _example_of(orjson.loads(raw), at)
+
+
+def decode_log_entry(raw: bytes) -> LabeledExample:
+    """Read a learning-log entry: the example, with the time at which the writer learned it.
+
+    Raises ``orjson.JSONDecodeError``, ``KeyError``, ``TypeError`` or ``ValueError`` for what is
+    not one.
+    """
+    entry = orjson.loads(raw)
+    return _example_of(entry, float(entry["at"]))
+
+
+def _example_of(fields: Any, at: float) -> LabeledExample:
+    """Build the example a decoded JSON object holds; ``KeyError`` or ``TypeError`` if none."""
+    shadow = fields["shadow"]
+    return LabeledExample(
+        fields["id"],
+        fields["features"],
+        fields["label"],
+        Prediction(*fields["served"]),
+        Prediction(*shadow) if shadow else None,
+        at,
+    )
 
 
 def encode_join_served(

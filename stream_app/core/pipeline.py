@@ -10,6 +10,11 @@ served, to the writer's examples topic.
 Learning is guard -> learn -> drift check inside :class:`~stream_app.core.learn.Learner`. Outputs
 are queued on an :class:`~stream_app.kafka.emit.Emitter`; the serve loop sends them and commits the
 inputs once Kafka has acknowledged them.
+
+This module holds the feature event's path and the learning of a labeled example; the
+:class:`Pipeline` takes its delayed labels from :mod:`stream_app.core.delayed` and its
+forwarding from :mod:`stream_app.core.forward`, one step per module, and its ports (the
+:class:`Record` it reads, the :class:`Outputs` it queues on) from :mod:`stream_app.core.ports`.
 """
 
 from __future__ import annotations
@@ -17,34 +22,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import orjson
+from typing import Any
 
 from stream_app import reasons
 from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
-from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, RecentIds, Served, Source
-from stream_app.core.label import check_label, decode_label
-from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent, Outcome
+from stream_app.core.delayed import DelayedLabels
+from stream_app.core.events import CHALLENGER_DROPPED, ModelEvent
+from stream_app.core.example import LabeledExample
+from stream_app.core.forward import Forwarding
+from stream_app.core.join import EarlyLabels, PendingStore, RecentIds, Served
+from stream_app.core.label import check_label
+from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
-    decode_example,
-    decode_join,
     encode_dead_letter,
-    encode_example,
-    encode_join_label,
-    encode_join_served,
+    encode_log_entry,
     encode_model_event,
     encode_prediction,
 )
 from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
+from stream_app.core.ports import Forwarded, Outputs, Record
 from stream_app.core.predict import Prediction
-from stream_app.core.route import PARTITIONER_FIX, home_partition, partitioner_of
+from stream_app.core.route import home_partition
 from stream_app.core.shed import Shedder
 from stream_app.errors import RejectedMessage
 from stream_app.settings import Settings
 
-__all__ = ["Outputs", "Pipeline", "Record"]
+__all__ = ["Forwarded", "Outputs", "Pipeline", "Record"]  # (the ports: named here as before)
 
 _UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL})
 """Outcomes that leave the learner as it was: nothing to log."""
@@ -52,49 +56,7 @@ _UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.
 log = logging.getLogger(__name__)
 
 
-class Record(Protocol):
-    """The parts of a Kafka record the path reads (aiokafka's ConsumerRecord has them)."""
-
-    @property
-    def topic(self) -> str:
-        """The topic it was read from."""
-
-    @property
-    def partition(self) -> int:
-        """Its partition."""
-
-    @property
-    def offset(self) -> int:
-        """Its offset."""
-
-    @property
-    def key(self) -> bytes | None:
-        """Its key, as produced."""
-
-    @property
-    def value(self) -> bytes | None:
-        """Its value, as produced."""
-
-
-class Forwarded(Record, Protocol):
-    """A record with its Kafka timestamp: forwarded examples, and what a restore re-reads."""
-
-    @property
-    def timestamp(self) -> int:
-        """Its Kafka timestamp, milliseconds since the epoch (when the follower sent it)."""
-
-
-class Outputs(Protocol):
-    """Where the path queues what it writes (the :class:`~stream_app.kafka.emit.Emitter`)."""
-
-    def to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        """Queue a message for an explicit partition."""
-
-    def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue a message for the partition its key hashes to."""
-
-
-class Pipeline:
+class Pipeline(DelayedLabels, Forwarding):
     """Serves and learns from records of the partitions this worker owns."""
 
     def __init__(self, settings: Settings, learner: Learner, metrics: Metrics) -> None:
@@ -198,7 +160,7 @@ class Pipeline:
         latency = time.perf_counter() - received
         now = time.time()
         learner = self.learner
-        model = learner.pinned or learner.serving.model
+        model = learner.answering
         answer = served
         if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
             assert learner.challenger is not None  # a canary is the challenger answering
@@ -236,264 +198,27 @@ class Pipeline:
                 self._note_mismatch("feature events", record)
                 out.to_partition(*self.served_message(event.id, kept, home))
         else:
-            self._learn(out, record, event.id, event.features, event.label, served, shadow, now)
+            example = LabeledExample(event.id, event.features, event.label, served, shadow, now)
+            self._learn(out, record, example)
 
-    def labels(self, records: Sequence[Record], out: Outputs) -> None:
-        """Route each delayed label to its id's home; at home, join it to its served event."""
-        s = self.settings
-        now = time.time()
-        for record in records:
-            try:
-                event_id, label = decode_label(record.value, s.limits)
-            except RejectedMessage as rejected:
-                self._reject_label(out, record, rejected.reason, rejected.detail)
-                continue
-            home = home_partition(event_id, self.partitions)
-            if home == record.partition:
-                self._label(out, record, home, event_id, label, False, now)
-                continue
-            self._note_mismatch("labels", record)
-            value = encode_join_label(
-                event_id, label, record.topic, record.partition, record.offset, record.value
-            )
-            out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
-        self._report_learning()
-
-    def joins(self, records: Sequence[Record], out: Outputs) -> None:
-        """Take served events and labels that the join topic brought to their home partition."""
-        now = time.time()
-        for record in records:
-            try:
-                message = decode_join(record.value)
-                event_id: str = message["id"]
-                if message["kind"] == "served":
-                    shadow = message["shadow"]
-                    prediction, proba = message["served"]
-                    kept = Served(
-                        message["features"],
-                        prediction,
-                        proba,
-                        Prediction(*shadow) if shadow else None,
-                        message["model_version"],
-                        message["served_at"],
-                        True,
-                    )
-                else:
-                    where = message["source"]
-                    source = Source(
-                        where["topic"],
-                        where["partition"],
-                        where["offset"],
-                        record.key,
-                        message["original"],
-                    )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                log.error("skipping a malformed join message at offset %d: %s", record.offset, exc)
-                self._dead_letter(out, record, reasons.INVALID_JSON, f"not a join message: {exc}")
-                continue
-            if message["kind"] == "served":
-                self._arrive(out, record.partition, event_id, kept, now)
-            else:
-                self._label(out, source, record.partition, event_id, message["label"], True, now)
-        self._report_learning()
-
-    def served_message(
-        self, event_id: str, kept: Served, home: int
-    ) -> tuple[str, int, bytes, bytes]:
-        """Return the join-topic message (topic, partition, key, value) that takes ``kept`` home."""
-        served = (kept.prediction, kept.proba)
-        value = encode_join_served(
-            event_id, kept.features, served, kept.shadow, kept.model_version, kept.served_at
-        )
-        return self.settings.join_topic, home, event_id.encode(), value
-
-    def _arrive(self, out: Outputs, home: int, event_id: str, kept: Served, now: float) -> None:
-        """Take a served event at its home: learn the label that waited for it, or keep it."""
-        early = self.early.take(home, event_id)
-        if early is None:
-            self.pending.put(home, event_id, kept)
-        else:
-            self._joined(out, early.source, event_id, early.label, kept, early.rerouted, now)
-
-    def _label(
-        self,
-        out: Outputs,
-        source: Record,
-        home: int,
-        event_id: str,
-        label: Any,
-        rerouted: bool,
-        now: float,
-    ) -> None:
-        """Take a label at its home: join it to its served event, or hold it until then."""
-        kept = self.pending.take(home, event_id, now)
-        if kept is not None:
-            self._joined(out, source, event_id, label, kept, rerouted, now)
-            return
-        if (
-            event_id in self._taken
-            or self.learner.has_learned(event_id)
-            or (home, event_id) in self.early
-        ):
-            detail = f"event {event_id!r:.60} has had its label already"
-            self._reject_label(out, source, reasons.DUPLICATE_LABEL, detail)
-            return
-        where = Source(source.topic, source.partition, source.offset, source.key, source.value)
-        evicted = self.early.put(home, event_id, EarlyLabel(label, where, rerouted, now))
-        limit = self.settings.learn.early_label_max
-        self._unjoined(out, home, evicted, f"before {limit} later labels (learn.early_label_max)")
-
-    def _joined(
-        self,
-        out: Outputs,
-        source: Record,
-        event_id: str,
-        label: Any,
-        kept: Served,
-        rerouted: bool,
-        now: float,
-    ) -> None:
-        """Learn a label that met its served event, with the answer that was served."""
-        if rerouted or kept.rerouted:
-            self._rerouted += 1
-        answer = Prediction(kept.prediction, kept.proba)
-        self._learn(out, source, event_id, kept.features, label, answer, kept.shadow, now)
-
-    def _unjoined(
-        self, out: Outputs, home: int, labels: list[tuple[str, EarlyLabel]], why: str
-    ) -> None:
-        """Dead-letter held labels whose event did not come in time, saying where we looked."""
-        for event_id, early in labels:
-            src = early.source
-            detail = (
-                f"no event {event_id!r:.60} was served {why}; searched partition {home}, the home "
-                f"of its id (murmur2), where events served on any partition or over HTTP meet "
-                f"their labels; the label came on {src.topic} partition {src.partition}"
-            )
-            self._reject_label(out, src, reasons.LABEL_WITHOUT_EVENT, detail)
-
-    def _note_mismatch(self, kind: str, record: Record) -> None:
-        """Say once per kind that records arrive off their id's home, and how to avoid the hop."""
-        if kind in self._mismatch_logged:
-            return
-        self._mismatch_logged.add(kind)
-        log.warning(
-            "%s on %s arrive on partitions other than their id's home (partition %d looks %s); "
-            "they still join, through %s, at one more message each; %s",
-            kind,
-            record.topic,
-            record.partition,
-            partitioner_of(record.key, record.partition, self.partitions),
-            self.settings.join_topic,
-            PARTITIONER_FIX,
-        )
-
-    def expire(self, now: float, out: Outputs) -> None:
-        """Drop served events whose labels can no longer come in time; dead-letter late labels."""
-        self.pending.expire(now)
-        self.metrics.pending_events.set(len(self.pending))
-        if len(self.early):
-            ttl = self.settings.learn.early_label_ttl_s
-            for home, expired in self.early.expire(now).items():
-                self._unjoined(out, home, expired, f"within {ttl:g}s (learn.early_label_ttl_s)")
-        self.metrics.early_labels.set(len(self.early))
-
-    def examples(self, records: Sequence[Forwarded], out: Outputs) -> None:
-        """Learn, as the writer, the examples other workers forwarded (as if it had served them).
-
-        The batch's age is the writer's lag; past ``learn.max_lag_s`` it learns a uniform sample
-        of the batch (see :mod:`stream_app.core.shed`) and counts and announces what it skipped.
-        """
-        if not records:
-            return
-        now = time.time()
-        started = time.perf_counter()
-        backlog = max(self.lag_examples, len(records))  # the topic's lag, as last read
-        share = self.shedder.share(now - records[0].timestamp / 1000.0, backlog)
-        shed = 0
-        for record in records:
-            try:
-                ex = decode_example(record.value or b"")
-                served = Prediction(*ex["served"])
-                shadow = Prediction(*ex["shadow"]) if ex["shadow"] else None
-                event_id, features, label = ex["id"], ex["features"], ex["label"]
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                log.error(
-                    "skipping a malformed forwarded example at offset %d: %s", record.offset, exc
-                )
-                self._dead_letter(
-                    out, record, reasons.INVALID_JSON, f"not a forwarded example: {exc}"
-                )
-                continue
-            sampled_out = share < 1.0 and not self.shedder.keep(event_id, share)
-            if sampled_out and not self.learner.has_learned(event_id):  # (a duplicate says so)
-                self.learner.shed(event_id, now)
-                shed += 1
-                continue
-            self._apply(out, record, event_id, features, label, served, shadow, now)
-        self.shedder.observe(time.perf_counter() - started, len(records) - shed)
-        self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
-        self._report_learning()
-
-    def _report_lag(self, out: Outputs, now: float, share: float, lag_s: float, shed: int) -> None:
-        """Publish how far behind the writer is; count and announce what it shed."""
-        self.set_learner_lag(seconds=max(lag_s, 0.0))
-        if shed:
-            self.metrics.labels_shed.inc(shed)
-        fields = self.shedder.note(now, share, lag_s, shed)
-        if fields is not None:
-            version = self.learner.serving.model.version
-            self._model_event(out, ModelEvent("shedding", version, fields))
-            if share < 1.0:
-                log.warning(
-                    "the writer is %.1fs behind the forwarded labels (learn.max_lag_s %g): it "
-                    "learns %.0f%% of them and skips the rest (%d since the last notice; "
-                    "all counted in stream_app_labels_shed_total)",
-                    lag_s,
-                    self.shedder.max_lag_s,
-                    100 * share,
-                    fields["shed"],
-                )
-
-    def _learn(
-        self,
-        out: Outputs,
-        record: Record,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _learn(self, out: Outputs, record: Record, example: LabeledExample) -> None:
         """Label: validate it, then learn here (the writer) or forward it to the writer."""
         s = self.settings
         try:
             label = check_label(
-                label, self.learner.task, s.model.classes, s.limits.max_string_chars
+                example.label, self.learner.task, s.model.classes, s.limits.max_string_chars
             )
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
+        if label is not example.label:  # a regression label is learned as a float
+            example = example.with_label(label)
         if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
-            self._apply(out, record, event_id, features, label, served, shadow, now)
+            self._apply(out, record, example)
             return
-        self._taken.add(event_id, now)
-        example = encode_example(event_id, features, label, served, shadow)
-        out.keyed(s.examples_topic, event_id.encode(), example)
-        self.metrics.labels_forwarded.inc()
+        self._forward(out, example)
 
-    def _apply(
-        self,
-        out: Outputs,
-        record: Record,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _apply(self, out: Outputs, record: Record, example: LabeledExample) -> None:
         """Learn (guard, learn, drift check) and log it; dead-letter what is not learned.
 
         Every example that reaches the learner is appended to the learning log in the order it is
@@ -501,15 +226,15 @@ class Pipeline:
         over, or ``models rebuild``, learns exactly the same sequence after a stored version.
         """
         try:
-            outcome = self.learner.learn(event_id, features, label, served, shadow, now)
+            outcome = self.learner.learn(example)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
-            self._log_example(out, event_id, features, label, served, shadow, now)
+            self._log_example(out, example)
             self._model_error(out, record, exc)
             return
         if outcome.learned or outcome.reason not in _UNLEARNED:
-            self._log_example(out, event_id, features, label, served, shadow, now)
+            self._log_example(out, example)
         if outcome.learned:
             self._learned_count += 1
         elif outcome.reason is not None:
@@ -517,19 +242,10 @@ class Pipeline:
         for model_event in outcome.events:
             self._model_event(out, model_event)
 
-    def _log_example(
-        self,
-        out: Outputs,
-        event_id: str,
-        features: dict[str, Any],
-        label: Any,
-        served: Prediction,
-        shadow: Prediction | None,
-        now: float,
-    ) -> None:
+    def _log_example(self, out: Outputs, example: LabeledExample) -> None:
         """Append one example the learner took to the learning log (one partition)."""
-        entry = encode_example(event_id, features, label, served, shadow, at=now)
-        out.to_partition(self.settings.learning_log_topic, 0, event_id.encode(), entry)
+        key = example.event_id.encode()
+        out.to_partition(self.settings.learning_log_topic, 0, key, encode_log_entry(example))
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
@@ -567,15 +283,6 @@ class Pipeline:
             self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
         self.report_versions()
 
-    def set_learner_lag(self, *, examples: int | None = None, seconds: float | None = None) -> None:
-        """Record (and publish) how far behind the writer is: examples not learned, their age."""
-        if examples is not None:
-            self.lag_examples = examples
-            self.metrics.learner_lag_examples.set(examples)
-        if seconds is not None:
-            self.lag_seconds = seconds
-            self.metrics.learner_lag_seconds.set(seconds)
-
     def _report_learning(self) -> None:
         """Count what a batch learned; publish the serving and challenger models' quality.
 
@@ -610,7 +317,7 @@ class Pipeline:
         """Publish which versions serve and shadow."""
         gauge, learner = self.metrics.model_version, self.learner
         name = learner.serving.model.name
-        gauge.labels(name, "serving").set((learner.pinned or learner.serving.model).version)
+        gauge.labels(name, "serving").set(learner.answering.version)
         gauge.labels(name, "shadow").set(
             learner.challenger.model.version if learner.challenger else -1
         )

@@ -24,8 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.core.factory import parse_spec
 from stream_app.core.learn import Learner
-from stream_app.core.messages import decode_example
-from stream_app.core.predict import Prediction
+from stream_app.core.messages import decode_log_entry
 from stream_app.errors import CorruptVersion, RejectedMessage, StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.registry.records import Registry, VersionRecord
@@ -67,13 +66,15 @@ class Replayed(NamedTuple):
 def replay(learner: Learner, records: Iterable[LogRecord]) -> Replayed:
     """Learn ``records`` in order, as the writer did; move ``learned_through`` along.
 
-    >>> from stream_app.core.messages import encode_example
+    >>> from stream_app.core.example import LabeledExample
+    >>> from stream_app.core.messages import encode_log_entry
+    >>> from stream_app.core.predict import NO_ANSWER
     >>> from stream_app.settings import Settings
     >>> class Rec(NamedTuple):
     ...     offset: int
     ...     value: bytes
     >>> learner = Learner(Settings().replace(guard={"enabled": False}))
-    >>> entry = encode_example("e-1", {"x": 1.0}, True, (None, {}), None, at=5.0)
+    >>> entry = encode_log_entry(LabeledExample("e-1", {"x": 1.0}, True, NO_ANSWER, None, at=5.0))
     >>> replay(learner, [Rec(0, entry), Rec(1, b"{oops")]).learned, learner.learned_through
     (1, 1)
     >>> learner.has_learned("e-1"), learner.serving.model.examples_learned
@@ -84,17 +85,13 @@ def replay(learner: Learner, records: Iterable[LogRecord]) -> Replayed:
     for record in records:
         learner.learned_through = record.offset
         try:
-            entry = decode_example(record.value or b"")
-            served = Prediction(*entry["served"])
-            shadow = Prediction(*entry["shadow"]) if entry["shadow"] else None
-            arguments = (entry["id"], entry["features"], entry["label"], served, shadow)
-            at = float(entry["at"])
+            example = decode_log_entry(record.value or b"")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.error("learning log entry %d is not an example (%s); skipped", record.offset, exc)
             corrupt.append(record)
             continue
         try:
-            learner.learn(*arguments, now=at)
+            learner.learn(example)
         except RejectedMessage as rejected:  # logged entries were taken once; not expected
             log.warning("learning log entry %d refused on replay: %s", record.offset, rejected)
         except Exception as exc:  # the estimator raised, as it did when the entry was logged

@@ -96,6 +96,9 @@ RENAMES: Final[Mapping[str, str]] = {
     "numpy.core.multiarray:_reconstruct": "numpy._core.multiarray:_reconstruct",
     "numpy.core.multiarray:scalar": "numpy._core.multiarray:scalar",
     "numpy.core.numeric:_frombuffer": "numpy._core.numeric:_frombuffer",
+    # The rolling quality window left the learn step for a module of its own (issue #18).
+    "stream_app.learn:Quality": "stream_app.core.quality:Quality",
+    "stream_app.core.learn:Quality": "stream_app.core.quality:Quality",
 }
 """Old ``module:qualname`` to new: add an entry when a class stored in versions moves."""
 

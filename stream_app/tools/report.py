@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from stream_app.core.learn import error_of
+from stream_app.core.quality import error_of
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.tools.marks import Mark, canary_spans, marks

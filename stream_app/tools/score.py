@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 
 from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
-from stream_app.core.learn import error_of
 from stream_app.core.predict import ServingModel, predict_many
+from stream_app.core.quality import error_of
 from stream_app.errors import RejectedMessage, StreamAppError
 from stream_app.settings import LimitSettings, Settings
 

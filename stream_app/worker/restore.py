@@ -25,7 +25,7 @@ from stream_app.core.decode import NO_LABEL, decode_event
 from stream_app.core.join import EarlyLabel, EarlyLabels, PendingStore, Served, Source
 from stream_app.core.label import decode_label
 from stream_app.core.messages import decode_join
-from stream_app.core.pipeline import Forwarded
+from stream_app.core.ports import Forwarded
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage
 from stream_app.kafka.security import client_kwargs

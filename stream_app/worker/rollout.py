@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Final
 
-from stream_app.core.learn import Learner, ModelEvent
+from stream_app.core.events import ModelEvent
+from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_model_event
 from stream_app.core.predict import Prediction, ServingModel
 from stream_app.errors import OperationRefused
@@ -93,7 +94,7 @@ def answering(
     challenger = learner.challenger
     if shadow is not None and challenger is not None and learner.canary_takes(event_id):
         return shadow, challenger.model
-    return served, learner.pinned or learner.serving.model
+    return served, learner.answering
 
 
 def canary_status(learner: Learner) -> dict[str, Any] | None:

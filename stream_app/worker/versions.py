@@ -280,7 +280,7 @@ class VersionKeeper:
         except Exception as exc:  # a bug: answered and logged as one, serving goes on
             fields = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
             log.exception("model %s %s %s failed (a bug, please report it)", name, op, version)
-        current = (self.learner.pinned or self.learner.serving.model).version
+        current = self.learner.answering.version
         event = encode_model_event(
             op, name, fields.pop("model_version", current), request_id=request, **fields
         )
@@ -437,7 +437,7 @@ class VersionKeeper:
         learner = self.learner
         return {
             "writer": self.is_writer(),
-            "serving": (learner.pinned or learner.serving.model).version,
+            "serving": learner.answering.version,
             "learning": learner.serving.model.version,
             "pinned": learner.pinned.version if learner.pinned is not None else None,
             "shadow": learner.challenger.model.version if learner.challenger else None,

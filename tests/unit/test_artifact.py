@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stream_app.artifact import ESTIMATOR, HEADER, ArtifactError, loads
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner, Prediction
 from stream_app.core.predict import ServingModel, fresh_model, predict_one
 from stream_app.errors import OperationRefused
@@ -80,8 +81,10 @@ def test_a_tampered_or_foreign_file_is_refused() -> None:
 
 def test_learned_feature_names_are_tracked_and_exported() -> None:
     learner = Learner(Settings().replace(guard={"enabled": False}))
-    learner.learn("a", {"x": 1.0, "color": "red"}, True, Prediction(None, {}), None, now=0.0)
-    learner.learn("b", {"y": 2.0}, False, Prediction(None, {}), None, now=0.0)
+    learner.learn(
+        LabeledExample("a", {"x": 1.0, "color": "red"}, True, Prediction(None, {}), None, 0.0)
+    )
+    learner.learn(LabeledExample("b", {"y": 2.0}, False, Prediction(None, {}), None, 0.0))
     model = learner.serving.model
     assert model.feature_names == {"x", "color", "y"}
     assert loads(artifact_of(model, None)).header["feature_names"] == ["color", "x", "y"]

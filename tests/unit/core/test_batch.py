@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
@@ -134,7 +135,7 @@ def test_learn_many_falls_back_to_learn_one_for_models_without_it() -> None:
     )
     learner = Learner(settings)
     for i, x in enumerate(rows(300, seed=10)):
-        learner.learn(f"e{i}", x, x["f0"] > 0, learner.answer(x)[0], None, 0.0)
+        learner.learn(LabeledExample(f"e{i}", x, x["f0"] > 0, learner.answer(x)[0], None, 0.0))
     assert learner.serving.deferred is not None and len(learner.serving.deferred) > 0
     learner.flush()
     assert learner.serving.deferred == []

@@ -19,6 +19,7 @@ import pytest
 from river import linear_model, preprocessing
 
 from stream_app.core.decode import decode_event
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.model_size import WARN_SHARE, SizeWatch, model_inputs
 from stream_app.core.predict import NO_ANSWER, fresh_model, predict_one
@@ -102,13 +103,13 @@ def test_an_event_with_1000_new_feature_names_is_accepted_and_stays_within_the_b
     )
     learner = Learner(settings)
     for i, (x, y) in enumerate(numeric(20)):
-        learner.learn(f"e-{i}", x, y, NO_ANSWER, None, now=0.0)
+        learner.learn(LabeledExample(f"e-{i}", x, y, NO_ANSWER, None, 0.0))
     wide = {f"churn-{k}": float(k) for k in range(1000)}
     raw = orjson.dumps({"id": "wide", "features": wide})
     event = decode_event(raw, settings.limits)  # within limits.max_features: accepted
     assert len(event.features) == 1000
     served = predict_one(learner.serving.model, event.features)
-    outcome = learner.learn("wide", event.features, True, served, None, now=0.0)
+    outcome = learner.learn(LabeledExample("wide", event.features, True, served, None, 0.0))
     assert outcome.learned
     model = learner.serving.model
     assert model_inputs(model) == (tracked_inputs(model.estimator), 2 * BOUND)
@@ -209,7 +210,9 @@ def test_the_guard_watches_at_most_max_indicators_feature_names() -> None:
     learner = Learner(Settings().replace(model={"max_indicators": BOUND}))
     for i in range(20):
         churn = {f"churn-{i}-{k}": float(k) for k in range(100)}
-        learner.learn(f"e-{i}", {"x": float(i), **churn}, i % 2 == 0, NO_ANSWER, None, now=0.0)
+        learner.learn(
+            LabeledExample(f"e-{i}", {"x": float(i), **churn}, i % 2 == 0, NO_ANSWER, None, 0.0)
+        )
     guard = learner.serving.guard
     assert guard.learned == 20 and len(guard._stats) == BOUND
     assert "x" in guard._stats  # names seen first are still watched

@@ -8,7 +8,9 @@ import pytest
 from river.datasets import synth
 
 from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP, REGRESSED, bucket
-from stream_app.core.learn import CHALLENGER_DROPPED, Learner, ModelEvent
+from stream_app.core.events import CHALLENGER_DROPPED, ModelEvent
+from stream_app.core.example import LabeledExample
+from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.predict import ServingModel, fresh_model
@@ -51,7 +53,7 @@ def run(learner: Learner, rows: list[tuple[dict[str, Any], bool]]) -> list[Model
     for i, (x, y) in enumerate(rows):
         served, shadow = learner.answer(x)
         events += learner.take_dropped()
-        events += learner.learn(f"e{i}", x, y, served, shadow, now=float(i)).events
+        events += learner.learn(LabeledExample(f"e{i}", x, y, served, shadow, float(i))).events
     return events
 
 
@@ -177,7 +179,7 @@ def test_a_challenger_that_wins_in_shadow_enters_by_canary() -> None:
     learner = Learner(s)
     for i, (x, y) in enumerate(sea(300, seed=3)):  # the incumbent learns the opposite concept
         served, _ = learner.answer(x)
-        learner.learn(f"w{i}", x, not y, served, None, now=0.0)
+        learner.learn(LabeledExample(f"w{i}", x, not y, served, None, 0.0))
     learner.challenge(fresh_model(s.model, version=5))
     events = [e for e in run(learner, sea(400)) if e.kind != "drift"]
     assert events[0].kind == CANARY_STEP and events[0].fields["share"] == 0.05

@@ -9,6 +9,7 @@ import pytest
 from river import linear_model, optim, preprocessing
 
 from stream_app import reasons
+from stream_app.core.example import LabeledExample
 from stream_app.core.keyed import MAX_MODEL_KEY_CHARS, KeyedModels, KeyState, model_key
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
@@ -56,7 +57,9 @@ def learn(keys: KeyedModels, key: str, i: int, x: dict[str, Any], y: bool) -> Pr
     """Predict then learn one event of ``key`` as the pipeline will; return the served answer."""
     answer = keys.answer(key, x, partition=0, now=float(i), fallback=None)
     state = keys.get(key, 0, float(i))
-    outcome = state.learner.learn(f"{key}-{i}", x, y, answer.served, answer.shadow, now=float(i))
+    outcome = state.learner.learn(
+        LabeledExample(f"{key}-{i}", x, y, answer.served, answer.shadow, float(i))
+    )
     assert outcome.learned
     keys.learned(key)
     return answer.served
@@ -139,7 +142,9 @@ def test_a_young_key_is_answered_by_the_fallback_until_it_has_learned_enough() -
         x = {"a": float(i)}
         answer = keys.answer("u", x, 0, float(i), fallback)
         answers.append(answer.fallback)
-        keys.get("u", 0, float(i)).learner.learn(f"e{i}", x, True, answer.served, None, float(i))
+        keys.get("u", 0, float(i)).learner.learn(
+            LabeledExample(f"e{i}", x, True, answer.served, None, float(i))
+        )
         keys.learned("u")
     assert answers == [True] * 5 + [False] * 2
     assert fallback.serving.model.examples_learned == 0  # the key's labels teach the key
@@ -171,7 +176,7 @@ def test_releasing_partitions_drops_their_keys_and_returns_the_dirty_ones() -> N
     keys.get("p1-clean", 1, 0.0)
     keys.answer("p1-dirty", {"a": 1.0}, 1, 0.0, None)
     state = keys.get("p1-dirty", 1, 0.0)
-    state.learner.learn("e", {"a": 1.0}, True, Prediction(None, {}), None, 0.0)
+    state.learner.learn(LabeledExample("e", {"a": 1.0}, True, Prediction(None, {}), None, 0.0))
     keys.learned("p1-dirty")
     released = keys.release([1])
     assert [key for key, _ in released] == ["p1-dirty"]

@@ -11,8 +11,10 @@ from river.datasets import synth
 
 from stream_app import reasons
 from stream_app.core.drift import DriftMonitor, build_detector
-from stream_app.core.learn import Learner, Quality, error_of
+from stream_app.core.example import LabeledExample
+from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
+from stream_app.core.quality import Quality, error_of
 from stream_app.errors import ConfigError, OperationRefused, RejectedMessage
 from stream_app.settings import DriftSettings, Settings
 
@@ -36,7 +38,7 @@ def replay(learner: Learner, data: list[tuple[dict[str, float], bool]]) -> tuple
     for i, (x, y) in enumerate(data):
         served, shadow = learner.answer(x)
         hits.append(served.prediction == y)
-        outcome = learner.learn(f"e{i}", x, y, served, shadow, now=float(i))
+        outcome = learner.learn(LabeledExample(f"e{i}", x, y, served, shadow, float(i)))
         events += [(i, event) for event in outcome.events]
     return hits, events
 
@@ -87,21 +89,21 @@ def test_stationary_stream_has_no_drift() -> None:
 def test_each_id_is_learned_once_and_the_label_checked_against_binary_classes() -> None:
     learner = Learner(Settings().replace(guard={"enabled": False}))
     none = Prediction(None, {})
-    assert learner.learn("a", {"x": 1.0}, "spam", none, None, now=0.0).learned
-    again = learner.learn("a", {"x": 1.0}, "ham", none, None, now=1.0)
+    assert learner.learn(LabeledExample("a", {"x": 1.0}, "spam", none, None, 0.0)).learned
+    again = learner.learn(LabeledExample("a", {"x": 1.0}, "ham", none, None, 1.0))
     assert (again.learned, again.reason) == (False, reasons.DUPLICATE_LABEL)
     assert learner.has_learned("a") and learner.serving.model.examples_learned == 1
-    learner.learn("b", {"x": 2.0}, "ham", none, None, now=2.0)
+    learner.learn(LabeledExample("b", {"x": 2.0}, "ham", none, None, 2.0))
     with pytest.raises(RejectedMessage) as caught:
-        learner.learn("c", {"x": 3.0}, "eggs", none, None, now=3.0)
+        learner.learn(LabeledExample("c", {"x": 3.0}, "eggs", none, None, 3.0))
     assert caught.value.reason == reasons.UNKNOWN_LABEL
     assert not learner.has_learned("c")  # a refused label leaves no trace
 
 
 def test_learned_ids_are_forgotten_after_the_ttl() -> None:
     learner = Learner(Settings().replace(guard={"enabled": False}, learn={"pending_ttl_s": 10.0}))
-    learner.learn("a", {"x": 1.0}, True, Prediction(None, {}), None, now=0.0)
-    learner.learn("b", {"x": 1.0}, True, Prediction(None, {}), None, now=11.0)
+    learner.learn(LabeledExample("a", {"x": 1.0}, True, Prediction(None, {}), None, 0.0))
+    learner.learn(LabeledExample("b", {"x": 1.0}, True, Prediction(None, {}), None, 11.0))
     assert not learner.has_learned("a") and learner.has_learned("b")
 
 
@@ -184,7 +186,7 @@ def test_the_model_takes_the_witness_state_after_a_change_never_under_steady_noi
     for i, (x, _, label) in enumerate(flipped_stream(1, 8000, noise=0.2)):
         served, shadow = learner.answer(x)
         before = contender.model.estimator
-        outcome = learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        outcome = learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
         held += outcome.reason == reasons.NOISY_LABEL
         if contender.model.estimator is not before:
             adopted.append(i)
@@ -204,7 +206,7 @@ def test_the_witness_is_the_model_unguarded_since_its_copy() -> None:
     unguarded = copy.deepcopy(contender.model.estimator)  # River's own loop, every label
     for i, (x, _, label) in enumerate(flipped_stream(2, 400, noise=0.2)):
         served, shadow = learner.answer(x)
-        learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
         unguarded.learn_one(x, label)
     rebuilt, replayed = witness.rebuild()  # no turn yet: from the first copy, the fresh model
     assert len(replayed) == 400 and witness.learned_at_copy == 0
@@ -225,7 +227,7 @@ def test_a_witness_copy_in_batch_mode_learns_what_the_model_has_not_learned_yet(
     unguarded = copy.deepcopy(contender.model.estimator)
     for i, (x, _, label) in enumerate(flipped_stream(4, 25, noise=0.0)):
         served, shadow = learner.answer(x)
-        learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
         unguarded.learn_one(x, label)
     assert contender.deferred is not None and len(contender.deferred) == 25  # none learned yet
     witness = contender.witness
@@ -241,7 +243,7 @@ def test_the_witness_is_not_stored_and_a_restored_learner_starts_one() -> None:
     learner = Learner(Settings())
     for i, (x, _, label) in enumerate(flipped_stream(1, 300, noise=0.2)):
         served, shadow = learner.answer(x)
-        learner.learn(f"e{i}", x, label, served, shadow, now=float(i))
+        learner.learn(LabeledExample(f"e{i}", x, label, served, shadow, float(i)))
     stored = pickle.loads(pickle.dumps(learner.snapshot()))
     assert stored["serving"].witness is None  # up to two spans of examples: not in checkpoints
     restored = Learner.restore(Settings(), stored, next_version=1)
@@ -260,3 +262,13 @@ def test_no_witness_when_switched_off_or_without_the_noisy_label_rule() -> None:
     restored = Learner.restore(off, learner.snapshot(), next_version=1)
     assert restored.serving.witness is None
     assert Learner.restore(Settings(), restored.snapshot(), 1).serving.witness is not None
+
+
+def test_the_answering_model_is_the_pinned_version_else_the_serving_one() -> None:
+    learner = Learner(Settings())
+    assert learner.answering is learner.serving.model
+    pinned = Learner(Settings()).serving.model
+    learner.pinned = pinned
+    assert learner.answering is pinned
+    learner.pinned = None
+    assert learner.answering is learner.serving.model

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import orjson
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.messages import (
     decode_dead_letter,
+    decode_example,
+    decode_log_entry,
     encode_dead_letter,
+    encode_example,
+    encode_log_entry,
     encode_model_event,
     encode_prediction,
 )
+from stream_app.core.predict import Prediction
 
 
 def test_prediction_shape() -> None:
@@ -44,3 +50,18 @@ def test_model_event_shape() -> None:
         "type": "drift", "model": "default", "model_version": 4, "examples_seen": 9,
         "detector": "ADWIN",
     }  # fmt: skip
+
+
+def test_a_learning_log_entry_keeps_its_shape_and_reads_back_as_the_example() -> None:
+    example = LabeledExample(
+        "e", {"x": 1.0}, False, Prediction(True, {"true": 0.75}), Prediction(False, {}), 5.5
+    )
+    entry = encode_log_entry(example)
+    assert entry == (
+        b'{"id":"e","features":{"x":1.0},"label":false,"served":[true,{"true":0.75}],'
+        b'"shadow":[false,{}],"at":5.5}'
+    )
+    assert decode_log_entry(entry) == example
+    forwarded = encode_example(example)  # the writer learns it at its own time
+    assert b'"at"' not in forwarded
+    assert decode_example(forwarded, at=9.0) == example._replace(at=9.0)

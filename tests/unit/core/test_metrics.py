@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.core.metrics import LATENCY_BUCKETS, Metrics, observe_many
+from stream_app.core.metrics import LATENCY_BUCKETS, METRICS, Metrics, observe_many
 
 AMOUNTS = st.lists(
     st.one_of(
@@ -34,3 +34,10 @@ def samples(metrics: Metrics) -> dict[str, float]:
     return {
         s.name + str(s.labels): s.value for s in family.samples if not s.name.endswith("_created")
     }
+
+
+def test_every_metric_of_the_table_is_a_typed_attribute_of_its_kind() -> None:
+    metrics = Metrics()
+    assert set(Metrics.__annotations__) == set(METRICS)
+    for attribute, metric in METRICS.items():
+        assert isinstance(getattr(metrics, attribute), metric.kind), attribute

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
 from stream_app.errors import CheckpointError
@@ -23,7 +24,11 @@ from stream_app.settings import Settings
 def trained_learner(n: int) -> Learner:
     learner = Learner(Settings().replace(guard={"enabled": False}))
     for i in range(n):
-        learner.learn(f"e{i}", {"x": float(i % 5)}, i % 2 == 0, Prediction(None, {}), None, 0.0)
+        learner.learn(
+            LabeledExample(
+                f"e{i}", {"x": float(i % 5)}, i % 2 == 0, Prediction(None, {}), None, 0.0
+            )
+        )
     return learner
 
 
@@ -33,7 +38,7 @@ async def test_the_child_encodes_what_the_learner_was_at_the_fork() -> None:
     encoding = asyncio.ensure_future(encode_in_child(plan.states, level=3))
     await asyncio.sleep(0)  # the fork has happened: the parent learns on meanwhile
     for i in range(100, 400):
-        learner.learn(f"e{i}", {"x": 1.0}, True, Prediction(None, {}), None, 0.0)
+        learner.learn(LabeledExample(f"e{i}", {"x": 1.0}, True, Prediction(None, {}), None, 0.0))
     (packed,) = await encoding
     state = decode_blob(split_blob(packed, 1 << 20).chunks, split_blob(packed, 1 << 20).sha256)
     assert state["learner"]["examples_seen"] == 100

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.factory import spec_of
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction, fresh_model
@@ -30,7 +31,7 @@ def configured(factory: str, mode: str = "challenger", **model: Any) -> Settings
 def learn(learner: Learner, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         x = {"x": float(i % 7), "y": float(i % 3)}
-        learner.learn(f"e{i}", x, i % 7 > 3, Prediction(None, {}), None, now=0.0)
+        learner.learn(LabeledExample(f"e{i}", x, i % 7 > 3, Prediction(None, {}), None, 0.0))
 
 
 def checkpoint(settings: Settings, learner: Learner, registry: Registry) -> list[VersionRecord]:
@@ -176,7 +177,9 @@ def test_a_binary_factory_is_refused_where_the_stored_model_knows_more_classes()
     settings = configured(TREE)
     registry, learner = Registry(), Learner(settings)
     for i, label in enumerate(["cat", "dog", "eel"] * 10):
-        learner.learn(f"e{i}", {"x": float(i % 3)}, label, Prediction(None, {}), None, 0.0)
+        learner.learn(
+            LabeledExample(f"e{i}", {"x": float(i % 3)}, label, Prediction(None, {}), None, 0.0)
+        )
     checkpoint(settings, learner, registry)
     with pytest.raises(ModelError, match="binary classifier but the stored versions know 3"):
         restart(configured(LR), registry)

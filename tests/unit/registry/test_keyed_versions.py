@@ -8,6 +8,7 @@ import zlib
 import orjson
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
 from stream_app.errors import CorruptVersion
@@ -29,7 +30,7 @@ def trained(n: int = 40) -> Learner:
     for i in range(n):
         x = {"a": float(i % 7), "b": float(i % 3)}
         served, shadow = learner.answer(x)
-        learner.learn(f"e{i}", x, i % 7 > 3, served, shadow, now=0.0)
+        learner.learn(LabeledExample(f"e{i}", x, i % 7 > 3, served, shadow, 0.0))
     return learner
 
 

@@ -8,6 +8,7 @@ import random
 import orjson
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.predict import ServingModel, fresh_model, predict_one
 from stream_app.registry.records import (
     CorruptVersion,
@@ -133,7 +134,9 @@ def test_restore_skips_a_corrupt_newest_version_and_uses_the_previous_good_one()
     for round_ in range(2):
         for i in range(50):
             learner.learn(
-                f"{round_}-{i}", {"x": float(i)}, i % 2 == 0, Prediction(None, {}), None, now=0.0
+                LabeledExample(
+                    f"{round_}-{i}", {"x": float(i)}, i % 2 == 0, Prediction(None, {}), None, 0.0
+                )
             )
         for key, value in checkpointer.checkpoint(learner, view, "periodic").writes:
             view.apply(key, value)

@@ -17,6 +17,7 @@ import pytest
 
 from stream_app import artifact
 from stream_app.core.learn import Learner
+from stream_app.core.quality import Quality
 from stream_app.registry import safeload
 from stream_app.registry.records import (
     CorruptVersion,
@@ -119,6 +120,12 @@ def test_a_moved_class_loads_through_the_rename_map() -> None:
     }
     loaded = safeload.SafeUnpickler(_bytes_io(data), renames=renames).load()
     assert type(loaded["serving"].guard).__name__ == "NoiseGuard"
+
+
+@pytest.mark.parametrize("old", ["stream_app.learn", "stream_app.core.learn"])
+def test_the_quality_window_stored_under_the_learn_module_loads_from_its_own(old: str) -> None:
+    unpickler = safeload.SafeUnpickler(_bytes_io(b""))
+    assert unpickler.find_class(old, "Quality") is Quality
 
 
 def _bytes_io(data: bytes) -> io.BytesIO:

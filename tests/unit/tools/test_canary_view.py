@@ -17,7 +17,8 @@ import pytest
 from rich.console import Console
 
 from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
-from stream_app.core.learn import Learner, ModelEvent
+from stream_app.core.events import ModelEvent
+from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_model_event
 from stream_app.tools.charts import draw_png
 from stream_app.tools.marks import canary_spans, marks

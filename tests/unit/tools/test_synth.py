@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.tools.settings import DemoSettings, ToolSettings
 from stream_app.tools.synth import DemoStream
@@ -78,7 +79,7 @@ def learn_stream(settings: ToolSettings, events: int) -> list[tuple[int, str]]:
             label = body["label"]
         else:
             continue
-        outcome = learner.learn(body["id"], features, label, answer, shadow, now=0.0)
+        outcome = learner.learn(LabeledExample(body["id"], features, label, answer, shadow, 0.0))
         happened += [(message.event, event.kind) for event in outcome.events]
     return happened
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_example
-from stream_app.core.predict import Prediction, fresh_model
+from stream_app.core.messages import encode_log_entry
+from stream_app.core.predict import NO_ANSWER, Prediction, fresh_model
 from stream_app.models import logistic_regression
 from stream_app.settings import RetrainSettings, Settings
 from stream_app.worker.retrain import RetrainPolicy, install, train
@@ -39,7 +40,7 @@ def test_the_learner_counts_labels_in_a_row_beyond_the_quality_floor() -> None:
     answer = Prediction(True, {"true": 0.9})
 
     def label(i: int, right: bool) -> int:
-        learner.learn(f"e{i}", {"x": 1.0}, right, answer, None, now=0.0)
+        learner.learn(LabeledExample(f"e{i}", {"x": 1.0}, right, answer, None, 0.0))
         return learner.beyond_floor
 
     assert [label(i, True) for i in range(10)] == [0] * 10  # accuracy 1.0
@@ -48,14 +49,14 @@ def test_the_learner_counts_labels_in_a_row_beyond_the_quality_floor() -> None:
     assert policy.due(learner.examples_seen, learner.beyond_floor, now=0.0) == "quality_floor"
     assert label(18, True) == 7 and [label(19 + i, True) for i in range(9)][-1] == 0  # recovered
     plain = Learner(Settings().replace(guard={"enabled": False}))
-    plain.learn("e", {"x": 1.0}, False, answer, None, now=0.0)
+    plain.learn(LabeledExample("e", {"x": 1.0}, False, answer, None, 0.0))
     assert plain.beyond_floor == 0  # counted only under the quality_floor policy
 
 
 def test_a_retrain_equals_a_fresh_river_loop_over_the_log_tail() -> None:
     data = [(x, sum(x.values()) > 0) for x in rows(300, seed=5)]
     log = [
-        Rec(i, encode_example(f"e{i}", x, y, (None, {}), None, at=float(i)))
+        Rec(i, encode_log_entry(LabeledExample(f"e{i}", x, y, NO_ANSWER, None, float(i))))
         for i, (x, y) in enumerate(data)
     ]
     model = train(Settings(), log[100:], classes=[False, True])
