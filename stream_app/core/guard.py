@@ -35,30 +35,21 @@ Verdict(reason='feature_outlier', detail="feature 'x' is 120.0 standard deviatio
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from typing import Any, NamedTuple
 
 from stream_app import reasons
 from stream_app.core.predict import class_key
+from stream_app.core.twins import COUNT, HI, LO, M2, MEAN, SCALE, WEIGHTS, Inputs, Twins
 from stream_app.models import DEFAULT_MAX_INDICATORS
 from stream_app.settings import GuardSettings
 
-__all__ = ["NoiseGuard", "Verdict", "Witness"]
+__all__ = ["NoiseGuard", "Verdict"]
 
 PASS_DETAIL = ""
 
 _NUMBERS = (int, float)
-# A watched feature's list: Welford's running statistics (count, mean, M2), then what the review
-# reads: the outlier bounds (-inf/inf while warming up) and 1/std to standardise for the twins,
-# then the twins' weights, (unguarded, guarded) per logit: one logit for two classes, else one per
-# class (one against the rest).
-_COUNT, _MEAN, _M2, _LO, _HI, _SCALE, _WEIGHTS = range(7)
-_Inputs = tuple[list[list[float]], list[float]]
-"""The twins' inputs: the lists of the features they read, and those features standardised."""
-_STEEPEST = 30.0
-"""Logits are clipped to this size before the logistic function (which is flat beyond it)."""
 
 
 class Verdict(NamedTuple):
@@ -71,12 +62,7 @@ class Verdict(NamedTuple):
 _LEARN = Verdict(None)
 
 
-def _sigmoid(logit: float) -> float:
-    """Return the logistic function of ``logit``, clipped so that ``exp`` cannot overflow."""
-    return 1.0 / (1.0 + math.exp(-max(-_STEEPEST, min(_STEEPEST, logit))))
-
-
-class NoiseGuard:
+class NoiseGuard(Twins):
     """Running statistics and rules deciding which labeled examples are learned."""
 
     def __init__(
@@ -88,7 +74,7 @@ class NoiseGuard:
         self.max_features = max_features
         """Most feature names with running statistics (``model.max_indicators``): names that
         churn would otherwise grow the guard, and every checkpoint, without end."""
-        self._stats: dict[str, list[float]] = {}  # feature -> its list (see _COUNT ... _WEIGHTS)
+        self._stats: dict[str, list[float]] = {}  # feature -> its list (see COUNT ... WEIGHTS)
         self._derived_for: tuple[float, int] | None = None  # (outlier_z, warmup) of the bounds
         self._warming = 0  # watched features whose count is below the warm-up
         self._abs_residual = 0.0  # running mean absolute residual (regression)
@@ -111,7 +97,7 @@ class NoiseGuard:
         state.setdefault("_classes", {})
         state.setdefault("_bias", [0.0, 0.0])
         self.__dict__.update(state)
-        width = _WEIGHTS + len(self._bias)
+        width = WEIGHTS + len(self._bias)
         for stats in self._stats.values():
             if len(stats) < width:  # a guard from before the twins: [count, mean, M2]
                 stats.extend([-math.inf, math.inf, 0.0])
@@ -129,7 +115,7 @@ class NoiseGuard:
         bias = self._bias
         bias[1::2] = bias[0::2]
         for stats in self._stats.values():
-            stats[_WEIGHTS + 1 :: 2] = stats[_WEIGHTS::2]
+            stats[WEIGHTS + 1 :: 2] = stats[WEIGHTS::2]
 
     @property
     def flagged_share(self) -> float:
@@ -192,7 +178,7 @@ class NoiseGuard:
         self._absorb(features, label, served_proba_or_pred)
         return _LEARN
 
-    def _look(self, features: dict[str, Any], twins: bool) -> tuple[bool, _Inputs, list[float]]:
+    def _look(self, features: dict[str, Any], twins: bool) -> tuple[bool, Inputs, list[float]]:
         """One pass over the features: is one outside its bounds; the twins' logits and inputs.
 
         Returns (beyond, (features' lists, their standardised values), logits); no logits without
@@ -208,12 +194,12 @@ class NoiseGuard:
                 stats = stats_of.get(name)
                 if stats is None or value.__class__ not in _NUMBERS:
                     continue
-                if value < stats[_LO] or value > stats[_HI]:
+                if value < stats[LO] or value > stats[HI]:
                     beyond = True
-                z = (value - stats[_MEAN]) * stats[_SCALE]
+                z = (value - stats[MEAN]) * stats[SCALE]
                 if z:
-                    unguarded += stats[_WEIGHTS] * z
-                    guarded += stats[_WEIGHTS + 1] * z
+                    unguarded += stats[WEIGHTS] * z
+                    guarded += stats[WEIGHTS + 1] * z
                     watched.append(stats)
                     values.append(z)
             if not math.isfinite(unguarded + guarded):  # an infinite value: no twin learns it
@@ -223,10 +209,10 @@ class NoiseGuard:
             stats = stats_of.get(name)
             if stats is None or value.__class__ not in _NUMBERS:
                 continue
-            if value < stats[_LO] or value > stats[_HI]:
+            if value < stats[LO] or value > stats[HI]:
                 beyond = True
             if twins:
-                z = (value - stats[_MEAN]) * stats[_SCALE]
+                z = (value - stats[MEAN]) * stats[SCALE]
                 if z:
                     watched.append(stats)
                     values.append(z)
@@ -235,74 +221,10 @@ class NoiseGuard:
         logits = self._bias.copy()
         for stats, z in zip(watched, values, strict=True):
             for i in range(len(logits)):
-                logits[i] += stats[_WEIGHTS + i] * z
+                logits[i] += stats[WEIGHTS + i] * z
         if not math.isfinite(sum(logits)):
             return beyond, ([], []), []
         return beyond, (watched, values), logits
-
-    def _score(self, index: int, logits: list[float]) -> None:
-        """Score a label exactly one twin predicted (the witness rule); none before two classes."""
-        if len(self._classes) < 2:
-            return
-        if len(logits) == 2:  # one logit: class 0 above 0, class 1 below
-            unguarded_right = (logits[0] > 0.0) == (index == 0)
-            guarded_right = (logits[1] > 0.0) == (index == 0)
-        else:
-            unguarded, guarded = logits[0::2], logits[1::2]
-            unguarded_right = max(range(len(unguarded)), key=unguarded.__getitem__) == index
-            guarded_right = max(range(len(guarded)), key=guarded.__getitem__) == index
-        if unguarded_right == guarded_right:
-            return
-        duel = self._duel
-        if len(duel) == duel.maxlen:
-            self._witness_wins -= duel[0]
-        duel.append(unguarded_right)
-        self._witness_wins += unguarded_right
-
-    def _twins_learn(
-        self,
-        inputs: _Inputs,
-        index: int,
-        logits: list[float],
-        unguarded: bool,
-        guarded: bool,
-    ) -> None:
-        """One step of stochastic gradient descent (log loss) for the twins that learn this.
-
-        The unguarded twin learns all but held-out outliers; the guarded one what is learned.
-        """
-        if not unguarded:  # a held-out outlier: neither twin learns it
-            return
-        watched, values = inputs
-        rate = self.settings.witness_lr
-        bias = self._bias
-        if len(logits) == 2:  # the usual case, in one loop
-            target = 1.0 if index == 0 else 0.0
-            step_u = rate * (_sigmoid(logits[0]) - target)
-            step_g = rate * (_sigmoid(logits[1]) - target) if guarded else 0.0
-            bias[0] -= step_u
-            bias[1] -= step_g
-            for stats, z in zip(watched, values, strict=True):
-                stats[_WEIGHTS] -= step_u * z
-                stats[_WEIGHTS + 1] -= step_g * z
-            return
-        for i, logit in enumerate(logits):
-            if i % 2 == 0 or guarded:
-                step = rate * (_sigmoid(logit) - (1.0 if i // 2 == index else 0.0))
-                bias[i] -= step
-                for stats, z in zip(watched, values, strict=True):
-                    stats[_WEIGHTS + i] -= step * z
-
-    def _add_class(self, key: str) -> int:
-        """Give a new class its index (returned); from the third class on, one logit per class."""
-        classes = self._classes
-        index = classes[key] = len(classes)
-        if len(classes) <= 2:
-            return index
-        third = len(classes) == 3  # one logit becomes one per class: the second, the first negated
-        for weights, at in ((self._bias, 0), *((w, _WEIGHTS) for w in self._stats.values())):
-            weights.extend([-weights[at], -weights[at + 1], 0.0, 0.0] if third else [0.0, 0.0])
-        return index
 
     def _rederive(self) -> None:
         """Derive every feature's bounds and scale anew (new settings, or an older guard)."""
@@ -314,15 +236,15 @@ class NoiseGuard:
 
     def _derive(self, stats: list[float], outlier_z: float, warmup: int) -> None:
         """Set a feature's outlier bounds and 1/std from its running statistics."""
-        count, mean, m2 = stats[_COUNT], stats[_MEAN], stats[_M2]
+        count, mean, m2 = stats[COUNT], stats[MEAN], stats[M2]
         std = math.sqrt(m2 / (count - 1)) if count > 1.0 else 0.0
-        stats[_SCALE] = 1.0 / std if std > 0.0 else 0.0
+        stats[SCALE] = 1.0 / std if std > 0.0 else 0.0
         if count < warmup:
             self._warming += 1
         if count < warmup or not std > 0.0:
-            stats[_LO], stats[_HI] = -math.inf, math.inf
+            stats[LO], stats[HI] = -math.inf, math.inf
         else:
-            stats[_LO], stats[_HI] = mean - outlier_z * std, mean + outlier_z * std
+            stats[LO], stats[HI] = mean - outlier_z * std, mean + outlier_z * std
 
     def _outlier(self, features: dict[str, Any]) -> Verdict:
         """Flag the feature furthest from its running mean, if beyond ``outlier_z``.
@@ -335,11 +257,11 @@ class NoiseGuard:
             stats = self._stats.get(name)
             if (
                 stats is None
-                or stats[_COUNT] < self.settings.warmup
+                or stats[COUNT] < self.settings.warmup
                 or value.__class__ not in _NUMBERS
             ):
                 continue
-            count, mean, m2 = stats[_COUNT], stats[_MEAN], stats[_M2]
+            count, mean, m2 = stats[COUNT], stats[MEAN], stats[M2]
             std = math.sqrt(m2 / (count - 1))
             if std > 0.0:
                 z = abs(value - mean) / std
@@ -396,21 +318,21 @@ class NoiseGuard:
                 if stats is None:
                     self._watch(name, value)
                     continue
-                count = stats[_COUNT]
+                count = stats[COUNT]
                 if not sampled and count >= warmup:
                     continue
                 count += 1.0
-                delta = value - stats[_MEAN]
-                mean = stats[_MEAN] + delta / count
-                m2 = stats[_M2] + delta * (value - mean)
-                stats[_COUNT], stats[_MEAN], stats[_M2] = count, mean, m2
+                delta = value - stats[MEAN]
+                mean = stats[MEAN] + delta / count
+                m2 = stats[M2] + delta * (value - mean)
+                stats[COUNT], stats[MEAN], stats[M2] = count, mean, m2
                 std = sqrt(m2 / (count - 1.0))
                 if count < warmup or not std > 0.0:
-                    stats[_SCALE] = 1.0 / std if std > 0.0 else 0.0
-                    stats[_LO], stats[_HI] = -math.inf, math.inf
+                    stats[SCALE] = 1.0 / std if std > 0.0 else 0.0
+                    stats[LO], stats[HI] = -math.inf, math.inf
                 else:
-                    stats[_SCALE] = 1.0 / std
-                    stats[_LO], stats[_HI] = mean - outlier_z * std, mean + outlier_z * std
+                    stats[SCALE] = 1.0 / std
+                    stats[LO], stats[HI] = mean - outlier_z * std, mean + outlier_z * std
                 if count - 1.0 < warmup <= count:  # its warm-up ends with this example
                     self._warming -= 1
         elif len(stats_of) < self.max_features:
@@ -430,77 +352,3 @@ class NoiseGuard:
         stats = [1.0, float(value), 0.0, -math.inf, math.inf, 0.0] + [0.0] * len(self._bias)
         stats_of[name] = stats
         self._derive(stats, s.outlier_z, s.warmup)
-
-
-Example = tuple[dict[str, Any], Any]
-"""A labelled example as the estimator learns it: (features, coded label)."""
-
-
-class Witness:
-    """What the model would be had it learned every label (but outliers) since a snapshot.
-
-    Kept lazily, so that it costs nothing per label but a reference: a copy of the model's
-    estimator taken every ``span`` labels, and the examples since the copy before. When the guard's
-    twins find the held-out labels were right (:attr:`NoiseGuard.witness_ahead`), :meth:`rebuild`
-    replays them onto that copy: the unguarded model of the last one to two spans, which the model
-    then becomes. A rebuild costs up to two spans of ``learn_one``, once per change found.
-
-    >>> class Mean:  # a stand-in estimator: the mean of what it learned
-    ...     def __init__(self): self.total, self.n = 0.0, 0
-    ...     def learn_one(self, x, y): self.total, self.n = self.total + y, self.n + 1
-    >>> model = Mean()
-    >>> witness = Witness(model, learned=0, span=2)
-    >>> for y in (1.0, 2.0, 3.0, 4.0, 5.0):
-    ...     if y != 3.0: model.learn_one({}, y)  # the guard held 3.0 out of the model
-    ...     witness.record({}, y)
-    ...     if witness.due: witness.turn(model, model.n, pending=None)
-    >>> rebuilt, replayed = witness.rebuild()  # from the copy taken after 2.0: 3.0, 4.0, 5.0
-    >>> rebuilt.total, rebuilt.n, len(replayed), witness.learned_at_copy
-    (15.0, 5, 3, 2)
-    """
-
-    def __init__(self, estimator: Any, learned: int, span: int) -> None:
-        self.span = span
-        """Labels between two copies of the model's estimator."""
-        copied = (copy.deepcopy(estimator), learned)
-        self._older, self._newer = copied, copied  # (estimator copy, examples it had learned)
-        # the examples since each copy, as two lists (features, coded labels): no tuple per label
-        self._since_older: tuple[list[dict[str, Any]], list[Any]] = ([], [])
-        self._since_newer: tuple[list[dict[str, Any]], list[Any]] = ([], [])
-
-    @property
-    def due(self) -> bool:
-        """True when a span of labels has been recorded since the newer copy: time to turn."""
-        return len(self._since_newer[0]) >= self.span
-
-    @property
-    def learned_at_copy(self) -> int:
-        """Examples the model had learned when the copy a rebuild starts from was taken."""
-        return self._older[1]
-
-    def record(self, features: dict[str, Any], y: Any) -> None:
-        """Remember a label the witness learns (every label but a held-out outlier)."""
-        since = self._since_newer
-        since[0].append(features)
-        since[1].append(y)
-
-    def turn(self, estimator: Any, learned: int, pending: list[Example] | None) -> None:
-        """Copy the model's estimator now; forget what came before the older copy.
-
-        ``pending`` are examples the model accepted but has not learned yet (batch mode's
-        ``learn_many``): the copy learns them, as the model is about to.
-        """
-        copied = copy.deepcopy(estimator)
-        for features, y in pending or ():
-            copied.learn_one(features, y)
-        self._older, self._since_older = self._newer, self._since_newer
-        self._newer, self._since_newer = (copied, learned), ([], [])
-
-    def rebuild(self) -> tuple[Any, list[Example]]:
-        """Return a copy of the older copy that learned every example since, and those examples."""
-        estimator = copy.deepcopy(self._older[0])
-        older, newer = self._since_older, self._since_newer
-        replayed = [*zip(older[0], older[1], strict=True), *zip(newer[0], newer[1], strict=True)]
-        for features, y in replayed:
-            estimator.learn_one(features, y)
-        return estimator, replayed

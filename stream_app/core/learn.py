@@ -34,7 +34,7 @@ from stream_app.core.events import (  # (named here too, for code written before
     ModelEvent,
 )
 from stream_app.core.example import LabeledExample
-from stream_app.core.guard import NoiseGuard, Verdict, Witness
+from stream_app.core.guard import NoiseGuard, Verdict
 from stream_app.core.join import RecentIds
 from stream_app.core.predict import (
     Prediction,
@@ -45,6 +45,7 @@ from stream_app.core.predict import (
     predict_one,
 )
 from stream_app.core.quality import Quality, error_of
+from stream_app.core.witness import Witness
 from stream_app.models import supports_many
 from stream_app.settings import Settings
 
