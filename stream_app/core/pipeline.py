@@ -188,9 +188,8 @@ class Pipeline(DelayedLabels, Forwarding):
         if not self.settings.learn.enabled:
             return
         if event.label is NO_LABEL:
-            kept = Served(
-                event.features, served.prediction, served.proba, shadow, model.version, now
-            )
+            version = learner.answering.version  # of ``served``, even where a canary answered
+            kept = Served(event.features, served.prediction, served.proba, shadow, version, now)
             home = home_partition(event.id, self.partitions)
             if home == partition:
                 self._arrive(out, home, event.id, kept, now)

@@ -225,9 +225,9 @@ class HttpApi:
         pipeline, now = self.pipeline, time.time()
         sends = []
         for event, served, shadow in answered:
-            _, model = answering(pipeline.learner, event.id, served, shadow)  # as the stream keeps
+            version = pipeline.learner.answering.version  # of ``served``, as the stream keeps
             kept = Served(
-                event.features, served.prediction, served.proba, shadow, model.version, now, True
+                event.features, served.prediction, served.proba, shadow, version, now, True
             )
             home = home_partition(event.id, pipeline.partitions)
             topic, partition, key, value = pipeline.served_message(event.id, kept, home)

@@ -207,3 +207,17 @@ def test_shares_must_be_inside_zero_and_one() -> None:
     for share in (0.0, 1.0, 1.5):
         with pytest.raises(OperationRefused, match="above 0 and below 1"):
             learner.start_canary(share, "test")
+
+
+def test_what_is_kept_for_a_label_names_the_version_whose_answer_it_keeps() -> None:
+    s = settings()
+    p = pipeline_with_canary(s, trained(s, sea(500, seed=1), flip=False), 0.5)
+    out = Recorder()
+    records = feature_records(400)
+    p.features(records, 0.0, out)
+    from_canary = {q["id"] for q in out.on("predictions") if q["model_version"] == 9}
+    assert from_canary  # the canary answered some events, and the incumbent's answer is kept
+    kept = [p.pending.take(0, f"ev-{i}", 1.0) for i in range(len(records))]
+    versions = {k.model_version for k in kept if k is not None}  # events at home: kept here
+    joined = {m["model_version"] for m in out.on(s.join_topic)}  # the others: sent home
+    assert versions and joined and versions | joined == {0}
