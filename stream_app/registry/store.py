@@ -18,17 +18,17 @@ import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream_app.errors import ConfigError
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.registry.checkpoint import Write
-from stream_app.registry.records import Registry
+from stream_app.registry.records import TABLE_NAME, Registry, changelog_topic
 from stream_app.settings import Settings
 
 __all__ = ["TABLE_NAME", "RegistryStore"]
 
 log = logging.getLogger(__name__)
-
-TABLE_NAME = "models"
 
 
 class RegistryStore(mode.Service):
@@ -46,16 +46,16 @@ class RegistryStore(mode.Service):
             use_partitioner=True,  # written by the learner outside any agent
             help="Model versions: records and blob chunks (see stream_app.registry.records).",
         )
+        self.topic = changelog_topic(settings.app.id)
+        """The changelog topic that is the registry in Kafka."""
+        faust_topic = str(self.table.changelog_topic.get_topic_name())
+        if faust_topic != self.topic:  # the CLI and the tests read the registry by this name
+            raise ConfigError(f"Faust names the registry {faust_topic!r}, not {self.topic!r}")
         self.registry = Registry(settings.registry)
         self.ready = asyncio.Event()
         """Set once the view has caught up with the changelog as it was at start."""
         self._listeners: list[Callable[[str], None]] = []
         self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def topic(self) -> str:
-        """The changelog topic that is the registry in Kafka."""
-        return str(self.table.changelog_topic.get_topic_name())
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` after each change the view applies."""
@@ -102,19 +102,34 @@ class RegistryStore(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
-        """Apply every changelog message to the view, in order, for as long as we run."""
+        """Apply every changelog message to the view, in order, for as long as we run.
+
+        First the changelog as it is at start (then the view is ``ready``), then each change as
+        it comes, which listeners hear of.
+        """
         consumer = self._consumer
         assert consumer is not None
         partitions = [TopicPartition(self.topic, 0)]  # one partition: one ordered log
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        targets = await consumer.end_offsets(partitions)
+        backoff, poll_ms = (
+            self.settings.serve.retry_backoff_s,
+            self.settings.registry.follow_poll_ms,
+        )
+        reading = read_to_end(consumer, partitions, retry_backoff_s=backoff, poll_ms=poll_ms)
+        async for _, records in reading:
+            for record in records:
+                self.registry.apply(record.key, record.value)
+        self.ready.set()
+        log.info(
+            "registry loaded from %s: %s",
+            self.topic,
+            {m: len(v) for m, v in self.registry.records.items()},
+        )
         while not self.should_stop:
             try:
-                batches = await consumer.getmany(timeout_ms=self.settings.registry.follow_poll_ms)
+                batches = await consumer.getmany(timeout_ms=poll_ms)
             except KafkaError as exc:
                 log.warning("registry follow failed (%s); retrying", exc)
-                await asyncio.sleep(self.settings.serve.retry_backoff_s)
+                await asyncio.sleep(backoff)
                 continue
             touched: set[str] = set()
             for records in batches.values():
@@ -122,16 +137,6 @@ class RegistryStore(mode.Service):
                     model = self.registry.apply(record.key, record.value)
                     if model is not None:
                         touched.add(model)
-            if not self.ready.is_set():
-                positions = {tp: await consumer.position(tp) for tp in partitions}
-                if all(positions[tp] >= end for tp, end in targets.items()):
-                    self.ready.set()
-                    log.info(
-                        "registry loaded from %s: %s",
-                        self.topic,
-                        {m: len(v) for m, v in self.registry.records.items()},
-                    )
-                continue
             for model in touched:
                 for listener in self._listeners:
                     listener(model)

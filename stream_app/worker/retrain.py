@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_model_event
 from stream_app.core.predict import ServingModel
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.registry.replay import LogRecord, replay
 from stream_app.settings import RetrainSettings, Settings
@@ -41,7 +42,6 @@ RETRAIN: Final = "retrain"
 """The model-event type, and the reason of the version a retrain stores."""
 SKIPPED: Final = "retrain_skipped"
 """The model-event type of a retrain with too few examples."""
-_POLL_MS: Final = 200
 
 
 class RetrainPolicy:
@@ -144,12 +144,8 @@ async def read_tail(settings: Settings, count: int) -> list[Any]:
         first = (await consumer.beginning_offsets([tp]))[tp]
         start = max(first, end - count)
         records: list[Any] = []
-        if start >= end:
-            return records
-        consumer.seek(tp, start)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-            records += [r for r in batch.get(tp, []) if r.offset < end]
+        async for _, batch in read_to_end(consumer, [tp], start={tp: start}, end={tp: end}):
+            records += batch
         return records
     finally:
         await consumer.stop()
