@@ -39,6 +39,7 @@ from stream_app.core.messages import (
 from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
 from stream_app.core.predict import Prediction
+from stream_app.core.role import Role, WriterRole
 from stream_app.core.route import PARTITIONER_FIX, home_partition, partitioner_of
 from stream_app.core.shed import Shedder
 from stream_app.errors import RejectedMessage
@@ -97,9 +98,11 @@ class Outputs(Protocol):
 class Pipeline:
     """Serves and learns from records of the partitions this worker owns."""
 
-    def __init__(self, settings: Settings, learner: Learner, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, learner: Learner, metrics: Metrics, role: Role | None = None
+    ) -> None:
         self.settings = settings
-        self.learner = learner
+        self._learner = learner
         self.metrics = metrics
         self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self.early = EarlyLabels(settings.learn.early_label_ttl_s, settings.learn.early_label_max)
@@ -108,8 +111,9 @@ class Pipeline:
         """Partitions of ``features`` (the serve loop reads them): an id's home is its murmur2."""
         self.output_partitions = 0
         """Partitions of the predictions topic; a prediction goes to its event's partition."""
-        self.writer = True
-        """Learn here (the single writer), or forward labeled examples to the writer."""
+        self.role: Role = role if role is not None else WriterRole(writer=True)
+        """Learn here (the single writer), or forward labeled examples to the writer; a pipeline
+        on its own (a test, a bench) is its own writer."""
         self._taken = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
@@ -126,6 +130,19 @@ class Pipeline:
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
+
+    @property
+    def learner(self) -> Learner:
+        """The learner that serves and learns here; :meth:`use` replaces it."""
+        return self._learner
+
+    def use(self, learner: Learner) -> None:
+        """Serve and learn with ``learner`` from now on: the only way the learner changes.
+
+        A restore, a rollback or promotion of a stored version, a newer version another worker
+        stored: each swaps the whole learner between batches.
+        """
+        self._learner = learner
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after.
@@ -475,7 +492,7 @@ class Pipeline:
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
-        if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
+        if self.role.is_writer:  # it remembers the ids it learned: a second label is a duplicate
             self._apply(out, record, event_id, features, label, served, shadow, now)
             return
         self._taken.add(event_id, now)

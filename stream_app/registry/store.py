@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,9 +26,30 @@ from stream_app.registry.checkpoint import Write
 from stream_app.registry.records import TABLE_NAME, Registry, changelog_topic
 from stream_app.settings import Settings
 
-__all__ = ["TABLE_NAME", "RegistryStore"]
+__all__ = ["TABLE_NAME", "RegistryStore", "VersionStore"]
 
 log = logging.getLogger(__name__)
+
+
+class VersionStore(Protocol):
+    """What the versions keeper needs of a store: a view, its changes, and ordered writes.
+
+    :class:`RegistryStore` is the one in Kafka; a test can keep the writes in memory.
+    """
+
+    registry: Registry
+    """The view of every stored key, as the changelog (or the memory) holds it."""
+    ready: asyncio.Event
+    """Set once the view holds what was stored when the worker started."""
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model)`` after each change the view applies."""
+
+    async def write(self, writes: list[Write]) -> None:
+        """Write keys in order; return once they are stored."""
+
+    async def caught_up(self) -> None:
+        """Wait until the view has applied everything stored so far."""
 
 
 class RegistryStore(mode.Service):

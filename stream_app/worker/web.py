@@ -67,7 +67,7 @@ def add_views(app: StreamApp) -> None:
             "model": model.name,
             **app.keeper.describe(),
             "learner": {
-                "writer": app.pipeline.writer,
+                "writer": app.role.is_writer,
                 "lag_examples": app.pipeline.lag_examples,
                 "lag_s": round(app.pipeline.lag_seconds, 3),
                 "max_lag_s": app.settings.learn.max_lag_s,
@@ -161,7 +161,11 @@ def add_serving_views(app: StreamApp) -> None:
     """Register ``POST /predict``, ``/predict/batch``, ``/learn`` and ``GET /openapi.json``."""
     serve = app.serve_loop
     api = HttpApi(
-        app.settings, app.pipeline, app.metrics, send=serve.send, ready=lambda: serve.healthy
+        app.settings,
+        app.pipeline,
+        app.metrics,
+        send=app.publisher.send,
+        ready=lambda: serve.healthy,
     )
     spec = orjson.dumps(document(app.settings))
 
