@@ -59,11 +59,11 @@ async def read_to_end(
     """
     tps = sorted(set(partitions))
     ends = dict(end) if end is not None else await consumer.end_offsets(tps) if tps else {}
+    if not set(tps) <= consumer.assignment():
+        consumer.assign(tps)
     remaining = {tp for tp in tps if ends[tp] > (start or {}).get(tp, 0)}
     if not remaining:
         return
-    if not remaining <= consumer.assignment():
-        consumer.assign(tps)
     if start is None:
         await consumer.seek_to_beginning(*remaining)
     else:
