@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -147,6 +148,7 @@ async def test_commits_are_of_acknowledged_offsets_and_only_of_what_changed() ->
 
 
 async def test_a_failed_commit_is_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_app")  # whatever level others left
     w = Loop()
     w.consumer.fail_commits = 1
     tp = TopicPartition(w.settings.topics.features, 0)

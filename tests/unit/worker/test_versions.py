@@ -98,6 +98,7 @@ async def test_a_checkpoint_stores_a_version_and_announces_it() -> None:
 async def test_a_failed_checkpoint_is_counted_and_serving_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_app")  # whatever level others left
     w = Worker()
     w.learn(5)
 
@@ -152,6 +153,7 @@ async def test_a_rollback_to_a_stored_version_swaps_the_learner_and_is_a_new_ver
 async def test_a_refusal_is_answered_not_ok_and_changes_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_app")  # whatever level others left
     w = Worker()
     w.learn(5)
     await w.keeper.checkpoint("periodic")
@@ -170,6 +172,7 @@ async def test_a_refusal_is_answered_not_ok_and_changes_nothing(
 async def test_a_bug_inside_an_operation_is_answered_as_an_internal_error_and_logged(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_app")  # whatever level others left
     w = Worker()
     w.learn(5)
     await w.keeper.checkpoint("periodic")
@@ -201,6 +204,7 @@ async def test_a_bug_inside_an_operation_is_answered_as_an_internal_error_and_lo
 async def test_a_malformed_command_is_ignored_with_a_warning(
     raw: bytes | None, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="stream_app")  # whatever level others left
     w = Worker()
     await w.keeper.command(raw)
     assert w.published.messages == []  # no answer: there is no request to answer
