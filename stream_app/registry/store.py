@@ -77,6 +77,8 @@ class RegistryStore(mode.Service):
         """Set once the view has caught up with the changelog as it was at start."""
         self._listeners: list[Callable[[str], None]] = []
         self._consumer: AIOKafkaConsumer | None = None
+        self._fetched = asyncio.Event()
+        """Set after each fetch of the follower, applied or empty: the view may have moved."""
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` after each change the view applies."""
@@ -100,7 +102,8 @@ class RegistryStore(mode.Service):
         tp = TopicPartition(self.topic, 0)
         end = (await self._consumer.end_offsets([tp]))[tp]
         while await self._consumer.position(tp) < end:
-            await asyncio.sleep(self.settings.registry.follow_poll_ms / 1000)
+            self._fetched.clear()
+            await self._fetched.wait()  # the follower's next fetch (at most follow_poll_ms away)
 
     async def on_start(self) -> None:
         """Make sure the changelog topic exists (one partition, compacted), then follow it."""
@@ -158,6 +161,7 @@ class RegistryStore(mode.Service):
                     model = self.registry.apply(record.key, record.value)
                     if model is not None:
                         touched.add(model)
+            self._fetched.set()
             for model in touched:
                 for listener in self._listeners:
                     listener(model)

@@ -49,7 +49,9 @@ async def test_the_view_catches_up_then_listeners_hear_each_later_change() -> No
         consumer.append(tp, pin_key("other"), b'{"version": 5}')
         await asyncio.wait_for(_until(lambda: heard == ["other"]), WAIT_S)
         assert store.registry.pins == {"default": 3, "other": 5}
-        await asyncio.wait_for(store.caught_up(), WAIT_S)
+        consumer.append(tp, pin_key("third"), b'{"version": 1}')
+        await asyncio.wait_for(store.caught_up(), WAIT_S)  # returns once the view has it
+        assert store.registry.pins["third"] == 1
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
