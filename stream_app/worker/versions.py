@@ -42,7 +42,7 @@ from stream_app.settings import Settings
 from stream_app.worker.commands import Commands
 from stream_app.worker.rollout import canary_status
 
-__all__ = ["Publish", "VersionKeeper"]
+__all__ = ["VersionKeeper"]
 
 log = logging.getLogger(__name__)
 
