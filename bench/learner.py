@@ -41,6 +41,7 @@ from bench.run import make_events
 from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
+from stream_app.core.role import WriterRole
 from stream_app.settings import Settings
 
 SAMPLE_EVERY_S = 0.5
@@ -74,10 +75,9 @@ class Capture(Drop):
 
 def path(settings: Settings, writer: bool) -> Pipeline:
     """A fresh path: the writer, or a follower that forwards."""
-    pipeline = Pipeline(settings, Learner(settings), Metrics())
+    pipeline = Pipeline(settings, Learner(settings), Metrics(), WriterRole(writer=writer))
     pipeline.output_partitions = settings.topics.partitions
     pipeline.partitions = 1  # every record arrives at its home: no hop through the join topic
-    pipeline.writer = writer
     return pipeline
 
 
@@ -105,7 +105,7 @@ def forward(settings: Settings, n: int) -> tuple[list[tuple[bytes | None, bytes]
     lessons = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(make_events(n))]
     teacher.features(lessons, time.perf_counter(), Drop())
     follower = path(settings, writer=False)
-    follower.learner = teacher.learner
+    follower.use(teacher.learner)
     out = Capture(settings.examples_topic)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(make_events(n))]
     batch = settings.serve.max_poll_records

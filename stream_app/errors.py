@@ -13,6 +13,7 @@
     ├── OperationRefused     an operator's command cannot be carried out (answered ``ok: false``)
     │   └── ImportRefused    an imported artifact the writer will not store (has a reason)
     ├── EmitError            a message Kafka can never take (larger than a whole batch)
+    ├── ReadTimeout          topics could not be read to their end in the time given
     └── RequestRejected      the worker refused a client's HTTP request (status, reason, detail)
 
 A refusal is part of the contract and is answered; anything else that escapes an operation is a
@@ -35,6 +36,7 @@ __all__ = [
     "ImportRefused",
     "ModelError",
     "OperationRefused",
+    "ReadTimeout",
     "RejectedMessage",
     "RequestRejected",
     "StreamAppError",
@@ -119,6 +121,13 @@ class ImportRefused(OperationRefused):
 
 class EmitError(StreamAppError):
     """A message that no batch can hold: Kafka would never take it."""
+
+
+class ReadTimeout(StreamAppError):
+    """Partitions not read to their end in the time given (the broker is slow or away).
+
+    :func:`stream_app.kafka.read.read_to_end` raises it after yielding what it did read.
+    """
 
 
 class RequestRejected(StreamAppError):

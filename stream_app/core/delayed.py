@@ -46,7 +46,11 @@ class DelayedLabels:
 
     if TYPE_CHECKING:  # the pipeline's state and steps this part works with (the Pipeline has them)
         settings: Settings
-        learner: Learner
+
+        @property
+        def learner(self) -> Learner:
+            """The learner the pipeline serves with (swapped only by ``Pipeline.use``)."""
+
         metrics: Metrics
         partitions: int
         pending: PendingStore

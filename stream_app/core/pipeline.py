@@ -43,6 +43,7 @@ from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
 from stream_app.core.ports import Forwarded, Outputs, Record
 from stream_app.core.predict import Prediction
+from stream_app.core.role import Role, WriterRole
 from stream_app.core.route import home_partition
 from stream_app.core.shed import Shedder
 from stream_app.errors import RejectedMessage
@@ -59,9 +60,11 @@ log = logging.getLogger(__name__)
 class Pipeline(DelayedLabels, Forwarding):
     """Serves and learns from records of the partitions this worker owns."""
 
-    def __init__(self, settings: Settings, learner: Learner, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, learner: Learner, metrics: Metrics, role: Role | None = None
+    ) -> None:
         self.settings = settings
-        self.learner = learner
+        self._learner = learner
         self.metrics = metrics
         self.pending = PendingStore(settings.learn.pending_ttl_s, settings.learn.pending_max)
         self.early = EarlyLabels(settings.learn.early_label_ttl_s, settings.learn.early_label_max)
@@ -70,8 +73,9 @@ class Pipeline(DelayedLabels, Forwarding):
         """Partitions of ``features`` (the serve loop reads them): an id's home is its murmur2."""
         self.output_partitions = 0
         """Partitions of the predictions topic; a prediction goes to its event's partition."""
-        self.writer = True
-        """Learn here (the single writer), or forward labeled examples to the writer."""
+        self.role: Role = role if role is not None else WriterRole(writer=True)
+        """Learn here (the single writer), or forward labeled examples to the writer; a pipeline
+        on its own (a test, a bench) is its own writer."""
         self._taken = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)
         """Ids whose label this worker took: a second label for one is a duplicate."""
         self._model_errors_logged: set[str] = set()
@@ -88,6 +92,19 @@ class Pipeline(DelayedLabels, Forwarding):
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
+
+    @property
+    def learner(self) -> Learner:
+        """The learner that serves and learns here; :meth:`use` replaces it."""
+        return self._learner
+
+    def use(self, learner: Learner) -> None:
+        """Serve and learn with ``learner`` from now on: the only way the learner changes.
+
+        A restore, a rollback or promotion of a stored version, a newer version another worker
+        stored: each swaps the whole learner between batches.
+        """
+        self._learner = learner
 
     def features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Serve one partition's feature events in order; learn inline labels right after.
@@ -212,7 +229,7 @@ class Pipeline(DelayedLabels, Forwarding):
             return
         if label is not example.label:  # a regression label is learned as a float
             example = example.with_label(label)
-        if self.writer:  # the learner remembers the ids it learned: a second label is a duplicate
+        if self.role.is_writer:  # it remembers the ids it learned: a second label is a duplicate
             self._apply(out, record, example)
             return
         self._forward(out, example)

@@ -6,6 +6,9 @@ with something learned, whichever comes first, and at a clean shutdown. It gives
 version records, the retirement of the previous serving record, and tombstones for versions past
 the retention: a reader never sees a record whose chunks are not there yet.
 
+One path makes every checkpoint: :meth:`Checkpointer.snapshot` numbers the versions and starts
+encoding them (an :data:`Encoder`: in a forked child, or inline), then
+:meth:`Checkpointer.checkpoint` awaits the encoding and turns it into table writes.
 :func:`restore_learner` loads the newest version that decodes, skipping corrupt ones.
 """
 
@@ -16,7 +19,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 
@@ -41,9 +44,12 @@ from stream_app.settings import Settings
 __all__ = [
     "Checkpoint",
     "Checkpointer",
+    "Encoder",
     "Plan",
+    "Snapshot",
     "Write",
     "encode_in_child",
+    "encode_inline",
     "fork_encoder",
     "load_model",
     "restore_learner",
@@ -54,6 +60,10 @@ log = logging.getLogger(__name__)
 FORMAT: Final = 1
 Write = tuple[bytes, bytes | None]
 """A table write: key and value (``None`` deletes)."""
+Encoder = Callable[[list[Any], int], Awaitable[list[bytes]]]
+"""How a snapshot's states are packed (at a compression level): :func:`fork_encoder` packs them
+in a forked child, :func:`encode_inline` on the caller's thread; either way the snapshot is taken
+when the encoder is called, and the packed states come when its result is awaited."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,14 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint's plan and its encoding under way (a forked child's, or done already)."""
+
+    plan: Plan
+    encoding: Awaitable[list[bytes]]
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """What one checkpoint wrote: the versions made, their records and the table writes."""
 
@@ -94,8 +112,10 @@ class Checkpoint:
 class Checkpointer:
     """Decides when a checkpoint is due and turns the learner's state into table writes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
         self.settings = settings
+        self._encoder = encoder
+        """Always this encoder; ``None``: in a child or inline by size (see :meth:`in_child`)."""
         self._last_at = time.monotonic()
         self._last_seen = 0
         self.last_bytes: int | None = None
@@ -126,11 +146,20 @@ class Checkpointer:
         """Tell whether something was learned since the last checkpoint."""
         return learner.examples_seen > self._last_seen
 
-    def checkpoint(self, learner: Learner, registry: Registry, reason: str) -> Checkpoint:
-        """Snapshot the learner as new versions and encode them here, on the caller's thread."""
+    def snapshot(self, learner: Learner, registry: Registry) -> Snapshot:
+        """Take a checkpoint's snapshot now: plan its versions and start encoding them.
+
+        Call it where the learner has learned exactly what the learning log has acknowledged
+        (between batches), so that the versions' ``learned_through`` is exact.
+        """
         plan = self.plan(learner, registry)
-        level = self.settings.registry.compression_level
-        return self.finish(plan, [pack(state, level) for state in plan.states], registry, reason)
+        encoder = self._encoder or (fork_encoder if self.in_child() else encode_inline)
+        return Snapshot(plan, encoder(plan.states, self.settings.registry.compression_level))
+
+    async def checkpoint(self, snapshot: Snapshot, registry: Registry, reason: str) -> Checkpoint:
+        """Await a snapshot's encoding and turn it into the table writes of its new versions."""
+        packed = await snapshot.encoding
+        return self.finish(snapshot.plan, packed, registry, reason)
 
     def plan(self, learner: Learner, registry: Registry) -> Plan:
         """Give the new versions numbers and take the snapshot; encoding may happen elsewhere.
@@ -268,6 +297,19 @@ def load_model(registry: Registry, name: str, version: int) -> Contender:
         contender = state["contender"]
     contender.model.version = version
     return contender
+
+
+def encode_inline(states: list[Any], level: int) -> Coroutine[Any, Any, list[bytes]]:
+    """Pack ``states`` now, on the caller's thread; return what gives them back once awaited.
+
+    For small models, whose pickling costs less than a fork (``registry.child_min_bytes``).
+    """
+    packed = [pack(state, level) for state in states]
+
+    async def ready() -> list[bytes]:
+        return packed
+
+    return ready()
 
 
 async def encode_in_child(states: list[Any], level: int) -> list[bytes]:

@@ -42,11 +42,13 @@ __all__ = [
     "LOAD_FAILURES",
     "REASONS",
     "STATUSES",
+    "TABLE_NAME",
     "UNTRUSTED",
     "Blob",
     "CorruptVersion",
     "Registry",
     "VersionRecord",
+    "changelog_topic",
     "chunk_key",
     "decode_blob",
     "encode_blob",
@@ -70,6 +72,8 @@ STATUSES: Final = ("serving", "shadow", "retired")
 UNTRUSTED: Final = "untrusted"
 LOAD_FAILURES: Final = (CORRUPT, UNTRUSTED, signing.UNSIGNED, signing.BAD_SIGNATURE)
 """Reasons a stored version does not load (``version_load_failures_total{reason}``)."""
+TABLE_NAME: Final = "models"
+"""The Faust table the registry is written through (:mod:`stream_app.registry.store`)."""
 
 
 def river_version() -> str:
@@ -236,6 +240,19 @@ def chunk_key(model: str, version: int, index: int) -> bytes:
 def pin_key(model: str) -> bytes:
     """Table key of a model's pinned version."""
     return f"{model}/pin".encode()
+
+
+def changelog_topic(app_id: str) -> str:
+    """Name the registry in Kafka: the changelog topic of the ``models`` table of ``app_id``.
+
+    Faust names a table's changelog ``<app id>-<table>-changelog``; the worker checks that its
+    table agrees (:class:`~stream_app.registry.store.RegistryStore`), and everything that reads
+    the registry without Faust (the CLI, tests) takes the name from here.
+
+    >>> changelog_topic("stream-app")
+    'stream-app-models-changelog'
+    """
+    return f"{app_id}-{TABLE_NAME}-changelog"
 
 
 def retained(

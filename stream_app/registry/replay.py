@@ -26,6 +26,7 @@ from stream_app.core.factory import parse_spec
 from stream_app.core.learn import Learner
 from stream_app.core.messages import decode_log_entry
 from stream_app.errors import CorruptVersion, RejectedMessage, StreamAppError
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.registry.records import Registry, VersionRecord
 from stream_app.settings import Settings
@@ -38,8 +39,6 @@ BOUNDARIES: Final = frozenset(
     {"rollback", "promotion", "import", "manual", "factory_change", "canary", "retrain"}
 )
 """Version reasons that are not their parent plus the log: an operator swapped the state."""
-
-_POLL_MS: Final = 200
 
 
 class LogRecord(Protocol):
@@ -133,12 +132,9 @@ async def replay_log(
                 f"gone (retention): raise the retention of {tp.topic} to replay this far"
             )
         started = time.monotonic()
-        consumer.seek(tp, start)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-            records = [r for r in batch.get(tp, []) if r.offset < end]
+        async for _, records in read_to_end(consumer, [tp], start={tp: start}, end={tp: end}):
             done = replay(learner, records)
-            if on_progress is not None and records:
+            if on_progress is not None:
                 on_progress(end - 1 - records[-1].offset, time.time() - records[-1].timestamp / 1e3)
             learned += done.learned
             corrupt += done.corrupt

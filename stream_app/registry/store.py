@@ -12,23 +12,44 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import mode
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream_app.errors import ConfigError
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.registry.checkpoint import Write
-from stream_app.registry.records import Registry
+from stream_app.registry.records import TABLE_NAME, Registry, changelog_topic
 from stream_app.settings import Settings
 
-__all__ = ["TABLE_NAME", "RegistryStore"]
+__all__ = ["TABLE_NAME", "RegistryStore", "VersionStore"]
 
 log = logging.getLogger(__name__)
 
-TABLE_NAME = "models"
+
+class VersionStore(Protocol):
+    """What the versions keeper needs of a store: a view, its changes, and ordered writes.
+
+    :class:`RegistryStore` is the one in Kafka; a test can keep the writes in memory.
+    """
+
+    registry: Registry
+    """The view of every stored key, as the changelog (or the memory) holds it."""
+    ready: asyncio.Event
+    """Set once the view holds what was stored when the worker started."""
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model)`` after each change the view applies."""
+
+    async def write(self, writes: list[Write]) -> None:
+        """Write keys in order; return once they are stored."""
+
+    async def caught_up(self) -> None:
+        """Wait until the view has applied everything stored so far."""
 
 
 class RegistryStore(mode.Service):
@@ -46,16 +67,18 @@ class RegistryStore(mode.Service):
             use_partitioner=True,  # written by the learner outside any agent
             help="Model versions: records and blob chunks (see stream_app.registry.records).",
         )
+        self.topic = changelog_topic(settings.app.id)
+        """The changelog topic that is the registry in Kafka."""
+        faust_topic = str(self.table.changelog_topic.get_topic_name())
+        if faust_topic != self.topic:  # the CLI and the tests read the registry by this name
+            raise ConfigError(f"Faust names the registry {faust_topic!r}, not {self.topic!r}")
         self.registry = Registry(settings.registry)
         self.ready = asyncio.Event()
         """Set once the view has caught up with the changelog as it was at start."""
         self._listeners: list[Callable[[str], None]] = []
         self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def topic(self) -> str:
-        """The changelog topic that is the registry in Kafka."""
-        return str(self.table.changelog_topic.get_topic_name())
+        self._fetched = asyncio.Event()
+        """Set after each fetch of the follower, applied or empty: the view may have moved."""
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` after each change the view applies."""
@@ -79,7 +102,8 @@ class RegistryStore(mode.Service):
         tp = TopicPartition(self.topic, 0)
         end = (await self._consumer.end_offsets([tp]))[tp]
         while await self._consumer.position(tp) < end:
-            await asyncio.sleep(self.settings.registry.follow_poll_ms / 1000)
+            self._fetched.clear()
+            await self._fetched.wait()  # the follower's next fetch (at most follow_poll_ms away)
 
     async def on_start(self) -> None:
         """Make sure the changelog topic exists (one partition, compacted), then follow it."""
@@ -102,19 +126,34 @@ class RegistryStore(mode.Service):
 
     @mode.Service.task
     async def _follow(self) -> None:
-        """Apply every changelog message to the view, in order, for as long as we run."""
+        """Apply every changelog message to the view, in order, for as long as we run.
+
+        First the changelog as it is at start (then the view is ``ready``), then each change as
+        it comes, which listeners hear of.
+        """
         consumer = self._consumer
         assert consumer is not None
         partitions = [TopicPartition(self.topic, 0)]  # one partition: one ordered log
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        targets = await consumer.end_offsets(partitions)
+        backoff, poll_ms = (
+            self.settings.serve.retry_backoff_s,
+            self.settings.registry.follow_poll_ms,
+        )
+        reading = read_to_end(consumer, partitions, retry_backoff_s=backoff, poll_ms=poll_ms)
+        async for _, records in reading:
+            for record in records:
+                self.registry.apply(record.key, record.value)
+        self.ready.set()
+        log.info(
+            "registry loaded from %s: %s",
+            self.topic,
+            {m: len(v) for m, v in self.registry.records.items()},
+        )
         while not self.should_stop:
             try:
-                batches = await consumer.getmany(timeout_ms=self.settings.registry.follow_poll_ms)
+                batches = await consumer.getmany(timeout_ms=poll_ms)
             except KafkaError as exc:
                 log.warning("registry follow failed (%s); retrying", exc)
-                await asyncio.sleep(self.settings.serve.retry_backoff_s)
+                await asyncio.sleep(backoff)
                 continue
             touched: set[str] = set()
             for records in batches.values():
@@ -122,16 +161,7 @@ class RegistryStore(mode.Service):
                     model = self.registry.apply(record.key, record.value)
                     if model is not None:
                         touched.add(model)
-            if not self.ready.is_set():
-                positions = {tp: await consumer.position(tp) for tp in partitions}
-                if all(positions[tp] >= end for tp, end in targets.items()):
-                    self.ready.set()
-                    log.info(
-                        "registry loaded from %s: %s",
-                        self.topic,
-                        {m: len(v) for m, v in self.registry.records.items()},
-                    )
-                continue
+            self._fetched.set()
             for model in touched:
                 for listener in self._listeners:
                     listener(model)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.errors import StreamAppError
@@ -318,14 +318,9 @@ async def _drain(settings: ToolSettings, worker_id: str, web_port: int, tally: T
     await consumer.start()
     await admin.start()
     try:
-        from stream_app.kafka.topics import topic_partitions
+        from stream_app.kafka.read import partitions_of
 
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (t.features, t.labels)
-            for p in await topic_partitions(consumer, topic)
-        ]
-        ends = await consumer.end_offsets(tps)
+        ends = await consumer.end_offsets(await partitions_of(consumer, (t.features, t.labels)))
         deadline = time.monotonic() + settings.demo.drain_timeout_s
         while time.monotonic() < deadline:
             committed = await admin.list_consumer_group_offsets(f"{worker_id}-serve")

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import orjson
 
 from stream_app.core.quality import error_of
-from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.tools.marks import Mark, canary_spans, marks
 from stream_app.tools.settings import ReportSettings, ToolSettings
@@ -288,38 +287,18 @@ async def _read_to_end(
     settings: ToolSettings, topics: list[str], since: float
 ) -> dict[str, list[Any]]:
     """Every record of ``topics`` up to their end offsets now, with a timestamp from ``since``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    from stream_app.kafka.topics import topic_partitions
+    from stream_app.kafka.read import partitions_of, read_to_end
 
     out: dict[str, list[Any]] = {topic: [] for topic in topics}
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in dict.fromkeys(topics)
-            for p in sorted(await topic_partitions(consumer, topic))
-        ]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        if not remaining:
-            return out
-        consumer.assign(sorted(remaining))
-        await consumer.seek_to_beginning(*remaining)
+        tps = await partitions_of(consumer, topics)
         timeout = settings.report.read_timeout_s
-        deadline = time.monotonic() + timeout
-        while remaining:
-            if time.monotonic() > deadline:
-                raise StreamAppError(f"could not read the topics to their end in {timeout:.0f}s")
-            batches = await consumer.getmany(*remaining, timeout_ms=200)
-            for tp, records in batches.items():
-                out[tp.topic].extend(
-                    r for r in records if r.offset < ends[tp] and r.timestamp >= since * 1000
-                )
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        async for tp, records in read_to_end(consumer, tps, timeout_s=timeout):
+            out[tp.topic].extend(r for r in records if r.timestamp >= since * 1000)
         return out
     finally:
         await consumer.stop()

@@ -16,8 +16,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.errors import StreamAppError
+from stream_app.kafka.read import POLL_MS, read_to_end
 from stream_app.kafka.security import client_kwargs
-from stream_app.registry.records import Registry, VersionRecord
+from stream_app.registry.records import Registry, VersionRecord, changelog_topic
 from stream_app.settings import Settings
 
 __all__ = [
@@ -33,29 +34,22 @@ __all__ = [
 OPERATIONS: Final = ("rollback", "pin", "unpin", "promote")
 CANARY: Final = "canary"
 """The rollout operation: ``version`` and ``share``, or ``abort`` (``models canary``)."""
-_POLL_MS: Final = 200
 
 
 async def read_registry(settings: Settings, timeout: float = 30.0) -> Registry:
     """Read the registry changelog to its current end into a fresh view."""
     registry = Registry(settings.registry)
-    topic = f"{settings.app.id}-models-changelog"
+    topic = changelog_topic(settings.app.id)
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         if topic not in await consumer.topics():
             return registry
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        deadline = time.monotonic() + timeout
-        while await consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise StreamAppError(f"could not read {topic} to its end in {timeout:.0f}s")
-            for records in (await consumer.getmany(tp, timeout_ms=_POLL_MS)).values():
-                for record in records:
-                    registry.apply(record.key, record.value)
+        async for _, records in read_to_end(
+            consumer, [TopicPartition(topic, 0)], timeout_s=timeout
+        ):
+            for record in records:
+                registry.apply(record.key, record.value)
         return registry
     finally:
         await consumer.stop()
@@ -122,7 +116,7 @@ async def _exchange(
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=_POLL_MS)).values():
+            for records in (await consumer.getmany(timeout_ms=POLL_MS)).values():
                 for record in records:
                     event: dict[str, Any] = orjson.loads(record.value)
                     if event.get("request_id") == request_id:

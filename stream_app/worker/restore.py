@@ -27,7 +27,8 @@ from stream_app.core.label import decode_label
 from stream_app.core.messages import decode_join
 from stream_app.core.ports import Forwarded
 from stream_app.core.route import home_partition
-from stream_app.errors import RejectedMessage
+from stream_app.errors import ReadTimeout, RejectedMessage
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.settings import Settings
 
@@ -35,7 +36,6 @@ __all__ = ["Past", "rebuild", "restore_home"]
 
 log = logging.getLogger(__name__)
 
-_POLL_MS = 200
 _MS = 1000.0
 
 
@@ -202,21 +202,18 @@ async def _read(
     consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, deadline: float
 ) -> list[Any]:
     """Every record of ``tp`` in ``[start, end)``, or what arrived before ``deadline``."""
-    if start >= end:
-        return []
-    consumer.seek(tp, start)
     records: list[Any] = []
-    while time.monotonic() < deadline:
-        batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-        for record in batch.get(tp, []):
-            if record.offset < end:
-                records.append(record)
-        if await consumer.position(tp) >= end:
-            return records
-    log.warning(
-        "restoring %s stopped at its time limit: %d of %d records read",
-        tp,
-        len(records),
-        end - start,
-    )
+    timeout_s = max(deadline - time.monotonic(), 0.0)
+    try:
+        async for _, batch in read_to_end(
+            consumer, [tp], start={tp: start}, end={tp: end}, timeout_s=timeout_s
+        ):
+            records += batch
+    except ReadTimeout:
+        log.warning(
+            "restoring %s stopped at its time limit: %d of %d records read",
+            tp,
+            len(records),
+            end - start,
+        )
     return records

@@ -25,13 +25,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_model_event
 from stream_app.core.predict import ServingModel
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.registry.replay import LogRecord, replay
 from stream_app.settings import RetrainSettings, Settings
 
 if TYPE_CHECKING:
     from stream_app.core.pipeline import Pipeline
-    from stream_app.worker.versions import Publish, VersionKeeper
+    from stream_app.worker.versions import VersionKeeper
 
 __all__ = ["RETRAIN", "SKIPPED", "RetrainPolicy", "Retrainer", "install", "read_tail", "train"]
 
@@ -41,7 +42,6 @@ RETRAIN: Final = "retrain"
 """The model-event type, and the reason of the version a retrain stores."""
 SKIPPED: Final = "retrain_skipped"
 """The model-event type of a retrain with too few examples."""
-_POLL_MS: Final = 200
 
 
 class RetrainPolicy:
@@ -144,12 +144,8 @@ async def read_tail(settings: Settings, count: int) -> list[Any]:
         first = (await consumer.beginning_offsets([tp]))[tp]
         start = max(first, end - count)
         records: list[Any] = []
-        if start >= end:
-            return records
-        consumer.seek(tp, start)
-        while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-            records += [r for r in batch.get(tp, []) if r.offset < end]
+        async for _, batch in read_to_end(consumer, [tp], start={tp: start}, end={tp: end}):
+            records += batch
         return records
     finally:
         await consumer.stop()
@@ -169,7 +165,7 @@ class Retrainer:
         self.policy = RetrainPolicy(settings.retrain, time.monotonic())
         self._task: asyncio.Task[None] | None = None
 
-    def maybe_start(self, publish: Publish) -> None:
+    def maybe_start(self) -> None:
         """Start a retrain in the background if one is due (call it as the writer, per batch)."""
         if self.settings.retrain.policy == "none":
             return
@@ -177,14 +173,14 @@ class Retrainer:
             return
         why = self.policy.begin(self.pipeline.learner, time.monotonic())
         if why is not None:
-            self._task = asyncio.create_task(self._retrain(why, publish))
+            self._task = asyncio.create_task(self._retrain(why))
 
     async def settle(self) -> None:
         """Wait for a retrain under way to finish (before shutting down)."""
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    async def _retrain(self, why: str, publish: Publish) -> None:
+    async def _retrain(self, why: str) -> None:
         """Read the log's tail, train off the loop, install the challenger, store and announce."""
         s, name = self.settings, self.settings.model.name
         started = time.perf_counter()
@@ -193,7 +189,6 @@ class Retrainer:
             if len(records) < s.retrain.min_examples:
                 await self._announce(
                     SKIPPED,
-                    publish,
                     reason=why,
                     examples=len(records),
                     needed=s.retrain.min_examples,
@@ -204,16 +199,15 @@ class Retrainer:
             model = await asyncio.to_thread(train, s, records, classes)
         except Exception as exc:  # a failed retrain must never take serving down
             log.error("retrain (%s) failed: %s", why, exc, exc_info=exc)
-            await self._announce(SKIPPED, publish, reason=why, error=f"{type(exc).__name__}: {exc}")
+            await self._announce(SKIPPED, reason=why, error=f"{type(exc).__name__}: {exc}")
             return
         seconds = time.perf_counter() - started
         async with self.lock:
             install(self.pipeline.learner, model, self.keeper.store.registry.latest(name))
-            await self.keeper.checkpoint(RETRAIN, publish)
+            await self.keeper.checkpoint(RETRAIN)
             version = model.version  # the checkpoint numbers it anew: the one it is stored under
             await self._announce(
                 RETRAIN,
-                publish,
                 reason=why,
                 examples=len(records),
                 from_offset=records[0].offset,
@@ -230,9 +224,9 @@ class Retrainer:
             )
             self.pipeline.report_versions()
 
-    async def _announce(self, kind: str, publish: Publish, **fields: Any) -> None:
+    async def _announce(self, kind: str, **fields: Any) -> None:
         """Publish a ``retrain`` or ``retrain_skipped`` event on ``model-events``."""
         name = self.settings.model.name
         version = self.pipeline.learner.serving.model.version
         event = encode_model_event(kind, name, version, **fields)
-        await publish(self.settings.topics.model_events, name.encode(), event)
+        await self.keeper.publish(self.settings.topics.model_events, name.encode(), event)

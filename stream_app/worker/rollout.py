@@ -27,7 +27,7 @@ from stream_app.registry.checkpoint import load_model
 from stream_app.worker.operations import CANARY
 
 if TYPE_CHECKING:
-    from stream_app.worker.versions import Publish, VersionKeeper
+    from stream_app.worker.versions import VersionKeeper
 
 __all__ = ["CANARY", "REASON", "answering", "canary_command", "canary_status"]
 
@@ -37,9 +37,7 @@ OPERATOR: Final = "operator"
 """The reason of a canary an operator started."""
 
 
-async def canary_command(
-    keeper: VersionKeeper, body: dict[str, Any], publish: Publish
-) -> dict[str, Any]:
+async def canary_command(keeper: VersionKeeper, body: dict[str, Any]) -> dict[str, Any]:
     """Start (``version``, ``share``) or abort (``abort``) a canary; refuse otherwise."""
     learner = keeper.learner
     if body.get("abort"):
@@ -59,8 +57,8 @@ async def canary_command(
                 raise OperationRefused(f"a canary share is above 0 and below 1; got {share!r}")
             learner.challenge(model)
         event = learner.start_canary(share, OPERATOR)
-    await announce(keeper, event, publish)
-    await keeper.checkpoint(REASON, publish)
+    await announce(keeper, event)
+    await keeper.checkpoint(REASON)
     current = keeper.learner.challenger
     return {
         "model_version": current.model.version if current else learner.serving.model.version,
@@ -68,11 +66,11 @@ async def canary_command(
     }
 
 
-async def announce(keeper: VersionKeeper, event: ModelEvent, publish: Publish) -> None:
+async def announce(keeper: VersionKeeper, event: ModelEvent) -> None:
     """Publish one of the learner's model events now, as the pipeline would."""
     name = keeper.settings.model.name
     value = encode_model_event(event.kind, name, event.version, **event.fields)
-    await publish(keeper.settings.topics.model_events, name.encode(), value)
+    await keeper.publish(keeper.settings.topics.model_events, name.encode(), value)
 
 
 def answering(

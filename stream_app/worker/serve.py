@@ -24,16 +24,16 @@ from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
-from stream_app.errors import StreamAppError
+from stream_app.core.role import WriterRole
 from stream_app.kafka.emit import Emitter
-from stream_app.kafka.security import client_kwargs
+from stream_app.kafka.publish import Publisher
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
+from stream_app.worker.clients import consumer_config, producer_config
 from stream_app.worker.restore import restore_home
 from stream_app.worker.retrain import Retrainer
 from stream_app.worker.versions import VersionKeeper
@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 
 
 class ServeLoop(mode.Service):
-    """Consume feature events, answer each with a prediction or a dead letter, commit if durable."""
+    """Consume feature events, answer each with a prediction or a dead letter, commit if durable.
+
+    It owns the writer ``role`` (the pipeline, the keeper and the web views read it): the worker
+    that holds the commands partition is the writer. Its producer sends for ``publisher``.
+    """
 
     wait_for_shutdown = True
 
@@ -54,6 +58,8 @@ class ServeLoop(mode.Service):
         pipeline: Pipeline,
         metrics: Metrics,
         keeper: VersionKeeper,
+        role: WriterRole,
+        publisher: Publisher,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,6 +67,8 @@ class ServeLoop(mode.Service):
         self.pipeline = pipeline
         self.metrics = metrics
         self.keeper = keeper
+        self.role = role
+        self.publisher = publisher
         self.group_id = f"{settings.app.id}-serve"
         self.assignment: frozenset[TopicPartition] | None = None
         """Partitions this worker serves; ``None`` until it has joined the consumer group."""
@@ -76,11 +84,6 @@ class ServeLoop(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
-
-    @property
-    def is_writer(self) -> bool:
-        """True while this worker owns the commands partition: it learns and checkpoints."""
-        return TopicPartition(self.settings.commands_topic, 0) in (self.assignment or ())
 
     @property
     def broker_silence_s(self) -> float:
@@ -111,17 +114,10 @@ class ServeLoop(mode.Service):
         await ensure_topics(
             s, [s.commands_topic, s.examples_topic, s.learning_log_topic], partitions=1
         )
-        connection = client_kwargs(s)
-        self._producer = AIOKafkaProducer(
-            **connection,
-            client_id=f"{s.app.id}-serve",
-            acks=-1 if s.serve.acks == "all" else int(s.serve.acks),
-            enable_idempotence=s.serve.idempotence,
-            linger_ms=s.serve.linger_ms,
-            max_batch_size=s.serve.max_batch_bytes,
-        )
+        self._producer = AIOKafkaProducer(**producer_config(s))
         await self._producer.start()
-        self.pipeline.writer = False  # until this worker is given the commands partition
+        self.publisher.attach(self._producer)
+        self.role.assign(writer=False)  # until this worker is given the commands partition
         self.pipeline.output_partitions = len(
             await self._producer.partitions_for(s.topics.predictions)
         )
@@ -129,22 +125,7 @@ class ServeLoop(mode.Service):
         if s.learn.enabled:
             await ensure_topics(s, [s.join_topic], partitions=self.pipeline.partitions)
         self._emitter = Emitter(self._producer, tracked=s.learning_log_topic)
-        self._consumer = AIOKafkaConsumer(
-            **connection,
-            client_id=f"{s.app.id}-serve",
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=s.serve.auto_offset_reset,
-            fetch_max_wait_ms=(
-                max(s.serve.fetch_max_wait_ms, s.inference.max_wait_ms)
-                if s.inference.mode == "batch"
-                else s.serve.fetch_max_wait_ms
-            ),
-            max_partition_fetch_bytes=s.serve.max_partition_fetch_bytes,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=int(s.app.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.app.session_timeout_s * 1000 / 3),
-        )
+        self._consumer = AIOKafkaConsumer(**consumer_config(s, self.group_id))
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
             topics += [s.topics.labels, s.join_topic, s.examples_topic]
@@ -182,9 +163,9 @@ class ServeLoop(mode.Service):
                     if batches or len(self.pipeline.early):  # held labels expire on time
                         await self._serve_batches(batches)
                     if self._emitter is not None and self._emitter.settled:
-                        await self.keeper.maybe_checkpoint(self.publish)
-                    if self.is_writer:
-                        self.retrainer.maybe_start(self.publish)
+                        await self.keeper.maybe_checkpoint()
+                    if self.role.is_writer:
+                        self.retrainer.maybe_start()
                     await self._commit(force=False)
         finally:
             self.set_shutdown()
@@ -233,20 +214,6 @@ class ServeLoop(mode.Service):
         """Apply pins and the writer's new versions as the registry changes."""
         await self.keeper.follow(self._lock)
 
-    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send one message now and wait for Kafka's acknowledgement (model events)."""
-        assert self._producer is not None
-        await self._producer.send_and_wait(topic, value, key=key)
-
-    async def send(
-        self, topic: str, key: bytes, value: bytes, partition: int | None = None
-    ) -> tuple[int, int]:
-        """Send one message from HTTP (a label, an answer to keep); return partition and offset."""
-        if self._producer is None:
-            raise StreamAppError("the worker's producer has not started yet")
-        meta = await self._producer.send_and_wait(topic, value, key=key, partition=partition)
-        return int(meta.partition), int(meta.offset)
-
     async def on_shutdown(self) -> None:
         """Checkpoint (the writer), commit what was acknowledged, close the clients."""
         await self.retrainer.settle()
@@ -255,12 +222,12 @@ class ServeLoop(mode.Service):
             dirty = self.keeper.checkpointer.dirty(self.pipeline.learner)
             log.info(
                 "shutting down (%s, %s)",
-                "the writer" if self.is_writer else "not the writer",
+                "the writer" if self.role.is_writer else "not the writer",
                 "new examples to checkpoint" if dirty else "nothing new learned",
             )
-            if self.is_writer and dirty:
+            if self.role.is_writer and dirty:
                 await self._settle_log()
-                await self.keeper.checkpoint("shutdown", self.publish)
+                await self.keeper.checkpoint("shutdown")
             await self._commit(force=True)
         if self._consumer is not None:
             await self._consumer.stop()
@@ -310,7 +277,7 @@ class ServeLoop(mode.Service):
             self.pipeline.learner.learned_through = through
         # Operations run once the batch is durable: a version they store agrees with the log.
         for record in commands:
-            await self.keeper.command(record.value, self.publish)
+            await self.keeper.command(record.value)
 
     async def _settle_log(self) -> None:
         """Send learning-log lines a failed batch left, so a checkpoint agrees with the log."""
@@ -360,9 +327,9 @@ class ServeLoop(mode.Service):
     async def _on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Before a rebalance: commit what was acknowledged, forget the partitions we give up."""
         async with self._lock:
-            if TopicPartition(self.settings.commands_topic, 0) in revoked and self.is_writer:
+            if TopicPartition(self.settings.commands_topic, 0) in revoked and self.role.is_writer:
                 await self._settle_log()
-                await self.keeper.hand_over(self.publish)
+                await self.keeper.hand_over()
             await self._commit(force=True)
             for tp in revoked:
                 self._acked.pop(tp, None)
@@ -403,9 +370,9 @@ class ServeLoop(mode.Service):
                 s, pipeline.pending, pipeline.early, partition, pipeline.partitions, committed
             )
         writer = TopicPartition(self.settings.commands_topic, 0)
-        if writer in assigned and not self.is_writer:
-            await self.keeper.become_writer(self.publish)
-        self.pipeline.writer = writer in assigned
+        if writer in assigned and not self.role.is_writer:
+            await self.keeper.become_writer()
+        self.role.assign(writer=writer in assigned)
         self.assignment = assigned  # health turns green once the restored partitions can serve
         log.info("serving partitions %s of %s", sorted(now), features)
 

@@ -14,6 +14,8 @@ import faust
 from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
+from stream_app.core.role import WriterRole
+from stream_app.kafka.publish import Publisher
 from stream_app.kafka.security import broker_credentials
 from stream_app.registry.store import RegistryStore
 from stream_app.settings import Settings
@@ -29,6 +31,8 @@ class StreamApp(faust.App):
 
     settings: Settings
     metrics: Metrics
+    role: WriterRole
+    publisher: Publisher
     serve_loop: ServeLoop
     pipeline: Pipeline
     store: RegistryStore
@@ -63,12 +67,17 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    app.pipeline = Pipeline(settings, Learner(settings), app.metrics)
+    # Not the writer until the consumer group gives this worker the commands partition.
+    app.role = WriterRole(writer=False)
+    app.publisher = Publisher()  # the serve loop's producer, once it has started
+    app.pipeline = Pipeline(settings, Learner(settings), app.metrics, app.role)
     app.store = RegistryStore(settings, app)
     app.keeper = VersionKeeper(
-        settings, app.store, app.pipeline, app.metrics, lambda: app.serve_loop.is_writer
+        settings, app.store, app.pipeline, app.metrics, app.role, app.publisher
     )
-    app.serve_loop = ServeLoop(settings, app.pipeline, app.metrics, app.keeper)
+    app.serve_loop = ServeLoop(
+        settings, app.pipeline, app.metrics, app.keeper, app.role, app.publisher
+    )
     # Read at each scrape, so that an alert sees what /health says (a worker can be up, unhealthy).
     app.metrics.healthy.set_function(lambda: float(app.serve_loop.healthy))
     add_views(app)

@@ -21,7 +21,7 @@ from stream_app.worker.operations import CANARY, OPERATIONS, run_command, versio
 if TYPE_CHECKING:
     from stream_app.worker.service import StreamApp
 
-__all__ = ["add_views", "authorized"]
+__all__ = ["add_views", "authorized", "health"]
 
 _OK: Final = 200
 _BAD_REQUEST: Final = 400
@@ -47,72 +47,99 @@ def authorized(token: str, header: str | None) -> bool:
 
 def add_views(app: StreamApp) -> None:
     """Register the worker's HTTP endpoints on the app's web server."""
+    _add_status_views(app)
+    _add_model_views(app)
+    add_serving_views(app)
+
+
+def health(app: StreamApp) -> tuple[dict[str, Any], int]:
+    """Return ``/health``'s body and status: 200 while this worker serves, 503 with a reason."""
+    serve = app.serve_loop
+    model = app.pipeline.learner.serving.model
+    features = app.settings.topics.features
+    reason = serve.unhealthy_reason
+    body = {
+        "status": "ok" if reason is None else "unavailable",
+        "reason": reason,
+        "broker_silence_s": round(serve.broker_silence_s, 3),
+        "app_id": app.settings.app.id,
+        "group": serve.group_id,
+        "partitions": sorted(tp.partition for tp in serve.assignment or () if tp.topic == features),
+        "model": model.name,
+        **app.keeper.describe(),
+        "learner": {
+            "writer": app.role.is_writer,
+            "lag_examples": app.pipeline.lag_examples,
+            "lag_s": round(app.pipeline.lag_seconds, 3),
+            "max_lag_s": app.settings.learn.max_lag_s,
+            "shedding": app.pipeline.shedder.shedding,
+        },
+    }
+    return body, _OK if reason is None else _UNAVAILABLE
+
+
+def _add_status_views(app: StreamApp) -> None:
+    """Register ``GET /health`` and ``GET /metrics``."""
 
     @app.page("/health")
-    async def health(web: Any, request: Any) -> Any:
+    async def health_view(web: Any, request: Any) -> Any:
         """200 while this worker serves its partitions and the broker answers; 503 with a reason."""
-        serve = app.serve_loop
-        model = app.pipeline.learner.serving.model
-        features = app.settings.topics.features
-        reason = serve.unhealthy_reason
-        body = {
-            "status": "ok" if reason is None else "unavailable",
-            "reason": reason,
-            "broker_silence_s": round(serve.broker_silence_s, 3),
-            "app_id": app.settings.app.id,
-            "group": serve.group_id,
-            "partitions": sorted(
-                tp.partition for tp in serve.assignment or () if tp.topic == features
-            ),
-            "model": model.name,
-            **app.keeper.describe(),
-            "learner": {
-                "writer": app.pipeline.writer,
-                "lag_examples": app.pipeline.lag_examples,
-                "lag_s": round(app.pipeline.lag_seconds, 3),
-                "max_lag_s": app.settings.learn.max_lag_s,
-                "shedding": app.pipeline.shedder.shedding,
-            },
-        }
-        return web.json(body, status=_OK if reason is None else _UNAVAILABLE)
+        body, status = health(app)
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         """Prometheus text exposition of this worker's metrics."""
         return web.bytes(app.metrics.render(), content_type=CONTENT_TYPE)
 
+
+async def _operate(
+    view: View, app: StreamApp, op: str, version: int | None, **fields: Any
+) -> Response:
+    """Send an operation to the writer; answer with its answer (409 if refused, 504 if none)."""
+    try:
+        answer = await run_command(app.settings, op, version, **fields)
+    except StreamAppError as exc:
+        timeout: Response = view.json({"error": str(exc)}, status=_TIMEOUT)
+        return timeout
+    answered: Response = view.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+    return answered
+
+
+def _unauthorized(view: View, app: StreamApp, request: Request) -> Response | None:
+    """Return the 401 answer if ``web.token`` is set and the request does not carry it."""
+    if authorized(app.settings.web.token, request.headers.get("Authorization")):
+        return None
+    refused: Response = view.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
+    return refused
+
+
+def _add_model_views(app: StreamApp) -> None:
+    """Register ``/models``: the stored versions, one version, and the operations on them."""
+
     @app.page("/models")
     async def models(web: Any, request: Any) -> Any:
         """Every stored version, newest first, from this worker's view of the registry."""
         name = app.settings.model.name
-        return web.json(
-            {
-                "model": name,
-                **app.keeper.describe(),
-                "versions": version_table(app.store.registry, name),
-            }
-        )
+        versions = version_table(app.store.registry, name)
+        return web.json({"model": name, **app.keeper.describe(), "versions": versions})
 
     @app.page("/models/unpin")
     class Unpin(View):
         """``POST /models/unpin``: serve the newest version again."""
 
         async def post(self, request: Request) -> Response:
-            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
-                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
-            try:
-                answer = await run_command(app.settings, "unpin", None)
-            except StreamAppError as exc:
-                return self.json({"error": str(exc)}, status=_TIMEOUT)
-            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+            refused = _unauthorized(self, app, request)
+            return refused or await _operate(self, app, "unpin", None)
 
     @app.page("/models/canary")
     class Canary(View):
         """``POST /models/canary``: ``{"version": V, "share": S}``, or ``{"abort": true}``."""
 
         async def post(self, request: Request) -> Response:
-            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
-                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
+            refused = _unauthorized(self, app, request)
+            if refused is not None:
+                return refused
             try:
                 body = orjson.loads(await request.read())
             except orjson.JSONDecodeError:
@@ -123,11 +150,7 @@ def add_views(app: StreamApp) -> None:
             if not abort and type(version) is not int:
                 return self.json({"error": "version is an integer"}, status=_BAD_REQUEST)
             fields = {"abort": True} if abort else {"share": body.get("share")}
-            try:
-                answer = await run_command(app.settings, CANARY, version, **fields)
-            except StreamAppError as exc:
-                return self.json({"error": str(exc)}, status=_TIMEOUT)
-            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
+            return await _operate(self, app, CANARY, version, **fields)
 
     @app.page("/models/{version}")
     async def show(web: Any, request: Any, version: str) -> Any:
@@ -143,25 +166,23 @@ def add_views(app: StreamApp) -> None:
         """``POST /models/{version}/rollback|pin|promote`` and ``POST /models/unpin``."""
 
         async def post(self, request: Request, version: str, op: str) -> Response:
-            if not authorized(app.settings.web.token, request.headers.get("Authorization")):
-                return self.json({"error": "a bearer token is required"}, status=_UNAUTHORIZED)
+            refused = _unauthorized(self, app, request)
+            if refused is not None:
+                return refused
             if op not in OPERATIONS or (op != "unpin" and not version.isdigit()):
                 return self.json({"error": f"unknown operation {version}/{op}"}, status=_NOT_FOUND)
-            target = None if op == "unpin" else int(version)
-            try:
-                answer = await run_command(app.settings, op, target)
-            except StreamAppError as exc:
-                return self.json({"error": str(exc)}, status=_TIMEOUT)
-            return self.json(answer, status=_OK if answer.get("ok") else _CONFLICT)
-
-    add_serving_views(app)
+            return await _operate(self, app, op, None if op == "unpin" else int(version))
 
 
 def add_serving_views(app: StreamApp) -> None:
     """Register ``POST /predict``, ``/predict/batch``, ``/learn`` and ``GET /openapi.json``."""
     serve = app.serve_loop
     api = HttpApi(
-        app.settings, app.pipeline, app.metrics, send=serve.send, ready=lambda: serve.healthy
+        app.settings,
+        app.pipeline,
+        app.metrics,
+        send=app.publisher.send,
+        ready=lambda: serve.healthy,
     )
     spec = orjson.dumps(document(app.settings))
 

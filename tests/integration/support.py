@@ -218,10 +218,10 @@ async def read_all(bootstrap: str, topic: str, timeout: float = WAIT_S) -> list[
 
 async def read_registry(bootstrap: str, app_id: str) -> Any:
     """The model registry as a worker sees it: its changelog topic applied in order."""
-    from stream_app.registry.records import Registry
+    from stream_app.registry.records import Registry, changelog_topic
 
     registry = Registry()
-    for record in await read_all(bootstrap, f"{app_id}-models-changelog"):
+    for record in await read_all(bootstrap, changelog_topic(app_id)):
         registry.apply(record.key, record.value)
     return registry
 

@@ -10,7 +10,7 @@ import orjson
 
 from stream_app import reasons
 from stream_app.core.messages import decode_dead_letter
-from stream_app.registry.records import chunk_key
+from stream_app.registry.records import changelog_topic, chunk_key
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     end_offsets,
@@ -139,7 +139,7 @@ async def test_a_poisoned_newest_checkpoint_falls_back_to_the_previous_good_one(
     # Poison the newest version: a chunk that fails its checksum, written where the writer wrote.
     await produce(
         kafka.bootstrap,
-        f"{names.app_id}-models-changelog",
+        changelog_topic(names.app_id),
         [(chunk_key("default", newest.version, 0), b"poison")],
     )
 

@@ -20,7 +20,13 @@ from river import linear_model
 
 from stream_app.artifact import dumps
 from stream_app.core.predict import fresh_model
-from stream_app.registry.records import VersionRecord, chunk_key, record_key, written_by
+from stream_app.registry.records import (
+    VersionRecord,
+    changelog_topic,
+    chunk_key,
+    record_key,
+    written_by,
+)
 from stream_app.registry.transfer import artifact_of
 from stream_app.settings import ModelSettings
 from tests.integration.conftest import Kafka, Names, WorkerFactory
@@ -69,7 +75,7 @@ async def test_a_crafted_version_in_the_changelog_is_refused_and_the_previous_se
         hashlib.sha256(packed).hexdigest(), 1, "stream_app.models:logistic_regression",
         "classification", **written_by(),
     )  # fmt: skip
-    changelog = f"{names.app_id}-models-changelog"
+    changelog = changelog_topic(names.app_id)
     await produce(
         kafka.bootstrap,
         changelog,

@@ -6,6 +6,7 @@ import orjson
 
 from stream_app.core.predict import predict_one
 from stream_app.registry.checkpoint import load_model
+from stream_app.registry.records import changelog_topic
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
     predictions_by_id,
@@ -231,7 +232,7 @@ async def test_two_workers_both_serve_one_learns_and_versions_propagate(
     # From the moment the writer's version record reached Kafka to the moment the other worker
     # had loaded that version and serves it.
     key = f"default/v{newest['model_version']:08d}".encode()
-    changelog = await read_all(kafka.bootstrap, f"{names.app_id}-models-changelog")
+    changelog = await read_all(kafka.bootstrap, changelog_topic(names.app_id))
     written_at = min(r.timestamp for r in changelog if r.key == key) / 1000
     assert written_at <= made_at
     delay = health["loaded_at"] - written_at

@@ -14,6 +14,7 @@ from stream_app.core.learn import Learner
 from stream_app.core.messages import decode_dead_letter
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
+from stream_app.core.role import WriterRole
 from stream_app.core.route import home_partition
 from stream_app.settings import Settings
 
@@ -218,7 +219,7 @@ def test_learning_off_keeps_nothing() -> None:
 
 def test_a_follower_forwards_and_the_writer_learns_the_forwarded_examples() -> None:
     follower, f_metrics, settings = pipeline()
-    follower.writer = False
+    follower.role = WriterRole(writer=False)
     out = Recorder()
     follower.features([event(0, True), event(1)], 0.0, out)
     follower.labels([label(1, False)], out)
@@ -288,8 +289,7 @@ def test_a_challenger_that_raises_learning_is_dropped_and_serving_learns() -> No
 
 def forwarded_examples(n: int, age_s: float, settings: Settings, start: int = 0) -> list[Rec]:
     """Labeled examples ``e{start}``... as a follower forwards them, sent ``age_s`` seconds ago."""
-    follower = Pipeline(settings, Learner(settings), Metrics())
-    follower.writer = False
+    follower = Pipeline(settings, Learner(settings), Metrics(), WriterRole(writer=False))
     out = Recorder()
     events = [event(i, i % 2 == 0, partition=0) for i in range(start, start + n)]
     follower.features(events, 0.0, out)

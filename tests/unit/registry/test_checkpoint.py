@@ -16,8 +16,13 @@ from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
 from stream_app.errors import CheckpointError
-from stream_app.registry.checkpoint import Checkpointer, encode_in_child
-from stream_app.registry.records import Registry, decode_blob, pack, split_blob
+from stream_app.registry.checkpoint import (
+    Checkpointer,
+    encode_in_child,
+    encode_inline,
+    fork_encoder,
+)
+from stream_app.registry.records import Registry, decode_blob, split_blob
 from stream_app.settings import Settings
 
 
@@ -71,14 +76,28 @@ async def test_a_failing_child_raises_a_checkpoint_error() -> None:
         await encode_in_child([unpicklable], level=3)
 
 
-def test_in_process_and_planned_checkpoints_write_the_same_records() -> None:
+async def test_inline_and_child_encoders_write_the_same_records_and_blobs() -> None:
     settings = Settings().replace(guard={"enabled": False})
-    a, b = trained_learner(50), trained_learner(50)
-    done_a = Checkpointer(settings).checkpoint(a, Registry(), "periodic")
-    checkpointer = Checkpointer(settings)
-    plan = checkpointer.plan(b, Registry())
-    done_b = checkpointer.finish(plan, [pack(s, 3) for s in plan.states], Registry(), "periodic")
+    done = []
+    for encoder in (encode_inline, fork_encoder):
+        checkpointer, registry = Checkpointer(settings, encoder), Registry()
+        snapshot = checkpointer.snapshot(trained_learner(50), registry)
+        done.append(await checkpointer.checkpoint(snapshot, registry, "periodic"))
+    inline, child = done
     strip = ("created_at",)
-    assert [{k: v for k, v in r.summary().items() if k not in strip} for r in done_a.records] == [
-        {k: v for k, v in r.summary().items() if k not in strip} for r in done_b.records
+    assert [{k: v for k, v in r.summary().items() if k not in strip} for r in inline.records] == [
+        {k: v for k, v in r.summary().items() if k not in strip} for r in child.records
     ]
+    assert [r.sha256 for r in inline.records] == [r.sha256 for r in child.records]
+
+
+def test_by_default_small_checkpoints_encode_inline_and_large_ones_in_a_child() -> None:
+    settings = Settings().replace(registry={"child_min_bytes": 1000})
+    checkpointer = Checkpointer(settings)
+    assert checkpointer.in_child()  # nothing stored yet: the size is unknown
+    checkpointer.last_bytes = 999
+    assert not checkpointer.in_child()
+    checkpointer.last_bytes = 1000
+    assert checkpointer.in_child()
+    off = Checkpointer(settings.replace(registry={"encode_in_child": False}))
+    assert not off.in_child()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,7 +13,7 @@ from stream_app.core.factory import spec_of
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction, fresh_model
 from stream_app.errors import ConfigError, ModelError
-from stream_app.registry.checkpoint import Checkpointer, restore_learner
+from stream_app.registry.checkpoint import Checkpointer, encode_inline, restore_learner
 from stream_app.registry.factory_change import apply_factory_change
 from stream_app.registry.records import Registry, VersionRecord
 from stream_app.settings import ModelSettings, Settings, load_settings
@@ -36,7 +37,9 @@ def learn(learner: Learner, n: int, start: int = 0) -> None:
 
 def checkpoint(settings: Settings, learner: Learner, registry: Registry) -> list[VersionRecord]:
     """Store the learner as the writer does; return the records written."""
-    done = Checkpointer(settings).checkpoint(learner, registry, "periodic")
+    checkpointer = Checkpointer(settings, encode_inline)
+    snapshot = checkpointer.snapshot(learner, registry)
+    done = asyncio.run(checkpointer.checkpoint(snapshot, registry, "periodic"))
     for key, value in done.writes:
         registry.apply(key, value)
     return done.records

@@ -123,14 +123,15 @@ def test_record_json_round_trip_ignores_unknown_fields() -> None:
     assert "sha256" not in r.summary()
 
 
-def test_restore_skips_a_corrupt_newest_version_and_uses_the_previous_good_one() -> None:
+async def test_restore_skips_a_corrupt_newest_version_and_uses_the_previous_good_one() -> None:
     from stream_app.core.learn import Learner
     from stream_app.core.predict import Prediction
-    from stream_app.registry.checkpoint import Checkpointer, restore_learner
+    from stream_app.registry.checkpoint import Checkpointer, encode_inline, restore_learner
     from stream_app.settings import Settings
 
     settings = Settings().replace(guard={"enabled": False})
-    learner, view, checkpointer = Learner(settings), Registry(), Checkpointer(settings)
+    learner, view = Learner(settings), Registry()
+    checkpointer = Checkpointer(settings, encode_inline)
     for round_ in range(2):
         for i in range(50):
             learner.learn(
@@ -138,7 +139,8 @@ def test_restore_skips_a_corrupt_newest_version_and_uses_the_previous_good_one()
                     f"{round_}-{i}", {"x": float(i)}, i % 2 == 0, Prediction(None, {}), None, 0.0
                 )
             )
-        for key, value in checkpointer.checkpoint(learner, view, "periodic").writes:
+        snapshot = checkpointer.snapshot(learner, view)
+        for key, value in (await checkpointer.checkpoint(snapshot, view, "periodic")).writes:
             view.apply(key, value)
     good, bad = (r.version for r in view.versions("default"))
     view.apply(chunk_key("default", bad, 0), b"poison")  # the newest blob is corrupt

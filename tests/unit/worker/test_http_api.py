@@ -215,6 +215,11 @@ def test_the_openapi_document_is_valid_and_names_every_reason() -> None:
     assert "Not written" in doc["paths"]["/predict"]["post"]["description"]
 
 
+def streamed_incumbent(pipeline: Any, features: dict[str, Any]) -> Any:
+    """What the incumbent (not the canary) answers ``features`` with."""
+    return pipeline.learner.answer(features)[0].prediction
+
+
 def test_a_canary_answers_its_share_over_http_exactly_as_on_the_stream() -> None:
     from stream_app.core.canary import bucket
     from stream_app.core.messages import decode_join
@@ -253,6 +258,8 @@ def test_a_canary_answers_its_share_over_http_exactly_as_on_the_stream() -> None
         )
     versions = [p["model_version"] for p in batch["predictions"]]
     assert set(versions) == {0, 9} and abs(versions.count(9) / len(versions) - 0.25) <= 0.05
-    assert [k["model_version"] for k in kept] == [
-        a["model_version"] for a in single + batch["predictions"]
+    # what is kept for the label is the incumbent's answer, under the incumbent's version
+    assert [k["model_version"] for k in kept] == [0] * len(single + batch["predictions"])
+    assert [k["served"][0] for k in kept] == [
+        streamed_incumbent(stream, k["features"]) for k in kept
     ]
