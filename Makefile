@@ -50,6 +50,7 @@ lint: install
 	$(PY) -m ruff format --check stream_app tests bench scripts conftest.py
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache  # the import contracts in pyproject.toml
+	$(PY) scripts/check_shape.py  # no module over 400 lines, no function over 80
 
 unit: install
 	$(PY) -m pytest tests/unit tests/property stream_app
