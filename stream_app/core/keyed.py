@@ -151,6 +151,10 @@ class KeyedModels:
         self._evict()
         return state
 
+    def peek(self, key: str) -> KeyState | None:
+        """Return ``key``'s state if it is in memory, without counting it as a use (or None)."""
+        return self._keys.get(key)
+
     def young(self, key: str) -> bool:
         """Tell whether ``key`` has learned fewer than ``model.key_min_examples`` labels."""
         model = self._keys[key].learner.serving.model
