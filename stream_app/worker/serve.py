@@ -34,6 +34,7 @@ from stream_app.kafka.emit import Emitter
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
+from stream_app.worker.keyed_store import KeyedStore
 from stream_app.worker.restore import restore_home
 from stream_app.worker.retrain import Retrainer
 from stream_app.worker.versions import VersionKeeper
@@ -76,6 +77,8 @@ class ServeLoop(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
+        self.keyed: KeyedStore | None = None
+        """The keyed models' store (stream_app.worker.keyed_store), with ``model.key_field`` set."""
 
     @property
     def is_writer(self) -> bool:
@@ -126,8 +129,10 @@ class ServeLoop(mode.Service):
             await self._producer.partitions_for(s.topics.predictions)
         )
         self.pipeline.partitions = len(await self._producer.partitions_for(s.topics.features))
-        if s.learn.enabled:
+        if s.learn.enabled or s.model.key_field:  # (keyed events go home through it too)
             await ensure_topics(s, [s.join_topic], partitions=self.pipeline.partitions)
+        if s.model.key_field:
+            self.keyed = await KeyedStore.start(s, self.pipeline, self.metrics)
         self._emitter = Emitter(self._producer, tracked=s.learning_log_topic)
         self._consumer = AIOKafkaConsumer(
             **connection,
@@ -148,6 +153,8 @@ class ServeLoop(mode.Service):
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
             topics += [s.topics.labels, s.join_topic, s.examples_topic]
+        elif s.model.key_field:
+            topics.append(s.join_topic)
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         await self._consumer.start()
         self._last_contact = time.monotonic()
@@ -261,6 +268,10 @@ class ServeLoop(mode.Service):
             if self.is_writer and dirty:
                 await self._settle_log()
                 await self.keeper.checkpoint("shutdown", self.publish)
+            if self.keyed is not None and self._emitter is not None:
+                await self.keyed.release(
+                    self.pipeline, range(self.pipeline.partitions), self._emitter
+                )
             await self._commit(force=True)
         if self._consumer is not None:
             await self._consumer.stop()
@@ -294,6 +305,8 @@ class ServeLoop(mode.Service):
             else:
                 commands += records
         self.pipeline.expire(time.time(), self._emitter)
+        if self.keyed is not None:  # keys due, and keys evicted: with this batch's outputs
+            self.keyed.checkpoint(self.pipeline, self._emitter)
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
             failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -363,6 +376,11 @@ class ServeLoop(mode.Service):
             if TopicPartition(self.settings.commands_topic, 0) in revoked and self.is_writer:
                 await self._settle_log()
                 await self.keeper.hand_over(self.publish)
+            if self.keyed is not None and self._emitter is not None:
+                given_up = {
+                    tp.partition for tp in revoked if tp.topic == self.settings.topics.features
+                }
+                await self.keyed.release(self.pipeline, given_up, self._emitter)
             await self._commit(force=True)
             for tp in revoked:
                 self._acked.pop(tp, None)
@@ -402,6 +420,8 @@ class ServeLoop(mode.Service):
             await restore_home(
                 s, pipeline.pending, pipeline.early, partition, pipeline.partitions, committed
             )
+        if self.keyed is not None:  # before anything is served: the keys' stored versions
+            await self.keyed.assign(now)
         writer = TopicPartition(self.settings.commands_topic, 0)
         if writer in assigned and not self.is_writer:
             await self.keeper.become_writer(self.publish)
