@@ -64,6 +64,9 @@ class FeatureEvent(NamedTuple):
     ts: float | None = None
     label: Any = NO_LABEL
     """The raw ``label`` value if the event carried one (validated later, by the label step)."""
+    key: str | None = None
+    """The model key (``model.key_field``'s value), set by the keyed path's decoding
+    (:func:`stream_app.core.keyed_path.decode_keyed_event`); None without keyed models."""
 
 
 def decode_event(raw: bytes | None, limits: LimitSettings) -> FeatureEvent:

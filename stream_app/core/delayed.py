@@ -32,6 +32,7 @@ from stream_app.errors import RejectedMessage
 if TYPE_CHECKING:
     from stream_app.core.example import LabeledExample
     from stream_app.core.join import EarlyLabels, PendingStore, RecentIds
+    from stream_app.core.keyed import KeyedModels
     from stream_app.core.learn import Learner
     from stream_app.core.metrics import Metrics
     from stream_app.settings import Settings
@@ -59,13 +60,29 @@ class DelayedLabels:
         _rerouted: int
         _mismatch_logged: set[str]
 
+        keys: KeyedModels | None  # keyed models (stream_app.core.keyed_path), or None
+
         def _learn(self, out: Outputs, record: Record, example: LabeledExample) -> None: ...
+        def learn_keyed(
+            self, out: Outputs, record: Record, example: LabeledExample, key: str
+        ) -> None:
+            """Teach a keyed model (:mod:`stream_app.core.keyed_path`)."""
+
+        def keyed_labels(self, records: Sequence[Record], out: Outputs) -> None:
+            """Take delayed labels of keyed models (:mod:`stream_app.core.keyed_path`)."""
+
+        def serve_routed(self, out: Outputs, source: Source) -> None:
+            """Answer a keyed event brought home (:mod:`stream_app.core.keyed_path`)."""
+
         def _reject_label(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
         def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
         def _report_learning(self) -> None: ...
 
     def labels(self, records: Sequence[Record], out: Outputs) -> None:
         """Route each delayed label to its id's home; at home, join it to its served event."""
+        if self.keys is not None:  # keyed models: a label that names its key goes to its home
+            self.keyed_labels(records, out)
+            return
         s = self.settings
         now = time.time()
         for record in records:
@@ -119,6 +136,8 @@ class DelayedLabels:
                 continue
             if message["kind"] == "served":
                 self._arrive(out, record.partition, event_id, kept, now)
+            elif message["kind"] == "event":  # a keyed event, brought to its model key's home
+                self.serve_routed(out, source)
             else:
                 self._label(out, source, record.partition, event_id, message["label"], True, now)
         self._report_learning()
@@ -182,7 +201,10 @@ class DelayedLabels:
         """Learn a label that met its served event, with the answer that was served."""
         if rerouted or kept.rerouted:
             self._rerouted += 1
-        self._learn(out, source, kept.labeled(event_id, label, now))
+        if kept.model_key is None:
+            self._learn(out, source, kept.labeled(event_id, label, now))
+        else:  # a keyed event: its label teaches its key's learner
+            self.learn_keyed(out, source, kept.labeled(event_id, label, now), kept.model_key)
 
     def _unjoined(
         self, out: Outputs, home: int, labels: list[tuple[str, EarlyLabel]], why: str

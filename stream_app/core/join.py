@@ -40,6 +40,8 @@ class Served(NamedTuple):
     """Epoch seconds; the TTL counts from here."""
     rerouted: bool = False
     """It reached its home through the join topic (served on another partition, or over HTTP)."""
+    model_key: str | None = None
+    """A keyed event's model key (``model.key_field``): its label teaches that key's learner."""
 
     def labeled(self, event_id: str, label: Any, at: float) -> LabeledExample:
         """Return the example this served event makes with its label, to be learned at ``at``.

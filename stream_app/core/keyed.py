@@ -11,7 +11,7 @@ answers come from the fallback (``model.key_fallback``): the global model, or it
 Everything here is pure: the caller passes the clock, and the store behind ``load`` and
 ``write_back`` (a compacted topic partitioned like ``features``) belongs to the worker.
 
->>> from stream_app.settings import Settings
+>>> from stream_app.settings import LimitSettings, Settings
 >>> stored = {}
 >>> keys = KeyedModels(Settings().replace(model={"key_cache": 2, "key_min_examples": 1}),
 ...     load=stored.get, write_back=lambda key, state: stored.__setitem__(key, state.learner))
@@ -28,21 +28,31 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from stream_app import reasons
-from stream_app.core.decode import json_type
+from stream_app.core.decode import (
+    FeatureEvent,
+    check_id,
+    expect_object,
+    json_type,
+    parse_json,
+    validate_event,
+)
 from stream_app.core.learn import Learner
 from stream_app.core.predict import Prediction
 from stream_app.errors import ConfigError, RejectedMessage
-from stream_app.settings import Settings
+from stream_app.settings import LimitSettings, Settings
 
 __all__ = [
     "FALLBACKS",
     "MAX_MODEL_KEY_CHARS",
     "Answer",
     "KeyState",
+    "KeyedLabel",
     "KeyedModels",
+    "decode_keyed_event",
+    "decode_keyed_label",
     "model_key",
 ]
 
@@ -83,6 +93,43 @@ def model_key(obj: Mapping[str, Any], field: str) -> str:
             f"{field} has {len(value)} characters; expected 1 to {MAX_MODEL_KEY_CHARS}",
         )
     return value
+
+
+class KeyedLabel(NamedTuple):
+    """A delayed label of a keyed model: its event id, its value, and its model key if it says."""
+
+    id: str
+    label: Any
+    key: str | None
+
+
+def decode_keyed_event(raw: bytes | None, limits: LimitSettings, field: str) -> FeatureEvent:
+    """Decode a feature event and its model key; raise ``RejectedMessage`` (``invalid_model_key``).
+
+    >>> decode_keyed_event(b'{"id": "e", "features": {"x": 1}}', LimitSettings(), "user")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.RejectedMessage: invalid_model_key: the event has no user (the model key)
+    """
+    obj = expect_object(parse_json(raw, limits))
+    event_id, features, ts, label, _ = validate_event(obj, limits)
+    return FeatureEvent(event_id, features, ts, label, model_key(obj, field))
+
+
+def decode_keyed_label(raw: bytes | None, limits: LimitSettings, field: str) -> KeyedLabel:
+    """Decode a delayed label and, if it carries the key field, its model key (checked).
+
+    >>> decode_keyed_label(b'{"id": "e", "label": 1, "user": ""}', LimitSettings(), "user")
+    Traceback (most recent call last):
+    ...
+    stream_app.errors.RejectedMessage: invalid_model_key: user has 0 characters; expected 1 to 128
+    """
+    obj = expect_object(parse_json(raw, limits))
+    event_id = check_id(obj, limits)
+    label = obj.get("label", _MISSING)
+    if label is _MISSING:
+        raise RejectedMessage(reasons.INVALID_LABEL, "the message has no label")
+    return KeyedLabel(event_id, label, model_key(obj, field) if field in obj else None)
 
 
 @dataclasses.dataclass(slots=True)
@@ -150,6 +197,10 @@ class KeyedModels:
         state = self._keys[key] = KeyState(learner, partition, checkpointed_at=now)
         self._evict()
         return state
+
+    def peek(self, key: str) -> KeyState | None:
+        """Return ``key``'s state if it is in memory, without counting it as a use (or None)."""
+        return self._keys.get(key)
 
     def young(self, key: str) -> bool:
         """Tell whether ``key`` has learned fewer than ``model.key_min_examples`` labels."""

@@ -26,8 +26,10 @@ __all__ = [
     "decode_log_entry",
     "encode_dead_letter",
     "encode_example",
+    "encode_join_event",
     "encode_join_label",
     "encode_join_served",
+    "encode_keyed_prediction",
     "encode_log_entry",
     "encode_model_event",
     "encode_prediction",
@@ -55,6 +57,40 @@ def encode_prediction(
             "latency_ms": latency_ms,
         }
     )
+
+
+def encode_keyed_prediction(
+    event_id: str,
+    prediction: Any,
+    proba: dict[str, float],
+    model: str,
+    model_version: int,
+    served_at: float,
+    latency_ms: float,
+    model_key: str,
+    fallback: bool,
+) -> bytes:
+    """Encode a keyed model's prediction: a prediction with ``model_key`` (and ``fallback``).
+
+    ``model_version`` is the answering model's: the key's own, or the global model's when the
+    fallback answered a young key (then ``"fallback": true``; the field is absent otherwise).
+
+    >>> encode_keyed_prediction("e", None, {}, "default", 0, 1.0, 0.1, "u-1", True)
+    b'{"id":"e","prediction":null,"proba":{},"model":"default","model_version":0,"served_at":1.0,"latency_ms":0.1,"model_key":"u-1","fallback":true}'
+    """
+    body = {
+        "id": event_id,
+        "prediction": prediction,
+        "proba": proba,
+        "model": model,
+        "model_version": model_version,
+        "served_at": served_at,
+        "latency_ms": latency_ms,
+        "model_key": model_key,
+    }
+    if fallback:
+        body["fallback"] = True
+    return orjson.dumps(body)
 
 
 def encode_dead_letter(
@@ -207,14 +243,31 @@ def encode_join_label(
     )
 
 
+def encode_join_event(topic: str, partition: int, offset: int, payload: bytes | None) -> bytes:
+    """Encode a keyed event on its way to its model key's home, to be answered there.
+
+    >>> joined = decode_join(encode_join_event("features", 1, 7, b'{"id":"e"}'))
+    >>> joined["kind"], joined["source"]["partition"], joined["original"]
+    ('event', 1, b'{"id":"e"}')
+    """
+    return orjson.dumps(
+        {
+            "kind": "event",
+            "id": "",
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "payload": None if payload is None else base64.b64encode(payload).decode("ascii"),
+        }
+    )
+
+
 def decode_join(raw: bytes | None) -> dict[str, Any]:
     """Read a join-topic message (raises ``orjson.JSONDecodeError``, ``KeyError``, ``TypeError``).
 
-    A label's original bytes come back as ``original``.
+    A label's or a keyed event's original bytes come back as ``original``.
     """
     message: dict[str, Any] = orjson.loads(raw or b"")
     kind = message["kind"]
-    if kind == "label":
+    if kind == "label" or kind == "event":
         payload = message["payload"]
         message["original"] = None if payload is None else base64.b64decode(payload)
     elif kind != "served":

@@ -184,6 +184,23 @@ METRICS: Final[Mapping[str, Metric]] = {
         "stream_app_delivery_failures",
         "Output batches Kafka did not acknowledge; their input is re-read, not lost.",
     ),
+    "model_keys": Metric(
+        Gauge,
+        "stream_app_model_keys",
+        "Keyed models (model.key_field) this worker holds decoded in memory (at most "
+        "model.key_cache).",
+    ),
+    "key_checkpoints": Metric(
+        Counter,
+        "stream_app_key_checkpoints",
+        "Versions of keyed models written to <app id>-keyed-models (due, evicted or handed over).",
+    ),
+    "key_fallback_answers": Metric(
+        Counter,
+        "stream_app_key_fallback_answers",
+        "Keyed events answered by the fallback (the global model) because their key had learned "
+        "fewer than model.key_min_examples labels.",
+    ),
     "http_requests": Metric(
         Counter,
         "stream_app_http_requests",
@@ -239,6 +256,9 @@ class Metrics:
     version_river_mismatches: Counter
     challengers_dropped: Counter
     delivery_failures: Counter
+    model_keys: Gauge
+    key_checkpoints: Counter
+    key_fallback_answers: Counter
     http_requests: Counter
     http_latency: Histogram
     http_predictions: Counter

@@ -31,6 +31,7 @@ from stream_app.core.events import CHALLENGER_DROPPED, ModelEvent
 from stream_app.core.example import LabeledExample
 from stream_app.core.forward import Forwarding
 from stream_app.core.join import EarlyLabels, PendingStore, RecentIds, Served
+from stream_app.core.keyed_path import KeyedPath
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
@@ -57,7 +58,7 @@ _UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.
 log = logging.getLogger(__name__)
 
 
-class Pipeline(DelayedLabels, Forwarding):
+class Pipeline(DelayedLabels, Forwarding, KeyedPath):
     """Serves and learns from records of the partitions this worker owns."""
 
     def __init__(
@@ -113,7 +114,9 @@ class Pipeline(DelayedLabels, Forwarding):
         before it. Batch mode asks once per micro-batch of ``inference.max_batch`` events.
         """
         inference = self.settings.inference
-        if inference.mode == "batch":
+        if self.keys is not None:  # keyed models (model.key_field): stream_app.core.keyed_path
+            self.keyed_features(records, received, out)
+        elif inference.mode == "batch":
             size = inference.max_batch
             for start in range(0, len(records), size):
                 self._serve_batch(records[start : start + size], received, out)

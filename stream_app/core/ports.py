@@ -7,9 +7,12 @@ records and an :class:`~stream_app.kafka.emit.Emitter`, and tests hand it plain 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Forwarded", "Outputs", "Record"]
+if TYPE_CHECKING:
+    from stream_app.core.learn import Learner
+
+__all__ = ["Forwarded", "KeyStore", "Outputs", "Record"]
 
 
 class Record(Protocol):
@@ -52,3 +55,20 @@ class Outputs(Protocol):
 
     def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue a message for the partition its key hashes to."""
+
+
+class KeyStore(Protocol):
+    """Where keyed models' versions live (the worker's compacted topic, partitioned like features).
+
+    ``save`` takes effect at once for ``load`` (a key evicted and loaded again in one batch gets
+    what it had) and is made durable with the batch's outputs, before its inputs are committed.
+    """
+
+    def load(self, key: str) -> Learner | None:
+        """Return ``key``'s newest stored learner that loads, or None for a key never stored."""
+
+    def save(self, key: str, partition: int, learner: Learner, reason: str, now: float) -> None:
+        """Store ``learner`` as ``key``'s next version on its home ``partition``."""
+
+    def owns(self, partition: int) -> bool:
+        """Tell whether this worker owns ``partition``'s keys (it serves that partition)."""

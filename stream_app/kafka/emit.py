@@ -50,6 +50,14 @@ class Emitter:
         """Queue ``value`` for an explicit partition (keeps the input partition's order)."""
         if topic == self.tracked:
             self._unsent.setdefault(partition, []).append((key, value))
+        self._append(topic, partition, key, value)
+
+    def tombstone(self, topic: str, partition: int, key: bytes) -> None:
+        """Queue a deletion of ``key`` (a message without a value) on a compacted topic."""
+        self._append(topic, partition, key, None)
+
+    def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """Add one message to its partition's open batch, parking the batch when it is full."""
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
@@ -60,7 +68,8 @@ class Emitter:
             self._full.append((topic, partition, batch))
             batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise EmitError(f"a {len(value)}-byte message does not fit in an empty batch")
+                size = len(value or b"")
+                raise EmitError(f"a {size}-byte message does not fit in an empty batch")
 
     def keyed(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue ``value`` for the partition Kafka's default partitioner picks from ``key``."""

@@ -13,14 +13,19 @@ False
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
 
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from stream_app.kafka.security import client_kwargs
 from stream_app.settings import Settings
 
-__all__ = ["consumer_config", "producer_config"]
+if TYPE_CHECKING:
+    from stream_app.worker.serve import ServeLoop
+
+__all__ = ["Rebalance", "consumer_config", "producer_config"]
 
 _ALL: Final = -1
 """aiokafka's ``acks`` for every in-sync replica (``serve.acks = "all"``)."""
@@ -67,3 +72,18 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         "session_timeout_ms": session_ms,
         "heartbeat_interval_ms": int(s.app.session_timeout_s * _MS / _HEARTBEATS_PER_SESSION),
     }
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forward aiokafka's rebalance callbacks to the serve loop (under its lock, there)."""
+
+    def __init__(self, loop: ServeLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Before a rebalance takes ``revoked`` away: let the loop commit and hand over."""
+        await self._loop._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """After a rebalance gave ``assigned``: let the loop restore and take them over."""
+        await self._loop._on_assigned(assigned)

@@ -93,6 +93,8 @@ def rebuild(
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # it was dead-lettered when it was read
         event_id = message["id"]
+        if message["kind"] == "event":
+            continue  # a keyed event on its way to its key's home (served there, not kept here)
         if message["kind"] == "served":
             prediction, proba = message["served"]
             served[event_id] = Served(

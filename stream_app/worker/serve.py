@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream_app.core.metrics import Metrics
@@ -33,7 +33,8 @@ from stream_app.kafka.emit import Emitter
 from stream_app.kafka.publish import Publisher
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
-from stream_app.worker.clients import consumer_config, producer_config
+from stream_app.worker.clients import Rebalance, consumer_config, producer_config
+from stream_app.worker.keyed_store import KeyedStore
 from stream_app.worker.restore import restore_home
 from stream_app.worker.retrain import Retrainer
 from stream_app.worker.versions import VersionKeeper
@@ -84,6 +85,8 @@ class ServeLoop(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._emitter: Emitter | None = None
+        self.keyed: KeyedStore | None = None
+        """The keyed models' store (stream_app.worker.keyed_store), with ``model.key_field`` set."""
 
     @property
     def broker_silence_s(self) -> float:
@@ -122,14 +125,18 @@ class ServeLoop(mode.Service):
             await self._producer.partitions_for(s.topics.predictions)
         )
         self.pipeline.partitions = len(await self._producer.partitions_for(s.topics.features))
-        if s.learn.enabled:
+        if s.learn.enabled or s.model.key_field:  # (keyed events go home through it too)
             await ensure_topics(s, [s.join_topic], partitions=self.pipeline.partitions)
+        if s.model.key_field:
+            self.keyed = await KeyedStore.start(s, self.pipeline, self.metrics)
         self._emitter = Emitter(self._producer, tracked=s.learning_log_topic)
         self._consumer = AIOKafkaConsumer(**consumer_config(s, self.group_id))
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
             topics += [s.topics.labels, s.join_topic, s.examples_topic]
-        self._consumer.subscribe(topics, listener=_Rebalance(self))
+        elif s.model.key_field:
+            topics.append(s.join_topic)
+        self._consumer.subscribe(topics, listener=Rebalance(self))
         await self._consumer.start()
         self._last_contact = time.monotonic()
         model = self.pipeline.learner.serving.model
@@ -228,6 +235,10 @@ class ServeLoop(mode.Service):
             if self.role.is_writer and dirty:
                 await self._settle_log()
                 await self.keeper.checkpoint("shutdown")
+            if self.keyed is not None and self._emitter is not None:
+                await self.keyed.release(
+                    self.pipeline, range(self.pipeline.partitions), self._emitter
+                )
             await self._commit(force=True)
         if self._consumer is not None:
             await self._consumer.stop()
@@ -261,6 +272,8 @@ class ServeLoop(mode.Service):
             else:
                 commands += records
         self.pipeline.expire(time.time(), self._emitter)
+        if self.keyed is not None:  # keys due, and keys evicted: with this batch's outputs
+            self.keyed.checkpoint(self.pipeline, self._emitter)
         try:
             results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
             failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -330,6 +343,11 @@ class ServeLoop(mode.Service):
             if TopicPartition(self.settings.commands_topic, 0) in revoked and self.role.is_writer:
                 await self._settle_log()
                 await self.keeper.hand_over()
+            if self.keyed is not None and self._emitter is not None:
+                given_up = {
+                    tp.partition for tp in revoked if tp.topic == self.settings.topics.features
+                }
+                await self.keyed.release(self.pipeline, given_up, self._emitter)
             await self._commit(force=True)
             for tp in revoked:
                 self._acked.pop(tp, None)
@@ -369,22 +387,11 @@ class ServeLoop(mode.Service):
             await restore_home(
                 s, pipeline.pending, pipeline.early, partition, pipeline.partitions, committed
             )
+        if self.keyed is not None:  # before anything is served: the keys' stored versions
+            await self.keyed.assign(now)
         writer = TopicPartition(self.settings.commands_topic, 0)
         if writer in assigned and not self.role.is_writer:
             await self.keeper.become_writer()
         self.role.assign(writer=writer in assigned)
         self.assignment = assigned  # health turns green once the restored partitions can serve
         log.info("serving partitions %s of %s", sorted(now), features)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Forward aiokafka's rebalance callbacks to the serve loop."""
-
-    def __init__(self, loop: ServeLoop) -> None:
-        self._loop = loop
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._loop._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._loop._on_assigned(assigned)

@@ -1,0 +1,204 @@
+"""The keyed models' store: the partitions of ``<app id>-keyed-models`` this worker owns, in Kafka.
+
+A key's versions live on its home partition of a compacted topic partitioned like ``features``
+(:mod:`stream_app.registry.keyed`), so the worker that serves partition *p* (range assignor) owns
+the keys whose home is *p*, and a rebalance moves them with it. On assignment the worker reads its
+new partitions of the topic to the end into a :class:`~stream_app.registry.keyed.KeyIndex` (values
+stay encoded) and decodes a key only when an event of it comes (:meth:`KeyedStore.load`). A saved
+version is applied to the index at once, so an evicted key that comes back in the same batch
+finds what it had, and queued on the serve loop's emitter with the batch's outputs, so it is
+durable before the batch's inputs are committed. On revoke, and at shutdown, the dirty keys of
+the partitions given up are checkpointed first (``handover``).
+
+:class:`KeyedStore` is the :class:`~stream_app.core.ports.KeyStore` port of the pipeline;
+the serve loop calls its asynchronous half (:meth:`assign`, :meth:`queue`, :meth:`release`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream_app.core.learn import Learner
+from stream_app.core.metrics import Metrics
+from stream_app.core.pipeline import Pipeline
+from stream_app.core.route import home_partition
+from stream_app.errors import CorruptVersion
+from stream_app.kafka.emit import Emitter
+from stream_app.kafka.security import client_kwargs
+from stream_app.kafka.topics import ensure_topics
+from stream_app.registry.keyed import KeyIndex, decode_version, encode_version, tombstones
+from stream_app.settings import Settings
+
+__all__ = ["COMPACTED", "KeyedStore"]
+
+log = logging.getLogger(__name__)
+
+COMPACTED: Final = {"cleanup.policy": "compact"}
+"""The keyed-models topic's configuration: a key's tombstoned versions are deleted by compaction."""
+_POLL_MS: Final = 200
+
+
+class KeyedStore:
+    """The keyed-models partitions this worker owns: read on assignment, written with outputs."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, partitions: int) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.partitions = partitions
+        """Partitions of ``features`` and of the keyed-models topic (a key's home: its murmur2)."""
+        self.topic = settings.keyed_models_topic
+        self._indexes: dict[int, KeyIndex] = {}
+        """partition -> the versions it holds, for every partition this worker owns."""
+        self._queued: list[tuple[int, bytes, bytes | None]] = []
+        """(partition, record key, value or None for a tombstone) saved since the last queue."""
+
+    @classmethod
+    async def start(cls, settings: Settings, pipeline: Pipeline, metrics: Metrics) -> KeyedStore:
+        """Create the topic if it is missing, then make ``pipeline`` serve keyed models from it."""
+        await ensure_topics(
+            settings,
+            [settings.keyed_models_topic],
+            partitions=pipeline.partitions,
+            config=COMPACTED,
+        )
+        store = cls(settings, metrics, pipeline.partitions)
+        pipeline.use_keys(store)
+        return store
+
+    # The KeyStore port (synchronous, on the serve path).
+
+    def owns(self, partition: int) -> bool:
+        """Tell whether this worker owns ``partition`` (its keys' versions were read)."""
+        return partition in self._indexes
+
+    def load(self, key: str) -> Learner | None:
+        """Return ``key``'s newest version that loads (an older one if it is corrupt), or None."""
+        index = self._indexes.get(home_partition(key, self.partitions))
+        if index is None:
+            return None
+        for version in reversed(index.versions(key)):
+            value = index.value(key, version)
+            if value is None:
+                continue
+            try:
+                _, learner = decode_version(self.settings, value)
+            except CorruptVersion as exc:
+                log.warning(
+                    "key %r version %d does not load (%s); trying an older one", key, version, exc
+                )
+                self.metrics.version_load_failures.labels(reason=exc.reason).inc()
+                continue
+            return learner
+        return None
+
+    def save(self, key: str, partition: int, learner: Learner, reason: str, now: float) -> None:
+        """Store ``learner`` as ``key``'s next version; tombstone what ``keep_last`` lets go."""
+        index = self._indexes.setdefault(partition, KeyIndex())
+        stored = index.versions(key)
+        version = learner.allocate_version(stored[-1] if stored else -1)
+        learner.serving.model.version = version
+        record_key, value = encode_version(self.settings, key, version, learner, reason, at=now)
+        index.apply(record_key, value)
+        self._queued.append((partition, record_key, value))
+        for deleted in tombstones(index, key, self.settings.registry.keep_last):
+            index.apply(deleted, None)
+            self._queued.append((partition, deleted, None))
+
+    # The serve loop's half.
+
+    def queue(self, emitter: Emitter) -> int:
+        """Queue the versions saved since the last call on ``emitter``; return how many messages."""
+        for partition, record_key, value in self._queued:
+            if value is None:
+                emitter.tombstone(self.topic, partition, record_key)
+            else:
+                emitter.to_partition(self.topic, partition, record_key, value)
+        count = len(self._queued)
+        self._queued.clear()
+        return count
+
+    def checkpoint(self, pipeline: Pipeline, emitter: Emitter) -> None:
+        """Checkpoint the keys that are due and queue every saved version with the batch."""
+        pipeline.checkpoint_keys(time.time())
+        self.queue(emitter)
+
+    async def release(
+        self, pipeline: Pipeline, partitions: Iterable[int], emitter: Emitter
+    ) -> None:
+        """Checkpoint the dirty keys of ``partitions`` (given up) and wait until Kafka has them."""
+        stored = pipeline.release_keys(partitions, time.time())
+        if not self.queue(emitter):
+            return
+        try:
+            await asyncio.gather(*await emitter.flush())
+        except KafkaError as exc:
+            log.warning("%d keys' handover versions were not acknowledged: %s", stored, exc)
+            emitter.discard()
+            return
+        log.info("checkpointed %d keys of the partitions given up", stored)
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Own exactly ``partitions``: forget the others, read the new ones to their end."""
+        wanted = set(partitions)
+        for gone in set(self._indexes) - wanted:
+            del self._indexes[gone]
+        new = sorted(wanted - set(self._indexes))
+        if new:
+            await self._read(new)
+
+    async def _read(self, partitions: list[int]) -> None:
+        """Read ``partitions`` of the topic from the beginning to their end into fresh indexes."""
+        s = self.settings
+        started = time.monotonic()
+        deadline = started + s.learn.restore_timeout_s
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        indexes = {p: KeyIndex() for p in partitions}
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-keyed-restore"
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            for tp in tps:  # (seek_to_beginning's lazy reset made position() say "at the end")
+                consumer.seek(tp, starts[tp])
+            remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+            while remaining and time.monotonic() < deadline:
+                batch = await consumer.getmany(*remaining, timeout_ms=_POLL_MS)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset < ends[tp]:
+                            self._apply(indexes[tp.partition], record.key, record.value)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        if remaining:
+            log.warning(
+                "reading keyed models of %s stopped at learn.restore_timeout_s; their keys may "
+                "resume from older versions",
+                sorted(tp.partition for tp in remaining),
+            )
+        self._indexes.update(indexes)
+        log.info(
+            "partitions %s: %d keyed models stored, read in %.2fs",
+            partitions,
+            sum(len(index) for index in indexes.values()),
+            time.monotonic() - started,
+        )
+
+    def _apply(self, index: KeyIndex, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of the topic; one that is not a keyed version is logged and skipped."""
+        try:
+            index.apply(key or b"", value)
+        except CorruptVersion as exc:
+            log.warning("skipping a record of %s that is not a keyed version: %s", self.topic, exc)

@@ -1,0 +1,213 @@
+"""Keyed models on the real broker: one model per key, learned where the key's partition lives.
+
+Producers key events and labels by the model key (aiokafka: murmur2), so every record of a key
+lands on its home partition. Each key's predictions must equal River's own predict-then-learn
+loop over that key's events; nothing is forwarded to a single writer; bad keys are dead-lettered;
+a restart resumes every key from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from stream_app import reasons
+from stream_app.core.messages import decode_dead_letter
+from stream_app.models import logistic_regression
+from stream_app.registry.keyed import read_header, split_record_key
+from tests.integration.conftest import Kafka, Names, WorkerFactory
+from tests.integration.support import (
+    WorkerProcess,
+    predictions_by_id,
+    produce,
+    read_all,
+    wait_consumed,
+    wait_for,
+)
+from tests.integration.test_learning import sea
+
+PARTITIONS = 4
+KEYED = (
+    "[guard]\nenabled = false\n[drift]\npolicy = 'none'\n"
+    "[model]\nkey_field = 'user'\nkey_fallback = 'none'\n"
+)
+
+Event = tuple[str, str, dict[str, float], bool]
+"""(event id, model key, features, label)."""
+
+
+def traffic(keys: int, rounds: int, seed: int, prefix: str = "e") -> list[list[Event]]:
+    """``rounds`` rounds of one event per key; odd keys learn the opposite concept."""
+    data = iter(sea(keys * rounds, seed=seed))
+    out = []
+    for r in range(rounds):
+        batch = []
+        for k in range(keys):
+            x, y = next(data)
+            batch.append((f"{prefix}-{r}-{k}", f"user-{k}", x, y if k % 2 == 0 else not y))
+        out.append(batch)
+    return out
+
+
+def events(batch: list[Event], inline: bool) -> list[tuple[bytes, bytes]]:
+    """Feature messages keyed by model key, with the label inline or not."""
+    messages = []
+    for event_id, key, x, y in batch:
+        body: dict[str, Any] = {"id": event_id, "features": x, "user": key}
+        if inline:
+            body["label"] = y
+        messages.append((key.encode(), orjson.dumps(body)))
+    return messages
+
+
+def labels(batch: list[Event]) -> list[tuple[bytes, bytes]]:
+    """Delayed labels keyed by model key; every other one also names its key in the body."""
+    out = []
+    for i, (event_id, key, _, y) in enumerate(batch):
+        body: dict[str, Any] = {"id": event_id, "label": y}
+        if i % 2:
+            body["user"] = key
+        out.append((key.encode(), orjson.dumps(body)))
+    return out
+
+
+def check_oracle(rounds: list[list[Event]], served: dict[str, dict[str, Any]]) -> int:
+    """Hold every key's predictions to River's own loop over its events; return how many."""
+    models: dict[str, Any] = {}
+    compared = 0
+    for batch in rounds:
+        for event_id, key, x, y in batch:
+            body = served[event_id]
+            assert body["model_key"] == key and "fallback" not in body, body
+            model = models.setdefault(key, logistic_regression())
+            if key not in models or not body["proba"]:
+                assert body["prediction"] is None  # the key's first event: no opinion yet
+            else:
+                proba = model.predict_proba_one(x)
+                assert abs(body["proba"]["true"] - proba[True]) <= 1e-9, (event_id, key)
+                assert abs(body["proba"]["false"] - proba[False]) <= 1e-9, (event_id, key)
+                compared += 1
+            model.learn_one(x, y)
+    return compared
+
+
+async def learned_total(worker: WorkerProcess) -> float:
+    return float(worker.metrics().get("stream_app_labels_learned_total", 0))
+
+
+async def stored_versions(kafka: Kafka, names: Names) -> dict[str, dict[str, Any]]:
+    """The newest stored version's header of every key, from the keyed-models topic."""
+    newest: dict[str, dict[str, Any]] = {}
+    for record in await read_all(kafka.bootstrap, f"{names.app_id}-keyed-models"):
+        if record.value is None:
+            continue
+        key, version = split_record_key(record.key)
+        if version >= newest.get(key, {}).get("version", -1):
+            newest[key] = read_header(record.value)
+    return newest
+
+
+async def test_each_keys_predictions_are_rivers_own_loop_and_nothing_is_forwarded(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    """60 keys on 4 partitions, inline and delayed labels keyed by model key, one worker."""
+    worker = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    worker.wait_healthy()
+    keys, inline_rounds = 60, 12
+    rounds = traffic(keys, inline_rounds + 2, seed=21)
+    group, features = f"{names.app_id}-serve", names.topics["features"]
+    for batch in rounds[:inline_rounds]:
+        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    delayed = rounds[inline_rounds]
+    await produce(kafka.bootstrap, features, events(delayed, inline=False))
+    await wait_consumed(kafka.bootstrap, group, features)
+    await produce(kafka.bootstrap, names.topics["labels"], labels(delayed))
+    expected = keys * (inline_rounds + 1)
+
+    async def delayed_learned() -> bool:
+        return await learned_total(worker) >= expected
+
+    await wait_for(delayed_learned, what=f"{expected} labels learned")
+    await produce(kafka.bootstrap, features, events(rounds[-1], inline=True))
+    await wait_consumed(kafka.bootstrap, group, features)
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert len(served) == keys * len(rounds)
+    assert check_oracle(rounds, served) == keys * (len(rounds) - 1)
+    scraped = worker.metrics()
+    assert scraped["stream_app_labels_learned_total"] == keys * len(rounds)
+    assert scraped.get("stream_app_labels_forwarded_total", 0) == 0
+    rejected = {k: v for k, v in scraped.items() if k.startswith("stream_app_labels_rejected")}
+    assert not any(rejected.values()), rejected
+    assert scraped["stream_app_model_keys"] == keys
+
+
+async def test_events_without_a_valid_key_are_dead_lettered_with_their_reason(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    worker = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    worker.wait_healthy()
+    x = {"x0": 1.0}
+    bad = [
+        {"id": "b-0", "features": x},
+        {"id": "b-1", "features": x, "user": 7},
+        {"id": "b-2", "features": x, "user": ""},
+        {"id": "b-3", "features": x, "user": "u" * 129},
+    ]
+    good = {"id": "g-0", "features": x, "user": "u-1"}
+    await produce(
+        kafka.bootstrap,
+        names.topics["features"],
+        [(b"k", orjson.dumps(body)) for body in [*bad, good]],
+    )
+    await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
+    letters = [
+        decode_dead_letter(r.value)
+        for r in await read_all(kafka.bootstrap, names.topics["dead_letters"])
+    ]
+    assert sorted(orjson.loads(letter["original"])["id"] for letter in letters) == [
+        "b-0",
+        "b-1",
+        "b-2",
+        "b-3",
+    ]
+    assert {letter["reason"] for letter in letters} == {reasons.INVALID_MODEL_KEY}
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert list(served) == ["g-0"] and served["g-0"]["model_key"] == "u-1"
+    scraped = worker.metrics()
+    assert scraped[f'stream_app_dead_letters_total{{reason="{reasons.INVALID_MODEL_KEY}"}}'] == 4
+
+
+async def test_a_restart_resumes_every_key_from_its_last_checkpoint(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    """Stop (checkpoints every dirty key), start again: each key goes on where it stood."""
+    keys = 20
+    rounds = traffic(keys, 30, seed=23)
+    group, features = f"{names.app_id}-serve", names.topics["features"]
+    first = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    first.wait_healthy()
+    for batch in rounds[:20]:
+        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    await wait_consumed(kafka.bootstrap, group, features)
+    assert first.stop() == 0
+    before = await stored_versions(kafka, names)
+    assert {key: h["examples_learned"] for key, h in before.items()} == {
+        f"user-{k}": 20 for k in range(keys)
+    }
+    second = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    second.wait_healthy()
+    for batch in rounds[20:]:
+        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    await wait_consumed(kafka.bootstrap, group, features)
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert check_oracle(rounds, served) == keys * (len(rounds) - 1)  # each key went on exactly
+    scraped = second.metrics()
+    assert scraped["stream_app_labels_learned_total"] == keys * 10  # none learned twice
+    assert second.stop() == 0
+    after = await stored_versions(kafka, names)
+    counts: dict[str, int] = defaultdict(int)
+    for key, header in after.items():
+        counts[key] = header["examples_learned"]
+    assert counts == {f"user-{k}": 30 for k in range(keys)}
