@@ -121,10 +121,11 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             for start in range(0, len(records), size):
                 self._serve_batch(records[start : start + size], received, out)
         else:
+            answer, limits = self._learner.answer, self.settings.limits  # (once per batch)
             for record in records:
                 try:
-                    event = decode_event(record.value, self.settings.limits)
-                    served, shadow = self.learner.answer(event.features)
+                    event = decode_event(record.value, limits)
+                    served, shadow = answer(event.features)
                 except RejectedMessage as rejected:
                     self._dead_letter(out, record, rejected.reason, rejected.detail)
                     continue
@@ -179,8 +180,8 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         """Emit one prediction (and the shadow one) to the event's partition; then keep or learn."""
         latency = time.perf_counter() - received
         now = time.time()
-        learner = self.learner
-        model = learner.answering
+        learner = self._learner
+        model = incumbent = learner.answering
         answer = served
         if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
             assert learner.challenger is not None  # a canary is the challenger answering
@@ -200,7 +201,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             out.keyed(self.settings.topics.predictions, key, value)
         else:
             out.to_partition(self.settings.topics.predictions, out_partition, key, value)
-        if shadow is not None and self.learner.challenger is not None:
+        if shadow is not None and learner.challenger is not None:
             # (In a micro-batch the challenger that answered may have been promoted or dropped
             # by a label learned earlier in the batch: then its answer has no shadow to go to.)
             self._shadow(out, out_partition, event.id, shadow, now)
@@ -208,7 +209,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         if not self.settings.learn.enabled:
             return
         if event.label is NO_LABEL:
-            version = learner.answering.version  # of ``served``, even where a canary answered
+            version = incumbent.version  # of ``served``, even where a canary answered
             kept = Served(event.features, served.prediction, served.proba, shadow, version, now)
             home = home_partition(event.id, self.partitions)
             if home == partition:
@@ -225,7 +226,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         s = self.settings
         try:
             label = check_label(
-                example.label, self.learner.task, s.model.classes, s.limits.max_string_chars
+                example.label, self._learner.task, s.model.classes, s.limits.max_string_chars
             )
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
@@ -245,7 +246,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         over, or ``models rebuild``, learns exactly the same sequence after a stored version.
         """
         try:
-            outcome = self.learner.learn(example)
+            outcome = self._learner.learn(example)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
