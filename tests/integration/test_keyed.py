@@ -211,3 +211,41 @@ async def test_a_restart_resumes_every_key_from_its_last_checkpoint(
     for key, header in after.items():
         counts[key] = header["examples_learned"]
     assert counts == {f"user-{k}": 30 for k in range(keys)}
+
+
+async def test_delayed_labels_after_a_restart_teach_their_keys_exactly(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    """Events served before a restart wait for their labels after it, at their key's home.
+
+    Event ids and model keys have different homes, so the served events must be restored by
+    their key's home and name their key: a label must teach its key's model, not the global one.
+    """
+    keys = 20
+    rounds = traffic(keys, 8, seed=29)
+    group, features = f"{names.app_id}-serve", names.topics["features"]
+    first = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    first.wait_healthy()
+    for batch in rounds[:6]:
+        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    delayed = rounds[6]
+    await produce(kafka.bootstrap, features, events(delayed, inline=False))
+    await wait_consumed(kafka.bootstrap, group, features)
+    assert first.stop() == 0
+    second = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    second.wait_healthy()
+    await produce(kafka.bootstrap, names.topics["labels"], labels(delayed))
+
+    async def delayed_learned() -> bool:
+        return await learned_total(second) >= keys
+
+    await wait_for(delayed_learned, what=f"{keys} delayed labels learned after the restart")
+    await produce(kafka.bootstrap, features, events(rounds[-1], inline=True))
+    await wait_consumed(kafka.bootstrap, group, features)
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert check_oracle(rounds, served) == keys * (len(rounds) - 1)  # the labels taught their keys
+    scraped = second.metrics()
+    assert scraped["stream_app_labels_learned_total"] == keys * 2
+    assert scraped.get("stream_app_labels_forwarded_total", 0) == 0
+    rejected = {k: v for k, v in scraped.items() if k.startswith("stream_app_labels_rejected")}
+    assert not any(rejected.values()), rejected  # no label_without_event, no duplicate_label
