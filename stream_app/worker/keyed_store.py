@@ -29,8 +29,9 @@ from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.route import home_partition
-from stream_app.errors import CorruptVersion
+from stream_app.errors import CorruptVersion, ReadTimeout
 from stream_app.kafka.emit import Emitter
+from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.registry.keyed import KeyIndex, decode_version, encode_version, tombstones
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 COMPACTED: Final = {"cleanup.policy": "compact"}
 """The keyed-models topic's configuration: a key's tombstoned versions are deleted by compaction."""
-_POLL_MS: Final = 200
 
 
 class KeyedStore:
@@ -157,37 +157,14 @@ class KeyedStore:
         """Read ``partitions`` of the topic from the beginning to their end into fresh indexes."""
         s = self.settings
         started = time.monotonic()
-        deadline = started + s.learn.restore_timeout_s
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        indexes = {p: KeyIndex() for p in partitions}
         consumer = AIOKafkaConsumer(
             **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-keyed-restore"
         )
         await consumer.start()
         try:
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            starts = await consumer.beginning_offsets(tps)
-            for tp in tps:  # (seek_to_beginning's lazy reset made position() say "at the end")
-                consumer.seek(tp, starts[tp])
-            remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-            while remaining and time.monotonic() < deadline:
-                batch = await consumer.getmany(*remaining, timeout_ms=_POLL_MS)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset < ends[tp]:
-                            self._apply(indexes[tp.partition], record.key, record.value)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+            indexes = await self.read_indexes(consumer, partitions, s.learn.restore_timeout_s)
         finally:
             await consumer.stop()
-        if remaining:
-            log.warning(
-                "reading keyed models of %s stopped at learn.restore_timeout_s; their keys may "
-                "resume from older versions",
-                sorted(tp.partition for tp in remaining),
-            )
         self._indexes.update(indexes)
         log.info(
             "partitions %s: %d keyed models stored, read in %.2fs",
@@ -195,6 +172,33 @@ class KeyedStore:
             sum(len(index) for index in indexes.values()),
             time.monotonic() - started,
         )
+
+    async def read_indexes(
+        self, consumer: AIOKafkaConsumer, partitions: list[int], timeout_s: float
+    ) -> dict[int, KeyIndex]:
+        """Return an index of each of ``partitions``, read from its beginning to its end now.
+
+        A read that runs past ``timeout_s`` keeps what it read (its keys may resume from older
+        versions) and says so. It starts at each partition's first offset as the broker reports
+        it (compaction and retention move it).
+        """
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        indexes = {p: KeyIndex() for p in partitions}
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        try:
+            async for tp, records in read_to_end(consumer, tps, start=starts, timeout_s=timeout_s):
+                index = indexes[tp.partition]
+                for record in records:
+                    self._apply(index, record.key, record.value)
+        except ReadTimeout as exc:
+            log.warning(
+                "reading keyed models of partitions %s stopped at learn.restore_timeout_s (%s); "
+                "their keys may resume from older versions",
+                partitions,
+                exc,
+            )
+        return indexes
 
     def _apply(self, index: KeyIndex, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of the topic; one that is not a keyed version is logged and skipped."""

@@ -58,6 +58,9 @@ class FakeConsumer:
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self._end(tp) for tp in tps}
 
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.start.get(tp, 0) for tp in tps}
+
     async def seek_to_beginning(self, *tps: TopicPartition) -> None:
         for tp in tps:
             self.positions[tp] = self.start.get(tp, 0)
