@@ -3,7 +3,7 @@
 Producers key events and labels by the model key (aiokafka: murmur2), so every record of a key
 lands on its home partition. Each key's predictions must equal River's own predict-then-learn
 loop over that key's events; nothing is forwarded to a single writer; bad keys are dead-lettered;
-a restart resumes every key from its last checkpoint.
+a restart resumes every key from its last checkpoint; with two workers each learns the keys it owns.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import orjson
 
 from stream_app import reasons
 from stream_app.core.messages import decode_dead_letter
+from stream_app.core.route import home_partition
 from stream_app.models import logistic_regression
 from stream_app.registry.keyed import read_header, split_record_key
 from tests.integration.conftest import Kafka, Names, WorkerFactory
@@ -27,6 +28,7 @@ from tests.integration.support import (
     wait_for,
 )
 from tests.integration.test_learning import sea
+from tests.integration.test_scaling import partitions
 
 PARTITIONS = 4
 KEYED = (
@@ -249,3 +251,48 @@ async def test_delayed_labels_after_a_restart_teach_their_keys_exactly(
     assert scraped.get("stream_app_labels_forwarded_total", 0) == 0
     rejected = {k: v for k, v in scraped.items() if k.startswith("stream_app_labels_rejected")}
     assert not any(rejected.values()), rejected  # no label_without_event, no duplicate_label
+
+
+async def test_two_workers_each_learn_the_keys_they_own_exactly(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    """2 workers, 4 partitions, 40 keys: whoever serves a key, its predictions are River's own."""
+    a = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    a.wait_healthy()
+    b = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+
+    async def split() -> tuple[list[int], list[int]] | None:
+        owned = partitions(a), partitions(b)
+        return owned if sorted(owned[0] + owned[1]) == [0, 1, 2, 3] and all(owned) else None
+
+    owned = await wait_for(split, what="the partitions to be split between two workers")
+    keys, inline_rounds = 40, 8
+    rounds = traffic(keys, inline_rounds + 2, seed=31)
+    group, features = f"{names.app_id}-serve", names.topics["features"]
+    for batch in rounds[:inline_rounds]:
+        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    delayed = rounds[inline_rounds]
+    await produce(kafka.bootstrap, features, events(delayed, inline=False))
+    await wait_consumed(kafka.bootstrap, group, features)
+    await produce(kafka.bootstrap, names.topics["labels"], labels(delayed))
+    homes = [home_partition(f"user-{k}", PARTITIONS) for k in range(keys)]
+    owns = [sum(home in mine for home in homes) for mine in owned]  # keys each worker owns
+    assert all(owns) and sum(owns) == keys
+
+    async def delayed_learned() -> bool:
+        learned = [await learned_total(w) for w in (a, b)]
+        return all(m >= n * (inline_rounds + 1) for m, n in zip(learned, owns, strict=True))
+
+    await wait_for(delayed_learned, what="each worker to learn its keys' delayed labels")
+    await produce(kafka.bootstrap, features, events(rounds[-1], inline=True))
+    await wait_consumed(kafka.bootstrap, group, features)
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert len(served) == keys * len(rounds)
+    assert check_oracle(rounds, served) == keys * (len(rounds) - 1)
+    for worker, n in zip((a, b), owns, strict=True):
+        scraped = worker.metrics()
+        assert scraped["stream_app_labels_learned_total"] == n * len(rounds)  # its keys', once
+        assert scraped.get("stream_app_labels_forwarded_total", 0) == 0
+        assert scraped["stream_app_model_keys"] == n
+        rejected = {k: v for k, v in scraped.items() if k.startswith("stream_app_labels_rejected")}
+        assert not any(rejected.values()), rejected
