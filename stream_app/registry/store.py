@@ -85,7 +85,12 @@ class RegistryStore(mode.Service):
         self._listeners.append(listener)
 
     async def write(self, writes: list[Write]) -> None:
-        """Write keys in order through the table and wait until Kafka has them."""
+        """Write keys in order through the table, wait until Kafka has them, then see them.
+
+        The view applies its own writes at once (the follower applies them again in log order,
+        to the same values): the next checkpoint must find this one as its parent and retire
+        it, whether or not the follower's next fetch has come yet.
+        """
         for key, value in writes:
             if value is not None:
                 self.table[key] = value
@@ -94,6 +99,8 @@ class RegistryStore(mode.Service):
             else:
                 self.table.on_key_del(key)  # a tombstone for a key this worker never held
         await self.app.producer.flush()
+        for key, value in writes:
+            self.registry.apply(key, value)
 
     async def caught_up(self) -> None:
         """Wait until the view has applied everything written to the changelog so far."""

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from stream_app.errors import ConfigError
-from stream_app.registry.records import changelog_topic, pin_key
+from stream_app.registry.records import VersionRecord, changelog_topic, pin_key, record_key
 from stream_app.registry.store import RegistryStore
 from stream_app.settings import Settings
 from stream_app.worker.service import build_app
@@ -73,3 +73,42 @@ async def _until(condition: object) -> None:
     assert callable(condition)
     while not condition():
         await asyncio.sleep(0)
+
+
+class _Table(dict[bytes, bytes]):
+    """The table's write side, without a running app."""
+
+    def on_key_del(self, key: bytes) -> None:
+        self.pop(key, None)
+
+
+class _Producer:
+    async def flush(self) -> None:
+        return None
+
+
+async def test_the_view_sees_its_own_writes_before_the_follower_fetches_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint written a moment ago is the next one's parent (CI once saw parent None)."""
+    store = build_app(Settings()).store
+    store.table = _Table()  # type: ignore[assignment]
+    monkeypatch.setattr(type(store.app), "producer", _Producer())
+    record = VersionRecord(
+        model="default",
+        version=1,
+        parent=None,
+        created_at=0.0,
+        examples_learned=500,
+        quality={"metric": "accuracy", "value": None, "window": 0},
+        reason="periodic",
+        status="serving",
+        size=1,
+        sha256="0" * 64,
+        chunks=1,
+        factory="river.linear_model.LogisticRegression",
+        task="classification",
+    )
+    await store.write([(record_key("default", 1), record.to_json()), (pin_key("default"), None)])
+    assert store.registry.record("default", 1) == record  # no follower ran
+    assert store.registry.pins == {"default": None}
