@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from river import linear_model, preprocessing
+from river import linear_model
 
 from stream_app.models import (
     BoundedOneHot,
@@ -36,6 +36,7 @@ from stream_app.models import (
     set_max_indicators,
     tracked_inputs,
 )
+from stream_app.scaling import ScaleNumbers
 from stream_app.settings import ModelSettings
 
 NUMERIC = 4
@@ -67,7 +68,8 @@ def build(bound: int | None, scaled: bool) -> Any:
     """The default pipeline with this bound (None: every indicator kept), with or without scaler."""
     first = OneHotStrings() if bound is None else BoundedOneHot(bound)
     if scaled:
-        return first | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        scale = ScaleNumbers() if bound is None else ScaleNumbers(bound)
+        return scale | first | linear_model.LogisticRegression()
     return first | linear_model.LogisticRegression()
 
 

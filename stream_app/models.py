@@ -8,7 +8,7 @@ loads without any Kafka code.
 >>> model = logistic_regression()
 >>> model.learn_one({"x": 1.0, "color": "red"}, True)
 >>> round(model.predict_proba_one({"x": 1.0, "color": "red"})[True], 3)
-0.501
+0.502
 >>> task_of(model), task_of(linear_regression())
 ('classification', 'regression')
 
@@ -47,9 +47,10 @@ import importlib
 from collections.abc import Callable, Hashable
 from typing import Any, Final
 
-from river import base, compose, forest, linear_model, naive_bayes, preprocessing, tree
+from river import base, compose, forest, linear_model, naive_bayes, tree
 
 from stream_app.errors import ModelError
+from stream_app.scaling import ScaleNumbers
 
 __all__ = [
     "DEFAULT_MAX_INDICATORS",
@@ -215,13 +216,17 @@ class OneHotStrings(base.Transformer):
 
 
 def logistic_regression() -> Any:
-    """Binary classifier: strings one-hot, numbers standardised, logistic regression (default)."""
-    return BoundedOneHot() | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    """Binary classifier: numbers standardised, strings one-hot, logistic regression (default).
+
+    Versions stored before :class:`~stream_app.scaling.ScaleNumbers` keep their own pipeline
+    (one-hot, then River's ``StandardScaler``, which zeroes every indicator) and load as stored.
+    """
+    return ScaleNumbers() | BoundedOneHot() | linear_model.LogisticRegression()
 
 
 def linear_regression() -> Any:
-    """Regressor: strings one-hot, numbers standardised, linear regression with SGD."""
-    return BoundedOneHot() | preprocessing.StandardScaler() | linear_model.LinearRegression()
+    """Regressor: numbers standardised, strings one-hot, linear regression with SGD."""
+    return ScaleNumbers() | BoundedOneHot() | linear_model.LinearRegression()
 
 
 def hoeffding_tree() -> Any:
@@ -340,4 +345,15 @@ def set_max_indicators(estimator: Any, max_indicators: int) -> Any:
         if step.inputs:
             raise ModelError("the bound of a trained BoundedOneHot cannot change")
         step.max_indicators = max_indicators
+    for scale in _scalers(estimator):
+        scale.max_names = max_indicators
     return estimator
+
+
+def _scalers(estimator: Any) -> list[ScaleNumbers]:
+    """Every :class:`ScaleNumbers` in ``estimator`` (a pipeline, possibly nested)."""
+    if isinstance(estimator, ScaleNumbers):
+        return [estimator]
+    if isinstance(estimator, compose.Pipeline):
+        return [s for step in estimator.steps.values() for s in _scalers(step)]
+    return []

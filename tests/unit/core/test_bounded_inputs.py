@@ -16,7 +16,7 @@ import sys
 import orjson
 import pandas as pd
 import pytest
-from river import linear_model, preprocessing
+from river import compose, linear_model, preprocessing
 
 from stream_app.core.decode import decode_event
 from stream_app.core.example import LabeledExample
@@ -27,7 +27,6 @@ from stream_app.errors import ConfigError, ModelError
 from stream_app.models import (
     DEFAULT_MAX_INDICATORS,
     BoundedOneHot,
-    OneHotStrings,
     bucket_of,
     input_bound,
     logistic_regression,
@@ -72,15 +71,34 @@ def test_numeric_streams_are_served_exactly_as_rivers_pipeline_without_the_step(
         river.learn_one(x, y)
 
 
-def test_below_the_bound_strings_are_one_hot_exactly_as_before() -> None:
+def test_below_the_bound_strings_are_one_hot_beside_scaled_numbers_as_rivers_union() -> None:
+    """River's own composition: numbers selected and scaled, strings selected and one-hot."""
     rng = random.Random(9)
     ours = logistic_regression()
-    before = OneHotStrings() | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    names = [f"x{k}" for k in range(5)]
+    river = (
+        (compose.Select(*names) | preprocessing.StandardScaler())
+        + (compose.Select("color") | preprocessing.OneHotEncoder())
+    ) | linear_model.LogisticRegression()
     for x, y in numeric(2000):
         x_s: dict[str, object] = {**x, "color": rng.choice(["red", "green", "blue"])}
-        assert ours.predict_proba_one(x_s) == before.predict_proba_one(x_s)
+        mine, theirs = ours.predict_proba_one(x_s), river.predict_proba_one(x_s)
+        assert all(abs(mine[k] - theirs[k]) <= 1e-9 for k in (False, True))
         ours.learn_one(x_s, y)
-        before.learn_one(x_s, y)
+        river.learn_one(x_s, y)
+
+
+def test_a_string_that_decides_the_label_is_learned() -> None:
+    """The scaler before the one-hot step: an indicator is not standardised into 0.0."""
+    rng = random.Random(11)
+    model = logistic_regression()
+    hits = 0
+    for i in range(2000):
+        color = rng.choice(["red", "blue"])
+        x = {"noise": rng.gauss(0, 1), "color": color}
+        hits += i >= 1000 and model.predict_one(x) == (color == "red")
+        model.learn_one(x, color == "red")
+    assert hits / 1000 > 0.95
 
 
 def test_a_new_string_value_per_event_cannot_grow_the_model_past_its_bound() -> None:
@@ -92,7 +110,7 @@ def test_a_new_string_value_per_event_cannot_grow_the_model_past_its_bound() -> 
         assert tracked_inputs(model) <= input_bound(model) == 2 * BOUND  # type: ignore[operator]
     weights = model["LogisticRegression"].weights  # type: ignore[index]
     assert len(weights) == tracked_inputs(model) == 2 * BOUND  # every bucket taken by now
-    assert len(model["StandardScaler"].counts) == 2 * BOUND  # type: ignore[index]
+    assert len(model["ScaleNumbers"].scaler.counts) <= BOUND  # type: ignore[index]
     assert len(step._known) == BOUND and "a" in step._known  # known numbers stay exact
     assert step.transform_one({"a": 1.5, "user": "u-2999"})["a"] == 1.5
 
