@@ -40,6 +40,7 @@ from stream_app.settings import Settings
 
 __all__ = [
     "FORMAT",
+    "TOP_KEYS",
     "KeyIndex",
     "KeyVersions",
     "decode_version",
@@ -51,6 +52,8 @@ __all__ = [
     "tombstones",
 ]
 
+TOP_KEYS: Final = 10
+"""How many keys ``models keys`` (and ``GET /models/keys``) list by examples and by quality."""
 FORMAT: Final = "stream_app.keyed/1"
 """The header's ``format``: what a reader must understand to load the state."""
 _NEWLINE: Final = b"\n"

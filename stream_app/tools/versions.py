@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
@@ -19,9 +19,6 @@ from stream_app.settings import Settings
 from stream_app.worker.operations import log_offsets, read_registry, run, version_table
 
 __all__ = ["export_to", "keyed", "list_versions", "rebuild_to", "show_version"]
-
-TOP_KEYS: Final = 10
-"""How many keys ``models keys`` lists by examples learned and by quality (``--top``)."""
 
 
 def list_versions(settings: Settings, name: str, *, as_json: bool) -> int:
@@ -81,7 +78,7 @@ def keyed(settings: Settings, op: str, key: str | None, options: dict[str, Any])
     ``keys``, ``show`` and ``export`` read ``<app id>-keyed-models``, so they reflect each key's
     last checkpoint; ``rollback`` and ``reset`` are carried out by the key's owner at once.
     """
-    from stream_app.registry.keyed import key_summary
+    from stream_app.registry.keyed import TOP_KEYS, key_summary
     from stream_app.worker import key_ops
 
     version = options.get("version")

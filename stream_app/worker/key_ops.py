@@ -21,6 +21,7 @@ from stream_app.core.metrics import Metrics
 from stream_app.core.route import home_partition
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
+from stream_app.kafka.topics import topic_partitions
 from stream_app.registry.keyed import KeyIndex, decode_version, key_row, read_header
 from stream_app.registry.transfer import artifact_of
 from stream_app.settings import Settings
@@ -48,9 +49,9 @@ async def read_key_indexes(
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
+        count = len(await topic_partitions(consumer, topic))
+        if not count:
             return {}
-        count = len(consumer.partitions_for_topic(topic) or ())
         store = KeyedStore(settings, Metrics(), count)
         wanted = list(range(count)) if partitions is None else partitions
         return await store.read_indexes(consumer, wanted, timeout)
@@ -67,8 +68,7 @@ async def _partitions(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        count = len(consumer.partitions_for_topic(topic) or ())
+        count = len(await topic_partitions(consumer, topic))
     finally:
         await consumer.stop()
     if not count:
