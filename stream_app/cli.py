@@ -103,14 +103,18 @@ def _add_models(commands: _Commands[argparse.ArgumentParser]) -> None:
     listing = ops.add_parser("list", help="a table of stored versions")
     listing.add_argument("--model", default=None, help="model name (default: model.name)")
     listing.add_argument("--json", action="store_true", help="print JSON for machines")
+    keys = ops.add_parser("keys", help="keyed models: count, top by examples, worst by quality")
+    keys.add_argument("--json", action="store_true", help="print JSON (every key) for machines")
+    keys.add_argument("--top", type=int, default=None, help="how many keys in each list")
     show = ops.add_parser("show", help="one version's record (no blob)")
-    show.add_argument("version", type=int)
+    show.add_argument("version", type=int, nargs="?", help="(with --key: default its newest)")
     for op, text in (
         ("rollback", "serve and learn from version V again, as a new version"),
         ("pin", "serve version V on every worker; the learner keeps learning"),
         ("promote", "make a shadow version (a challenger) serve"),
     ):
         ops.add_parser(op, help=text).add_argument("version", type=int)
+    ops.add_parser("reset", help="start --key K over from a fresh model, as a new version")
     ops.add_parser("unpin", help="serve the newest version again")
     canary = ops.add_parser(
         "canary", help="let version V answer a share of events, stepping up along rollout.steps"
@@ -119,7 +123,7 @@ def _add_models(commands: _Commands[argparse.ArgumentParser]) -> None:
     canary.add_argument("--share", type=float, default=None, help="its first share, e.g. 0.05")
     canary.add_argument("--abort", action="store_true", help="return to the incumbent")
     export = ops.add_parser("export", help="write version V as a file (stream_app.artifact)")
-    export.add_argument("version", type=int)
+    export.add_argument("version", type=int, nargs="?", help="(with --key: default its newest)")
     export.add_argument("--out", type=Path, required=True, help="the file to write")
     rebuild = ops.add_parser(
         "rebuild", help="rebuild version V from an older one and the learning log, as a file"
@@ -129,6 +133,8 @@ def _add_models(commands: _Commands[argparse.ArgumentParser]) -> None:
     ops.add_parser("import", help="store a file as a new shadow version").add_argument(
         "path", type=Path
     )
+    for op in ("show", "rollback", "reset", "export"):
+        ops.choices[op].add_argument("--key", default=None, help="a keyed model's key")
     models.set_defaults(run=_models)
 
 
@@ -211,6 +217,12 @@ def _models(args: argparse.Namespace) -> int:
     if getattr(args, "model", None):
         settings = settings.replace(model={"name": args.model})
     name = settings.model.name
+    if args.op == "keys" or getattr(args, "key", None) is not None or args.op == "reset":
+        if args.op != "keys" and not args.key:
+            raise StreamAppError(f"models {args.op} needs --key K")
+        return versions.keyed(settings, args.op, getattr(args, "key", None), vars(args))
+    if getattr(args, "version", 0) is None and args.op in ("show", "export"):
+        raise StreamAppError(f"models {args.op} needs a version (or --key K)")
     if args.op == "list":
         return versions.list_versions(settings, name, as_json=args.json)
     if args.op == "show":

@@ -198,6 +198,16 @@ class KeyedModels:
         self._evict()
         return state
 
+    def replace(self, key: str, learner: Learner, partition: int, now: float) -> KeyState:
+        """Make ``learner`` ``key``'s live one at once (an operator's rollback or reset).
+
+        The caller stores it as the key's next version and then marks it :meth:`checkpointed`.
+        """
+        self._keys.pop(key, None)
+        state = self._keys[key] = KeyState(learner, partition, checkpointed_at=now)
+        self._evict()
+        return state
+
     def peek(self, key: str) -> KeyState | None:
         """Return ``key``'s state if it is in memory, without counting it as a use (or None)."""
         return self._keys.get(key)

@@ -40,15 +40,20 @@ from stream_app.settings import Settings
 
 __all__ = [
     "FORMAT",
+    "TOP_KEYS",
     "KeyIndex",
     "KeyVersions",
     "decode_version",
     "encode_version",
+    "key_row",
+    "key_summary",
     "record_key",
     "split_record_key",
     "tombstones",
 ]
 
+TOP_KEYS: Final = 10
+"""How many keys ``models keys`` (and ``GET /models/keys``) list by examples and by quality."""
 FORMAT: Final = "stream_app.keyed/1"
 """The header's ``format``: what a reader must understand to load the state."""
 _NEWLINE: Final = b"\n"
@@ -87,6 +92,7 @@ def encode_version(
 ) -> tuple[bytes, bytes]:
     """Return the (record key, value) of ``learner`` stored as ``model_key``'s ``version``."""
     registry = settings.registry
+    quality = learner.serving.quality
     blob = split_blob(
         pack(learner.snapshot(), registry.compression_level),
         chunk_bytes=1 << 62,  # one piece: a keyed version is one message
@@ -98,6 +104,7 @@ def encode_version(
         "key": model_key,
         "version": version,
         "examples_learned": learner.serving.model.examples_learned,
+        "quality": {"metric": quality.metric, "value": quality.value, "window": len(quality)},
         "reason": reason,
         "at": at,
         "sha256": blob.sha256,
@@ -174,6 +181,9 @@ class KeyIndex:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
     def apply(self, raw_key: bytes, value: bytes | None) -> None:
         """Take one message of the topic (``value`` None: a tombstone)."""
         model_key, version = split_record_key(raw_key)
@@ -217,3 +227,61 @@ def tombstones(index: KeyIndex, model_key: str, keep_last: int) -> list[bytes]:
     """
     versions = index.versions(model_key)
     return [record_key(model_key, v) for v in versions[: max(0, len(versions) - keep_last - 1)]]
+
+
+def key_row(index: KeyIndex, model_key: str, partition: int) -> dict[str, Any] | None:
+    """Return one key's row for ``models keys``: its newest stored version's header, summed up.
+
+    None if the key has no version left, or its newest one is not a keyed version's.
+
+    >>> index = KeyIndex()
+    >>> _, value = encode_version(Settings(), "k", 0, Learner(Settings()), "reset", at=2.0)
+    >>> index.apply(record_key("k", 0), value)
+    >>> row = key_row(index, "k", partition=1)
+    >>> row["key"], row["version"], row["versions"], row["examples_learned"], row["quality"]
+    ('k', 0, [0], 0, {'metric': 'accuracy', 'value': None, 'window': 0})
+    """
+    value = index.value(model_key)
+    if value is None:
+        return None
+    try:
+        header = read_header(value)
+    except CorruptVersion:
+        return None
+    return {
+        "key": model_key,
+        "partition": partition,
+        "version": header.get("version"),
+        "versions": index.versions(model_key),
+        "examples_learned": header.get("examples_learned", 0),
+        "quality": header.get("quality") or {"metric": None, "value": None, "window": 0},
+        "reason": header.get("reason"),
+        "at": header.get("at"),
+    }
+
+
+def key_summary(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
+    """Return the count of keys, the ``top`` keys by examples learned, and the worst by quality.
+
+    Worst: the lowest accuracy, or the highest MAE (keys with no quality yet are left out).
+
+    >>> rows = [{"key": k, "examples_learned": n, "quality": {"metric": "accuracy", "value": q}}
+    ...         for k, n, q in (("a", 5, 0.9), ("b", 9, 0.5), ("c", 1, None))]
+    >>> summary = key_summary(rows, top=2)
+    >>> summary["keys"], [r["key"] for r in summary["top_by_examples"]]
+    (3, ['b', 'a'])
+    >>> [r["key"] for r in summary["worst_by_quality"]]
+    ['b', 'a']
+    """
+    by_examples = sorted(rows, key=lambda r: (-int(r["examples_learned"] or 0), r["key"]))
+    rated = [r for r in rows if r["quality"].get("value") is not None]
+
+    def badness(row: dict[str, Any]) -> tuple[float, str]:
+        value = float(row["quality"]["value"])
+        return (value if row["quality"].get("metric") == "accuracy" else -value, row["key"])
+
+    return {
+        "keys": len(rows),
+        "top_by_examples": by_examples[:top],
+        "worst_by_quality": sorted(rated, key=badness)[:top],
+    }

@@ -121,6 +121,16 @@ class Settings:
         """The compacted topic of keyed models' versions, partitioned like ``features``."""
         return self.topics.keyed_models or f"{self.app.id}-keyed-models"
 
+    @property
+    def key_commands_topic(self) -> str:
+        """Operations on one model key, on the key's home partition (partitioned like features)."""
+        return self.topics.key_commands or f"{self.app.id}-key-commands"
+
+    @property
+    def advertised_address(self) -> str:
+        """``host:port`` other workers and clients reach this worker's web server at."""
+        return self.web.advertised or f"{self.web.host}:{self.web.port}"
+
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the settings as plain nested dicts (the shape of the TOML files)."""
         return layers.as_dict(self)

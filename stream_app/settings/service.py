@@ -74,6 +74,10 @@ class WebSettings(MaskedRepr):
     """Bind address: loopback unless you mean to expose it."""
     port: int = 6066
     """Port of the health, metrics, model-operation and predict endpoints."""
+    advertised: str = ""
+    """``host:port`` at which other workers and clients reach this worker's endpoints: what a
+    worker that does not own a model key names in its 421 answer (keyed models); empty means
+    ``web.host:web.port``."""
     token: str = ""
     """If set, model operations (POST /models/...) need ``Authorization: Bearer <token>``."""
     max_batch_events: int = 10000
@@ -116,6 +120,10 @@ class TopicSettings:
     keyed_models: str = ""
     """Keyed models' versions (compacted, as many partitions as ``features``; a key's versions
     live on its home partition); empty: ``<app.id>-keyed-models``."""
+    key_commands: str = ""
+    """Operations on one model key (rollback, reset), sent to the key's home partition so that
+    its owner carries them out (as many partitions as ``features``); empty:
+    ``<app.id>-key-commands``."""
     partitions: int = 4
     """Partition count for topics the app creates: the unit of parallelism across workers."""
     replication_factor: int = 1

@@ -47,10 +47,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+def consumer_config(settings: Settings, group_id: str, assignor: Any = None) -> dict[str, Any]:
     """Keyword arguments of the serve loop's consumer in ``group_id``.
 
-    Offsets are committed by the loop (never automatically); the range assignor puts partition
+    Offsets are committed by the loop (never automatically); the range assignor (or ``assignor``,
+    which assigns as it does: :class:`~stream_app.worker.owners.OwnersAssignor`) puts partition
     *p* of every subscribed topic on one worker; in batch inference a fetch waits at least as
     long as a micro-batch may (``inference.max_wait_ms``).
     """
@@ -68,7 +69,7 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
             else s.serve.fetch_max_wait_ms
         ),
         "max_partition_fetch_bytes": s.serve.max_partition_fetch_bytes,
-        "partition_assignment_strategy": (RangePartitionAssignor,),
+        "partition_assignment_strategy": (assignor or RangePartitionAssignor,),
         "session_timeout_ms": session_ms,
         "heartbeat_interval_ms": int(s.app.session_timeout_s * _MS / _HEARTBEATS_PER_SESSION),
     }

@@ -51,6 +51,7 @@ from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage, StreamAppError
 from stream_app.settings import Settings
+from stream_app.worker.key_api import KeyedHttp
 from stream_app.worker.rollout import answering
 
 __all__ = [
@@ -178,6 +179,8 @@ class HttpApi:
             settings.limits, max_message_bytes=settings.web.max_batch_bytes
         )
         self._children: dict[tuple[str, int], Any] = {}
+        self.keyed: KeyedHttp | None = None
+        """With ``model.key_field``: who answers keyed events (``worker.key_api``)."""
 
     async def handle(self, endpoint: str, body: Body, declared: int | None) -> Answer:
         """Read the body within its limit, answer it, and count the request and its latency."""
@@ -203,6 +206,8 @@ class HttpApi:
 
     async def predict(self, raw: bytes, started: float) -> Answer:
         """Predict one feature event (``id`` optional) with the live model; keep it to learn."""
+        if self.keyed is not None:
+            return self._keyed(self.keyed.predict, raw, started)
         learner = self.pipeline.learner
         try:
             obj = parse_json(raw, self.settings.limits)
@@ -251,6 +256,8 @@ class HttpApi:
                 return problem(INVALID_BATCH, "the body needs an array of feature events: events")
             if len(events) > most:
                 return problem(reasons.OVERSIZED, f"{len(events)} events; the limit is {most}")
+            if self.keyed is not None:
+                return self._keyed(self.keyed.predict_batch, events, started)
             decoded = [self._event(item, index) for index, item in enumerate(events)]
             with_id = [_has_id(item) for item in events]
         except RejectedMessage as rejected:
@@ -274,6 +281,15 @@ class HttpApi:
             self._encode(learner, e, a, started, joinable and given) for e, a, given in answered
         )
         return Answer(_OK, b'{"predictions":[' + b",".join(parts) + b"]}")
+
+    def _keyed(self, answer: Callable[[Any, float], tuple[int, bytes]], *args: Any) -> Answer:
+        """Answer a keyed request with ``answer``; a refusal or a model error as for the rest."""
+        try:
+            return Answer(*answer(*args))
+        except RejectedMessage as rejected:
+            return problem(rejected.reason, rejected.detail)
+        except Exception as exc:  # the estimator raised, as the stream would dead-letter it
+            return problem(reasons.MODEL_ERROR, f"the model raised {type(exc).__name__}: {exc}")
 
     async def learn(self, raw: bytes) -> Answer:
         """Check ``{"id", "label"}``, produce it to the labels topic; 202 once Kafka has it."""

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -36,6 +36,7 @@ from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.registry.keyed import KeyIndex, decode_version, encode_version, tombstones
 from stream_app.settings import Settings
+from stream_app.worker.key_commands import carry_out
 
 __all__ = ["COMPACTED", "KeyedStore"]
 
@@ -68,6 +69,7 @@ class KeyedStore:
             partitions=pipeline.partitions,
             config=COMPACTED,
         )
+        await ensure_topics(settings, [settings.key_commands_topic], partitions=pipeline.partitions)
         store = cls(settings, metrics, pipeline.partitions)
         pipeline.use_keys(store)
         return store
@@ -98,6 +100,11 @@ class KeyedStore:
             return learner
         return None
 
+    def stored(self, key: str, version: int) -> bytes | None:
+        """Return the stored value of ``key``'s ``version`` (this worker owns its home), or None."""
+        index = self._indexes.get(home_partition(key, self.partitions))
+        return None if index is None else index.value(key, version)
+
     def save(self, key: str, partition: int, learner: Learner, reason: str, now: float) -> None:
         """Store ``learner`` as ``key``'s next version; tombstone what ``keep_last`` lets go."""
         index = self._indexes.setdefault(partition, KeyIndex())
@@ -123,6 +130,10 @@ class KeyedStore:
         count = len(self._queued)
         self._queued.clear()
         return count
+
+    def commands(self, pipeline: Pipeline, records: list[Any], emitter: Emitter) -> None:
+        """Carry out key commands (:mod:`stream_app.worker.key_commands`) with this batch."""
+        carry_out(self, pipeline, records, emitter)
 
     def checkpoint(self, pipeline: Pipeline, emitter: Emitter) -> None:
         """Checkpoint the keys that are due and queue every saved version with the batch."""

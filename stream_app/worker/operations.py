@@ -24,6 +24,7 @@ from stream_app.settings import Settings
 __all__ = [
     "CANARY",
     "OPERATIONS",
+    "exchange",
     "import_artifact",
     "log_offsets",
     "read_registry",
@@ -72,7 +73,7 @@ async def run_command(
         "model": settings.model.name,
         "request_id": request_id,
     }
-    return await _exchange(settings, [command], request_id, timeout)
+    return await exchange(settings, [orjson.dumps(command)], request_id, timeout)
 
 
 async def import_artifact(settings: Settings, data: bytes, timeout: float = 60.0) -> dict[str, Any]:
@@ -89,13 +90,22 @@ async def import_artifact(settings: Settings, data: bytes, timeout: float = 60.0
     request_id = uuid.uuid4().hex
     chunk = settings.registry.chunk_bytes
     commands = import_commands(data, settings.model.name, request_id, chunk)
-    return await _exchange(settings, commands, request_id, timeout)
+    return await exchange(settings, [orjson.dumps(c) for c in commands], request_id, timeout)
 
 
-async def _exchange(
-    settings: Settings, commands: list[dict[str, Any]], request_id: str, timeout: float
+async def exchange(
+    settings: Settings,
+    commands: list[bytes],
+    request_id: str,
+    timeout: float,
+    to: tuple[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Send commands to the writer in order; return the answer that carries ``request_id``."""
+    """Send commands in order; return the ``model-events`` answer that carries ``request_id``.
+
+    To the writer (the commands topic, keyed by model name), or to ``to``: (topic, record key),
+    which the producer's murmur2 partitioner puts on the record key's home partition.
+    """
+    topic, key = to or (settings.commands_topic, settings.model.name.encode())
     connection = client_kwargs(settings)
     consumer = AIOKafkaConsumer(**connection, enable_auto_commit=False)
     producer = AIOKafkaProducer(**connection)
@@ -111,9 +121,7 @@ async def _exchange(
         for tp in tps:
             await consumer.position(tp)
         for command in commands:
-            await producer.send_and_wait(
-                settings.commands_topic, orjson.dumps(command), key=settings.model.name.encode()
-            )
+            await producer.send_and_wait(topic, command, key=key)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=POLL_MS)).values():
@@ -121,7 +129,7 @@ async def _exchange(
                     event: dict[str, Any] = orjson.loads(record.value)
                     if event.get("request_id") == request_id:
                         return event
-        op = commands[-1]["op"]
+        op = orjson.loads(commands[-1]).get("op")
         raise StreamAppError(f"no answer to {op} within {timeout:.0f}s: is a worker running?")
     finally:
         await producer.stop()

@@ -35,6 +35,7 @@ from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
 from stream_app.worker.clients import Rebalance, consumer_config, producer_config
 from stream_app.worker.keyed_store import KeyedStore
+from stream_app.worker.owners import OwnersAssignor
 from stream_app.worker.restore import restore_home
 from stream_app.worker.retrain import Retrainer
 from stream_app.worker.versions import VersionKeeper
@@ -87,6 +88,8 @@ class ServeLoop(mode.Service):
         self._emitter: Emitter | None = None
         self.keyed: KeyedStore | None = None
         """The keyed models' store (stream_app.worker.keyed_store), with ``model.key_field`` set."""
+        self.owners = OwnersAssignor(settings.advertised_address, settings.topics.features)
+        """The group's assignor; ``owners.table``: who serves each partition (keyed HTTP)."""
 
     @property
     def broker_silence_s(self) -> float:
@@ -130,12 +133,12 @@ class ServeLoop(mode.Service):
         if s.model.key_field:
             self.keyed = await KeyedStore.start(s, self.pipeline, self.metrics)
         self._emitter = Emitter(self._producer, tracked=s.learning_log_topic)
-        self._consumer = AIOKafkaConsumer(**consumer_config(s, self.group_id))
+        self._consumer = AIOKafkaConsumer(**consumer_config(s, self.group_id, self.owners))
         topics = [s.topics.features, s.commands_topic]
         if s.learn.enabled:
-            topics += [s.topics.labels, s.join_topic, s.examples_topic]
-        elif s.model.key_field:
-            topics.append(s.join_topic)
+            topics += [s.topics.labels, s.examples_topic]
+        if s.learn.enabled or s.model.key_field:
+            topics += [s.join_topic, *([s.key_commands_topic] if s.model.key_field else [])]
         self._consumer.subscribe(topics, listener=Rebalance(self))
         await self._consumer.start()
         self._last_contact = time.monotonic()
@@ -250,13 +253,8 @@ class ServeLoop(mode.Service):
         assert self._emitter is not None and self._consumer is not None
         received = time.perf_counter()
         s = self.settings
-        order = {
-            s.topics.features: 0,
-            s.join_topic: 1,
-            s.topics.labels: 2,
-            s.examples_topic: 3,
-            s.commands_topic: 4,
-        }
+        topics = (s.topics.features, s.join_topic, s.topics.labels, s.examples_topic)
+        order = {topic: rank for rank, topic in enumerate(topics)}
         commands: list[Any] = []
         # Served events first, so a label fetched together with its event finds it served.
         for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, len(order)), tp.partition)):
@@ -269,6 +267,8 @@ class ServeLoop(mode.Service):
                 self.pipeline.labels(records, self._emitter)
             elif tp.topic == s.examples_topic:
                 self.pipeline.examples(records, self._emitter)
+            elif tp.topic == s.key_commands_topic and self.keyed is not None:
+                self.keyed.commands(self.pipeline, records, self._emitter)
             else:
                 commands += records
         self.pipeline.expire(time.time(), self._emitter)

@@ -15,6 +15,8 @@ from faust.web import Request, Response, View
 from stream_app.core.metrics import CONTENT_TYPE
 from stream_app.errors import StreamAppError
 from stream_app.worker.http_api import ENDPOINTS, HttpApi
+from stream_app.worker.key_api import KeyedHttp
+from stream_app.worker.key_views import add_key_views
 from stream_app.worker.openapi import document
 from stream_app.worker.operations import CANARY, OPERATIONS, run_command, version_table
 
@@ -46,10 +48,18 @@ def authorized(token: str, header: str | None) -> bool:
 
 
 def add_views(app: StreamApp) -> None:
-    """Register the worker's HTTP endpoints on the app's web server."""
+    """Register the worker's HTTP endpoints on the app's web server.
+
+    With keyed models, their views come before ``/models/{version}``, which would match them.
+    """
     _add_status_views(app)
+    keyed = None
+    if app.settings.model.key_field:
+        table = app.serve_loop.owners
+        keyed = KeyedHttp(app.settings, app.pipeline, app.metrics, lambda: table.table)
+        add_key_views(app, lambda view, request: _unauthorized(view, app, request), keyed)
     _add_model_views(app)
-    add_serving_views(app)
+    add_serving_views(app, keyed)
 
 
 def health(app: StreamApp) -> tuple[dict[str, Any], int]:
@@ -174,8 +184,11 @@ def _add_model_views(app: StreamApp) -> None:
             return await _operate(self, app, op, None if op == "unpin" else int(version))
 
 
-def add_serving_views(app: StreamApp) -> None:
-    """Register ``POST /predict``, ``/predict/batch``, ``/learn`` and ``GET /openapi.json``."""
+def add_serving_views(app: StreamApp, keyed: KeyedHttp | None = None) -> None:
+    """Register ``POST /predict``, ``/predict/batch``, ``/learn`` and ``GET /openapi.json``.
+
+    ``keyed`` answers keyed events (``model.key_field``): the owner of each key, or 421.
+    """
     serve = app.serve_loop
     api = HttpApi(
         app.settings,
@@ -184,6 +197,7 @@ def add_serving_views(app: StreamApp) -> None:
         send=app.publisher.send,
         ready=lambda: serve.healthy,
     )
+    api.keyed = keyed
     spec = orjson.dumps(document(app.settings))
 
     for endpoint, path in ENDPOINTS.items():

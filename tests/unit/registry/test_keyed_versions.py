@@ -44,6 +44,7 @@ def test_a_version_round_trips_and_answers_exactly_as_before() -> None:
         "key": "user-1",
         "version": 4,
         "examples_learned": 40,
+        "quality": {"metric": "accuracy", "value": learner.serving.quality.value, "window": 39},
         "reason": "checkpoint",
         "at": 12.5,
         "sha256": "",

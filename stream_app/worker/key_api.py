@@ -1,0 +1,166 @@
+"""``POST /predict`` and ``/predict/batch`` for keyed models: answered only by the key's owner.
+
+With ``model.key_field`` set, an event's model key selects its model, and that model lives in
+the memory of one worker: the one that serves the key's home partition
+(:mod:`stream_app.core.owners`). That worker answers with the key's live model (or the global
+fallback while the key is young, as on the stream: ``"fallback": true``). Any other worker does
+not guess: it answers **421 Misdirected Request** with the owner's address (``owner``, its
+``web.advertised`` host:port, from the table the serve group's leader hands out), so the client
+asks there; while no owner is known (a rebalance) the answer is 503 ``unavailable``. A batch is
+answered only if this worker owns every event's key; otherwise it is refused whole with 421,
+naming the first event whose key lives elsewhere.
+
+Keyed HTTP predictions are not kept for a later label (``"joinable": false``): label them through
+the stream (events and labels keyed by model key).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import orjson
+
+from stream_app.core.decode import FeatureEvent, expect_object, parse_json, validate_event
+from stream_app.core.keyed import model_key
+from stream_app.core.messages import encode_keyed_prediction
+from stream_app.core.metrics import Metrics
+from stream_app.core.owners import Route, route
+from stream_app.core.pipeline import Pipeline
+from stream_app.errors import RejectedMessage
+from stream_app.settings import Settings
+
+__all__ = ["MISDIRECTED", "MISDIRECTED_STATUS", "KeyedHttp", "misdirected"]
+
+MISDIRECTED: Final = "misdirected"
+"""The reason code of a keyed request sent to a worker that does not own the key."""
+MISDIRECTED_STATUS: Final = 421
+"""HTTP 421 Misdirected Request (RFC 9110): this server cannot answer for that key."""
+_OK: Final = 200
+_UNAVAILABLE: Final = 503
+_NOT_JOINABLE: Final = b',"joinable":false}'
+
+Answer = tuple[int, bytes]
+"""(HTTP status, JSON body)."""
+
+
+def misdirected(key: str, where: Route, index: int | None = None) -> Answer:
+    """Answer a request for a key this worker does not own: 421 with the owner, or 503.
+
+    >>> misdirected("u-1", Route(2, False, "10.0.0.2:6066"))
+    (421, b'{"reason":"misdirected","detail":"key u-1 lives on partition 2, served by 10.0.0.2:6066","model_key":"u-1","partition":2,"owner":"10.0.0.2:6066"}')
+    >>> misdirected("u-1", Route(2, False, None))[0]
+    503
+    """  # noqa: E501
+    at = "" if index is None else f"events[{index}]: "
+    if where.owner is None:
+        detail = f"{at}no owner of partition {where.home} (key {key}) is known yet; try again"
+        return _UNAVAILABLE, orjson.dumps({"reason": "unavailable", "detail": detail})
+    body = {
+        "reason": MISDIRECTED,
+        "detail": f"{at}key {key} lives on partition {where.home}, served by {where.owner}",
+        "model_key": key,
+        "partition": where.home,
+        "owner": where.owner,
+    }
+    return MISDIRECTED_STATUS, orjson.dumps(body)
+
+
+class KeyedHttp:
+    """Answers keyed ``/predict`` requests from the keys this worker owns; 421 for the others."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        owners: Callable[[], Mapping[int, str]],
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.owners = owners
+        """partition -> the owner's address (the serve group's table)."""
+
+    def route(self, key: str) -> Route:
+        """Where ``key`` is answered (this worker owns a partition once it read its keys)."""
+        pipeline = self.pipeline
+        store = pipeline.key_store
+        owned = [p for p in range(pipeline.partitions) if store is not None and store.owns(p)]
+        return route(key, pipeline.partitions, owned, self.owners())
+
+    def predict(self, raw: bytes, started: float) -> Answer:
+        """Answer one keyed event with its key's live model, or 421 to the owner.
+
+        Raises ``RejectedMessage`` for an invalid event or key, and whatever the model raises:
+        :class:`~stream_app.worker.http_api.HttpApi` answers them as it answers the global model's.
+        """
+        event = self._event(parse_json(raw, self.settings.limits))
+        assert event.key is not None
+        where = self.route(event.key)
+        if not where.local:
+            return misdirected(event.key, where)
+        body = self._answer(event, where.home, started)
+        self.metrics.http_predictions.inc()
+        return _OK, body
+
+    def predict_batch(self, events: list[Any], started: float) -> Answer:
+        """Answer a batch whose keys this worker all owns, in order; else 421 for the batch."""
+        decoded = [self._event(item, index) for index, item in enumerate(events)]
+        homes = []
+        for index, event in enumerate(decoded):
+            assert event.key is not None
+            where = self.route(event.key)
+            if not where.local:
+                return misdirected(event.key, where, index)
+            homes.append(where.home)
+        parts = [self._answer(e, home, started) for e, home in zip(decoded, homes, strict=True)]
+        self.metrics.http_predictions.inc(len(parts))
+        return _OK, b'{"predictions":[' + b",".join(parts) + b"]}"
+
+    def _event(self, obj: Any, index: int | None = None) -> FeatureEvent:
+        """Validate one event and its model key like the stream; give it an id if it has none."""
+        try:
+            event = expect_object(obj)
+            if event.get("id") is None:
+                event = {**event, "id": uuid.uuid4().hex}
+            event_id, features, ts, label, _ = validate_event(event, self.settings.limits)
+            return FeatureEvent(
+                event_id, features, ts, label, model_key(event, self.settings.model.key_field)
+            )
+        except RejectedMessage as rejected:
+            if index is None:
+                raise
+            raise RejectedMessage(rejected.reason, f"events[{index}]: {rejected.detail}") from None
+
+    def _answer(self, event: FeatureEvent, home: int, started: float) -> bytes:
+        """Answer with the key's live model (or the fallback while young), as the stream does.
+
+        A model that raises is the caller's ``model_error`` (:class:`HttpApi` answers 422).
+        """
+        pipeline, key = self.pipeline, event.key
+        keys = pipeline.keys
+        assert keys is not None and key is not None
+        fallback = pipeline.learner if self.settings.model.key_fallback == "global" else None
+        answer = keys.answer(key, event.features, home, time.time(), fallback)
+        if answer.fallback:
+            model = pipeline.learner.answering
+        else:
+            state = keys.peek(key)
+            assert state is not None
+            model = state.learner.answering
+        served = answer.served
+        value = encode_keyed_prediction(
+            event.id,
+            served.prediction,
+            served.proba,
+            model.name,
+            model.version,
+            time.time(),
+            round((time.perf_counter() - started) * 1000.0, 3),
+            key,
+            answer.fallback,
+        )
+        return value[:-1] + _NOT_JOINABLE
