@@ -49,11 +49,12 @@ def keyed_pipeline(
     fallback: str = "none",
     owned: set[int] | None = None,
     model: dict[str, Any] | None = None,
+    drift: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Pipeline, Metrics, MemoryStore]:
     settings = Settings().replace(
         guard={"enabled": False},
-        drift={"policy": "none"},
+        drift={"policy": "none", **(drift or {})},
         model={
             "key_field": "user",
             "key_fallback": fallback,
