@@ -151,3 +151,54 @@ def test_a_key_younger_than_key_min_examples_gets_no_challenger() -> None:
         "stream_app_key_model_events_total", {"type": CHALLENGER_STARTED}
     )
     assert started is None
+
+
+def test_each_key_has_its_own_guard() -> None:
+    """The same input is an outlier for a key that never saw its like, and not for another."""
+    p, metrics, _ = keyed_pipeline(
+        guard={"enabled": True, "noisy_labels": False, "witness": False, "warmup": 100}
+    )
+    rng = random.Random(3)
+    out = Recorder()
+    for i in range(300):
+        for key, centre in (("small", 0.0), ("big", 100.0)):
+            x = {"x": rng.gauss(centre, 1.0)}
+            p.features([keyed_event(2 * i + (key == "big"), key, x, x["x"] > centre)], 0.0, out)
+    assert out.on(p.settings.topics.dead_letters) == []
+    out = Recorder()
+    p.features([keyed_event(1000, "small", {"x": 100.0}, True)], 0.0, out)
+    p.features([keyed_event(1001, "big", {"x": 100.0}, True)], 0.0, out)
+    (letter,) = out.on(p.settings.topics.dead_letters)
+    assert letter["reason"] == "feature_outlier" and letter["source"]["offset"] == 1000
+    assert p.keys is not None
+    learned = {key: state.learner.serving.model.examples_learned for key, state in p.keys.items()}
+    assert learned == {"small": 300, "big": 301}
+    rejected = metrics.registry.get_sample_value(
+        "stream_app_labels_rejected_total", {"reason": "feature_outlier"}
+    )
+    assert rejected == 1
+
+
+class Raising:
+    """An estimator whose every answer raises."""
+
+    def predict_proba_one(self, x: dict[str, Any]) -> Any:
+        raise ValueError("broken challenger")
+
+
+def test_a_keys_challenger_that_raises_is_dropped_and_announced_with_its_key() -> None:
+    p, metrics, _ = keyed_pipeline()
+    out = Recorder()
+    p.features([keyed_event(0, "u1", {"a": 1.0}, True)], 0.0, out)
+    assert p.keys is not None
+    learner = p.keys.get("u1", 0, 0.0).learner
+    challenger = learner.challenge(learner._fresh()).model
+    challenger.estimator, challenger.examples_learned = Raising(), 1  # (a fresh one never asks)
+    p.features([keyed_event(1, "u1", {"a": 2.0}, False)], 0.0, out)
+    (dropped,) = out.on(p.settings.topics.model_events)
+    assert dropped["type"] == "challenger_dropped" and dropped["model_key"] == "u1"
+    assert dropped["reason"] == "predict_error" and learner.challenger is None
+    assert len(out.on(p.settings.topics.predictions)) == 2  # the key's model answered on
+    count = metrics.registry.get_sample_value
+    assert count("stream_app_challengers_dropped_total", {"reason": "predict_error"}) == 1
+    assert count("stream_app_key_model_events_total", {"type": "challenger_dropped"}) == 1

@@ -50,10 +50,11 @@ def keyed_pipeline(
     owned: set[int] | None = None,
     model: dict[str, Any] | None = None,
     drift: dict[str, Any] | None = None,
+    guard: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Pipeline, Metrics, MemoryStore]:
     settings = Settings().replace(
-        guard={"enabled": False},
+        guard=guard or {"enabled": False},
         drift={"policy": "none", **(drift or {})},
         model={
             "key_field": "user",
