@@ -64,6 +64,7 @@ class Challenging:
         canary: Canary | None
         monitor: DriftMonitor
         examples_seen: int
+        challenge_min_examples: int
         _duel: tuple[Quality, Quality] | None
 
         @property
@@ -185,7 +186,12 @@ class Challenging:
         return event
 
     def _on_drift(self, now: float) -> list[ModelEvent]:
-        """Report the drift and apply the policy: none, reset, or start a challenger."""
+        """Report the drift and apply the policy: none, reset, or start a challenger.
+
+        The ``challenger`` policy applies only to a serving model that has learned
+        ``challenge_min_examples`` labels (a keyed model's ``model.key_min_examples``; 0 for the
+        global one): a younger one reports the drift with ``"young": true`` and learns on.
+        """
         self.flush()
         model = self.serving.model
         events = [
@@ -211,6 +217,9 @@ class Challenging:
             self.challenger = self._contender(self._fresh())
             events.append(self._promote(reason="reset", serving_q=None, challenger_q=None))
         elif policy == "challenger" and self.challenger is None:
+            if model.examples_learned < self.challenge_min_examples:
+                events[0].fields["young"] = True  # too young for a challenger of its own
+                return events
             self._start_challenger(self.settings.model.factory)
             log.info("challenger learns from the drift point in shadow")
         return events

@@ -12,8 +12,18 @@ from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
 
-__all__ = ["CHALLENGER_DROPPED", "DROPPED_LEARNING", "DROPPED_PREDICTING", "ModelEvent"]
+__all__ = [
+    "CHALLENGER_DROPPED",
+    "CHALLENGER_STARTED",
+    "DROPPED_LEARNING",
+    "DROPPED_PREDICTING",
+    "ModelEvent",
+]
 
+CHALLENGER_STARTED: Final = "challenger_started"
+"""The model-event type of a keyed model's challenger, started by its drift (``challenger``
+policy). The global model's start shows as its drift and on ``predictions-shadow``; many keys
+share ``model-events``, so a key's is said outright."""
 CHALLENGER_DROPPED: Final = "challenger_dropped"
 """The model-event type of a challenger that raised and was dropped."""
 DROPPED_PREDICTING: Final = "predict_error"

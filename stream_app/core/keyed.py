@@ -39,7 +39,8 @@ from stream_app.core.decode import (
     parse_json,
     validate_event,
 )
-from stream_app.core.learn import Learner
+from stream_app.core.events import CHALLENGER_STARTED, ModelEvent
+from stream_app.core.learn import Contender, Learner
 from stream_app.core.predict import Prediction
 from stream_app.errors import ConfigError, RejectedMessage
 from stream_app.settings import LimitSettings, Settings
@@ -53,6 +54,7 @@ __all__ = [
     "KeyedModels",
     "decode_keyed_event",
     "decode_keyed_label",
+    "key_events",
     "model_key",
 ]
 
@@ -132,6 +134,32 @@ def decode_keyed_label(raw: bytes | None, limits: LimitSettings, field: str) -> 
     return KeyedLabel(event_id, label, model_key(obj, field) if field in obj else None)
 
 
+def key_events(
+    learner: Learner, before: Contender | None, events: Iterable[ModelEvent]
+) -> list[ModelEvent]:
+    """Return the model events of one label a key's ``learner`` learned, its challenger's start too.
+
+    ``before`` is the key's challenger before the label. A challenger that the label's drift
+    started is announced as ``challenger_started``, after the drift, with the version of the key's
+    model it challenges (a challenger is stored inside the key's versions, not as one).
+
+    >>> from stream_app.settings import Settings
+    >>> learner = Learner(Settings())
+    >>> drift = ModelEvent("drift", 0, {})
+    >>> _ = learner.challenge(learner._fresh())
+    >>> [(e.kind, e.version) for e in key_events(learner, None, [drift])]
+    [('drift', 0), ('challenger_started', 0)]
+    >>> [e.kind for e in key_events(learner, learner.challenger, [drift])]
+    ['drift']
+    """
+    out = list(events)
+    challenger = learner.challenger
+    if challenger is not None and challenger is not before:
+        fields = {"factory": challenger.model.factory}
+        out.append(ModelEvent(CHALLENGER_STARTED, learner.serving.model.version, fields))
+    return out
+
+
 @dataclasses.dataclass(slots=True)
 class KeyState:
     """One key's learner and its bookkeeping (which partition, when last checkpointed)."""
@@ -194,6 +222,7 @@ class KeyedModels:
         learner = self._load(key)
         if learner is None:
             learner = Learner(self.settings)
+        learner.challenge_min_examples = self.settings.model.key_min_examples
         state = self._keys[key] = KeyState(learner, partition, checkpointed_at=now)
         self._evict()
         return state

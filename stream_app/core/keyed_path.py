@@ -40,10 +40,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from stream_app import reasons
-from stream_app.core.decode import (
-    NO_LABEL,
-    FeatureEvent,
-)
+from stream_app.core.decode import NO_LABEL, FeatureEvent
+from stream_app.core.events import CHALLENGER_DROPPED
 from stream_app.core.example import LabeledExample
 from stream_app.core.join import Served, Source
 from stream_app.core.keyed import (
@@ -53,6 +51,7 @@ from stream_app.core.keyed import (
     KeyState,
     decode_keyed_event,
     decode_keyed_label,
+    key_events,
 )
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
@@ -84,7 +83,10 @@ _NOT_TAUGHT: Final = frozenset(
 CHECKPOINT: Final = "checkpoint"
 EVICTED: Final = "evicted"
 HANDOVER: Final = "handover"
-"""Reasons recorded with a key's version: due by count or age, evicted from memory, revoked."""
+PROMOTION: Final = "promotion"
+RESET: Final = "reset"
+"""Reasons recorded with a key's version: due by count or age, evicted from memory, revoked, a
+challenger promoted or the model reset by the ``reset`` drift policy (stored at once)."""
 
 
 class KeyedPath:
@@ -210,6 +212,8 @@ class KeyedPath:
             assert state is not None
             model = state.learner.answering
             shadow = answer.shadow
+            for dropped in state.learner.take_dropped():  # its challenger raised while answering
+                self._key_event(out, key, state.learner, dropped)
         value = encode_keyed_prediction(
             event.id,
             served.prediction,
@@ -263,6 +267,7 @@ class KeyedPath:
         if label is not example.label:  # a regression label is learned as a float
             example = example.with_label(label)
         self._taken.add(example.event_id, example.at)  # a second label for the id is a duplicate
+        before = learner.challenger
         try:
             outcome = learner.learn(example)
         except RejectedMessage as rejected:
@@ -277,7 +282,12 @@ class KeyedPath:
                 self._key_due.add(key)
         elif outcome.reason is not None:
             self._reject_label(out, record, outcome.reason, outcome.detail)
-        for model_event in outcome.events:
+        for model_event in key_events(learner, before, outcome.events):
+            if model_event.kind == "promotion":  # stored at once; the event names that version
+                reset = model_event.fields.get("reason") == RESET
+                self._store_key(key, state, RESET if reset else PROMOTION, example.at)
+                keys.checkpointed(key, example.at)
+                model_event = model_event._replace(version=learner.serving.model.version)
             self._key_event(out, key, learner, model_event)
         fallback = self._fallback
         if fallback is not None and outcome.reason not in _NOT_TAUGHT:
@@ -305,12 +315,21 @@ class KeyedPath:
         self._report_learning()
 
     def _key_event(self, out: Outputs, key: str, learner: Learner, event: ModelEvent) -> None:
-        """Queue a key's model event (a drift, a reset) with its ``model_key``; count drifts."""
+        """Queue a key's model event with its ``model_key`` and ``examples_seen``; count it by type.
+
+        One series per type, never one per key. Drifts count in
+        ``stream_app_drift_detected_total`` too, dropped challengers in
+        ``stream_app_challengers_dropped_total{reason}``, as the global model's do.
+        """
         name = learner.serving.model.name
-        value = encode_model_event(event.kind, name, event.version, model_key=key, **event.fields)
+        fields = {"examples_seen": learner.examples_seen, **event.fields}  # where, in its labels
+        value = encode_model_event(event.kind, name, event.version, model_key=key, **fields)
         out.keyed(self.settings.topics.model_events, name.encode(), value)
+        self.metrics.key_model_events.labels(type=event.kind).inc()
         if event.kind == "drift":
             self.metrics.drift_detected.inc()
+        elif event.kind == CHALLENGER_DROPPED:
+            self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
 
     def checkpoint_keys(self, now: float) -> int:
         """Store the keys whose checkpoint is due; return how many (the serve loop, per batch).

@@ -188,6 +188,8 @@ class Learner(Challenging):
         self.monitor = DriftMonitor(settings.drift)
         self.next_version = self.serving.model.version + 1
         self.examples_seen = 0
+        self.challenge_min_examples = 0
+        """Labels the serving model must have learned for a drift to start a challenger (keys)."""
         self.learned_through = -1
         """Offset in the learning log of the last example this learner learned (-1: none)."""
         self._learned = RecentIds(settings.learn.pending_ttl_s, settings.learn.pending_max)

@@ -201,6 +201,13 @@ METRICS: Final[Mapping[str, Metric]] = {
         "Keyed events answered by the fallback (the global model) because their key had learned "
         "fewer than model.key_min_examples labels.",
     ),
+    "key_model_events": Metric(
+        Counter,
+        "stream_app_key_model_events",
+        "Model events of keyed models (drift, challenger_started, promotion, challenger_dropped, "
+        "...), by type: one series per type, never one per key.",
+        labels=("type",),
+    ),
     "http_requests": Metric(
         Counter,
         "stream_app_http_requests",
@@ -259,6 +266,7 @@ class Metrics:
     model_keys: Gauge
     key_checkpoints: Counter
     key_fallback_answers: Counter
+    key_model_events: Counter
     http_requests: Counter
     http_latency: Histogram
     http_predictions: Counter

@@ -49,11 +49,13 @@ def keyed_pipeline(
     fallback: str = "none",
     owned: set[int] | None = None,
     model: dict[str, Any] | None = None,
+    drift: dict[str, Any] | None = None,
+    guard: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Pipeline, Metrics, MemoryStore]:
     settings = Settings().replace(
-        guard={"enabled": False},
-        drift={"policy": "none"},
+        guard=guard or {"enabled": False},
+        drift={"policy": "none", **(drift or {})},
         model={
             "key_field": "user",
             "key_fallback": fallback,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
+from typing import Any
 
 import orjson
 import pytest
@@ -96,3 +97,35 @@ def test_the_index_follows_the_topic_and_tombstones_keep_the_newest() -> None:
     assert "c" not in index and sorted(index.keys()) == ["a/b"]
     with pytest.raises(CorruptVersion, match="record key"):
         index.apply(b"c", b"x")
+
+
+def test_a_keys_challenger_is_stored_with_it_and_goes_on_with_its_duel() -> None:
+    """A key's version holds its challenger and their duel, signed and read by the safe unpickler:
+    the loaded learner answers, duels and promotes exactly as the one that was never stored."""
+    settings = SETTINGS.replace(registry={"signing_key": "k" * 32}, drift={"challenger_window": 30})
+    learner = Learner(settings)
+    examples = [
+        ({"a": float(i % 7), "b": float(i % 3)}, (i % 7 > 3) != (i < 100)) for i in range(300)
+    ]
+
+    def learn(on: Learner, start: int, stop: int) -> list[tuple[str, Any]]:
+        happened = []
+        for i in range(start, stop):
+            x, y = examples[i]
+            served, shadow = on.answer(x)
+            outcome = on.learn(LabeledExample(f"e{i}", x, y, served, shadow, 0.0))
+            happened += [(e.kind, served.proba, shadow and shadow.proba) for e in outcome.events]
+            happened.append(("answer", served.proba, shadow and shadow.proba))
+        return happened
+
+    learn(learner, 0, 100)  # the serving model learns a concept that then changes
+    learner.challenge(learner._fresh())
+    learn(learner, 100, 120)  # the duel's window is not full yet
+    _, value = encode_version(settings, "user-1", 4, learner, "checkpoint", at=1.0)
+    _, loaded = decode_version(settings, value)
+    assert loaded.challenger is not None and loaded.challenger.labels == 20
+    after = learn(loaded, 120, 300)
+    assert after == learn(learner, 120, 300)
+    assert [kind for kind, _, _ in after if kind != "answer"] == ["promotion"]
+    assert learner.challenger is None and loaded.challenger is None  # both promoted it, alike
+    assert loaded.serving.model.version == learner.serving.model.version
