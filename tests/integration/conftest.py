@@ -125,6 +125,7 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
         partitions: int = 4,
         extra_config: str = "",
         serve: str = "",
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         worker = start_worker(
             command or faust_command(),
@@ -134,6 +135,7 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
             data_dir=tmp_path / f"worker-{len(started)}",
             config=names.toml(partitions, extra_config, serve),
             topics=names.topics,
+            env=env,
         )
         started.append(worker)
         return worker
