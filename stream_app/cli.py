@@ -145,6 +145,9 @@ def _add_demo(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo.add_argument("--events", type=int, default=0, help="stop after N events (default: Ctrl-C)")
     demo.add_argument("--rate", type=float, default=None, help="events/s (default: demo.rate)")
     demo.add_argument("--report", type=Path, default=None, help="report file (HTML; PNG beside)")
+    demo.add_argument(
+        "--keys", type=int, default=0, help="keyed models: one model per user of N (default: one)"
+    )
     demo.set_defaults(run=_demo)
 
 
@@ -260,7 +263,7 @@ def _demo(args: argparse.Namespace) -> int:
     """Run the demo: see :mod:`stream_app.tools.demo`."""
     from stream_app.tools.demo import DemoOptions, run_demo
 
-    options = DemoOptions(args.broker, args.events, args.rate, args.report)
+    options = DemoOptions(args.broker, args.events, args.rate, args.report, args.keys)
     return run_demo(load_tool_settings(), options)
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from stream_app.tools.keyed import KeyedSummary, keyed_summary
 from stream_app.tools.report import Charts, ReportData, build, collect
 from stream_app.tools.settings import ToolSettings
 
@@ -32,6 +33,7 @@ _COLOURS: Final = {
     "canary_done": "#2ca02c",
 }
 _CANARY_COLOUR: Final = "#17becf"
+_FALLBACK_COLOUR: Final = "#8c564b"
 _STYLES: Final = {"change": ":", "drift": "--", "canary_step": "-."}
 _SIZE_IN: Final = (12.0, 9.0)
 _DPI: Final = 110
@@ -56,7 +58,15 @@ def draw_png(charts: Charts, title: str) -> bytes:
     figure.suptitle(title, fontsize=13)
     metric = "accuracy" if charts.metric == "accuracy" else "MAE (lower is better)"
     if charts.serving:
-        quality.plot(*zip(*charts.serving, strict=True), color="#1f77b4", label="serving model")
+        serving = "keys' own models" if charts.fallback else "serving model"
+        quality.plot(*zip(*charts.serving, strict=True), color="#1f77b4", label=serving)
+    if charts.fallback:
+        quality.plot(
+            *zip(*charts.fallback, strict=True),
+            color=_FALLBACK_COLOUR,
+            linestyle=":",
+            label="fallback (the global model, for young keys)",
+        )
     if charts.shadow:
         quality.plot(
             *zip(*charts.shadow, strict=True),
@@ -189,6 +199,9 @@ def report_to(
         f"{kinds.count('promotion')} promotion, {_canary_count(kinds)}"
         f"{charts.counts['dead letters']:,} dead letters"
     )
+    keyed = keyed_summary(data)
+    if keyed is not None:
+        title += f", {keyed.keys:,} keys ({len(keyed.drifting)} in drift)"
     write_report(data, charts, out, png, title)
     return data, charts
 
@@ -229,6 +242,7 @@ def _page(data: ReportData, charts: Charts, image: bytes, title: str) -> str:
         f"<tr><td>{esc(reason)}</td><td>{n:,}</td></tr>"
         for reason, n in data.dead_letters.most_common()
     )
+    keyed = _keyed_section(keyed_summary(data))
     encoded = base64.b64encode(image).decode("ascii")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -238,7 +252,7 @@ th{{background:#eee;text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{esc(title)}</h1>
 <p>{esc(counts)}. Quality is {esc(charts.metric)} over a rolling window of labelled predictions.</p>
 <img alt="quality, latency and throughput over time" src="data:image/png;base64,{encoded}">
-<h2>Model events</h2>
+{keyed}<h2>Model events</h2>
 <table><tr><th>time</th><th>since start</th><th>type</th><th>model</th><th>details</th></tr>
 {events or '<tr><td colspan="5">none</td></tr>'}</table>
 <h2>Dead letters by reason</h2>
@@ -246,6 +260,28 @@ th{{background:#eee;text-align:left}}img{{max-width:100%}}</style></head><body>
 {letters or '<tr><td colspan="2">none</td></tr>'}</table>
 </body></html>
 """
+
+
+def _keyed_section(summary: KeyedSummary | None) -> str:
+    """Return the page's section on keyed models (nothing with one global model).
+
+    >>> _keyed_section(None)
+    ''
+    >>> "<td>user-1</td><td>2</td>" in _keyed_section(
+    ...     KeyedSummary(3, {"user-1": 2}, 90, 10, 0.9, 0.7, "accuracy"))
+    True
+    """
+    if summary is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(key)}</td><td>{n}</td></tr>" for key, n in summary.drifting.items()
+    )
+    none = '<tr><td colspan="2">none</td></tr>'
+    return (
+        f"<h2>Keyed models</h2>\n<p>{html.escape(summary.text())}.</p>\n"
+        "<table><tr><th>key in drift</th><th>drift events</th></tr>\n"
+        f"{rows or none}</table>\n"
+    )
 
 
 def _details(event: dict[str, Any]) -> str:

@@ -31,9 +31,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free_ports
+from stream_app.tools.keyed import keyed_summary
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
 from stream_app.tools.settings import DemoSettings, ToolSettings
-from stream_app.tools.synth import DemoMessage, DemoStream, concept
+from stream_app.tools.synth import KEY_FIELD, DemoMessage, DemoStream, concept
 from stream_app.tools.view import Tally, announce, health, scrape
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -56,6 +57,9 @@ class DemoOptions:
     """Events per second offered (default: ``demo.rate``)."""
     report: Path | None = None
     """Where to write the report (default: ``demo.report``, else under the data dir)."""
+    keys: int = 0
+    """Keyed models: the stream names one of this many users per event, the worker keeps one
+    model per user (``model.key_field``); 0 is one global model."""
 
 
 @dataclass
@@ -96,7 +100,9 @@ def _run(settings: ToolSettings, options: DemoOptions) -> int:
             print(f"broker ready on {broker.bootstrap}", flush=True)
         settings = settings.replace(app={"broker": broker_url})
         worker_id = f"{settings.app.id}-demo-{os.getpid()}"
-        worker, web_port = _start_worker(worker_id, broker_url, workdir, settings.demo)
+        worker, web_port = _start_worker(
+            worker_id, broker_url, workdir, settings.demo, options.keys
+        )
         stack.callback(_stop, worker)
         _wait_healthy(worker, web_port)
         print(f"worker ready: http://127.0.0.1:{web_port}/metrics", flush=True)
@@ -140,6 +146,9 @@ def _summary(settings: ToolSettings, tally: Tally, data: ReportData, run: _Run, 
         f"  promotions: {len(promotions)}{_list(promotions, _PROMOTION)}",
         f"  dead letters: {sum(data.dead_letters.values())} ({letters})",
     ]
+    keyed = keyed_summary(data)
+    if keyed is not None:
+        lines.append(f"  keys: {keyed.text()}")
     if run.changes:
         window = settings.report.quality_window
         points = scored(data.predictions, data.labels, task_of(data.predictions))
@@ -173,9 +182,12 @@ def _fmt(value: float | None) -> str:
 
 
 def _start_worker(
-    worker_id: str, broker_url: str, workdir: Path, demo: DemoSettings
+    worker_id: str, broker_url: str, workdir: Path, demo: DemoSettings, keys: int
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file."""
+    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file.
+
+    With ``keys`` the worker keeps one model per :data:`~stream_app.tools.synth.KEY_FIELD`.
+    """
     web_port = free_port()
     env = {
         **os.environ,
@@ -185,6 +197,8 @@ def _start_worker(
         "STREAM_APP_DATA_DIR": str(workdir / "worker"),
         "STREAM_APP_LEARN__EARLY_LABEL_TTL_S": str(demo.early_label_ttl_s),
     }
+    if keys:
+        env["STREAM_APP_MODEL__KEY_FIELD"] = KEY_FIELD
     with open(workdir / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker", "-l", "info"],
@@ -248,6 +262,8 @@ async def _stream(
     )
     console = Console()
     title = f"stream_app demo · seed {settings.demo.seed} · change at {settings.demo.change_at:,}"
+    if options.keys:
+        title += f" · {options.keys} keys, {min(settings.demo.drifting_keys, options.keys)} change"
     live = (
         Live(tally.panel(title), console=console, auto_refresh=False)
         if console.is_terminal
@@ -282,7 +298,7 @@ async def _produce(
     s = settings.demo
     topics = {"features": settings.topics.features, "labels": settings.topics.labels}
     rate = options.rate or s.rate
-    stream = DemoStream(s)
+    stream = DemoStream(s, options.keys)
     started = time.monotonic()
     current = concept(0, s)
     for message in stream:
@@ -351,10 +367,7 @@ async def _read(
                 except orjson.JSONDecodeError:
                     continue  # not the worker's: someone else writes to this topic
                 if tp.topic == t.predictions:
-                    tally.predictions += 1
-                    tally.answered_features += 1
-                    tally.latencies.append(body["latency_ms"])
-                    tally.serving = body["model_version"]
+                    tally.answered(body)
                 elif tp.topic == t.model_events:
                     text = announce(body, tally)
                     if text is not None:

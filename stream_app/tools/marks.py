@@ -39,16 +39,20 @@ def marks(events: Iterable[tuple[float, dict[str, Any]]], changes: Iterable[floa
     ...        (6.0, {"type": "checkpoint", "model_version": 1}),
     ...        (7.0, {"type": "promotion", "model_version": 1, "previous_version": 0})], [4.0])
     [Mark(t=4.0, kind='change', text='concept change'), Mark(t=5.0, kind='drift', text='drift in v0'), Mark(t=7.0, kind='promotion', text='v1 serves (was v0)')]
+    >>> marks([(5.0, {"type": "drift", "model_version": 2, "model_key": "user-1"})], [])
+    [Mark(t=5.0, kind='drift', text='drift in user-1 v2')]
     """  # noqa: E501
     out = [Mark(t, "change", "concept change") for t in changes]
     for t, event in events:
         kind, version = event.get("type"), event.get("model_version")
         if kind not in MARKED:
             continue
+        key = event.get("model_key")
+        whose = f"{key} " if isinstance(key, str) else ""
         if kind == "drift":
-            text = f"drift in v{version}"
+            text = f"drift in {whose}v{version}"
         elif kind == "promotion":
-            text = f"v{version} serves (was v{event.get('previous_version')})"
+            text = f"{whose}v{version} serves (was v{event.get('previous_version')})"
         elif kind == "rollback":
             text = f"rollback: v{version}"
         elif kind == "factory_changed":
@@ -96,8 +100,8 @@ def canary_spans(events: Iterable[tuple[float, dict[str, Any]]]) -> list[tuple[i
     ends: dict[int, float] = {}
     for t, event in sorted(events, key=lambda item: item[0]):
         kind, version = event.get("type"), event.get("model_version")
-        if not isinstance(version, int):
-            continue
+        if not isinstance(version, int) or "model_key" in event:
+            continue  # (a keyed model's version numbers are its own)
         if kind == CANARY_STEP:
             ends.setdefault(version, math.inf)
         elif kind in (CANARY_ROLLBACK, CANARY_DONE) and version in ends:

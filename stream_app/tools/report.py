@@ -91,6 +91,9 @@ class Charts:
     """(t, predictions/s) per time slice."""
     marks: list[Mark]
     counts: dict[str, int]
+    fallback: list[tuple[float, float]] = field(default_factory=list)
+    """Keyed models: rolling quality of the answers the fallback gave young keys; the ``serving``
+    line is then the keys' own models' answers."""
 
 
 def task_of(predictions: Iterable[dict[str, Any]]) -> str:
@@ -206,13 +209,25 @@ def _mean_quality(errors: Sequence[float], metric: str) -> float | None:
     return 1.0 - mean if metric == "accuracy" else mean
 
 
+def _unversioned(predictions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give keyed predictions one version number for the rolling quality.
+
+    Each key numbers its own versions, so a line that restarted at every change of version would
+    restart at nearly every point.
+    """
+    return [{**p, "model_version": -1} for p in predictions]
+
+
 def build(data: ReportData, settings: ReportSettings) -> Charts:
     """Turn the messages into the charts' series (times relative to the first prediction)."""
     task = task_of(data.predictions)
     metric = "accuracy" if task == "classification" else "mae"
-    serving, canary = _split_canary(
-        scored(data.predictions, data.labels, task), canary_spans(data.events)
-    )
+    answers, fallback = data.predictions, []
+    if any("model_key" in p for p in data.predictions):
+        answers = _unversioned(p for p in data.predictions if p.get("fallback") is not True)
+        fallback = _unversioned(p for p in data.predictions if p.get("fallback") is True)
+    serving, canary = _split_canary(scored(answers, data.labels, task), canary_spans(data.events))
+    answered_by_fallback = scored(fallback, data.labels, task)
     shadow = scored(data.shadow, data.labels, task)
     served = sorted(
         (float(p["served_at"]), float(p.get("latency_ms", 0.0))) for p in data.predictions
@@ -234,12 +249,13 @@ def build(data: ReportData, settings: ReportSettings) -> Charts:
         serving=[(t - t0, q) for t, q in rolling(serving, window, metric)],
         shadow=[(t - t0, q) for t, q in rolling(shadow, window, metric)],
         canary=[(t - t0, q) for t, q in rolling(canary, window, metric)],
+        fallback=[(t - t0, q) for t, q in rolling(answered_by_fallback, window, metric)],
         latency=latency,
         throughput=throughput,
         marks=[m._replace(t=m.t - t0) for m in marks(data.events, data.changes)],
         counts={
             "predictions": len(data.predictions),
-            "labelled": len(serving) + len(canary),
+            "labelled": len(serving) + len(canary) + len(answered_by_fallback),
             "shadow predictions": len(data.shadow),
             "dead letters": sum(data.dead_letters.values()),
         },

@@ -61,6 +61,8 @@ class DemoSettings:
     """Event number where the concept changes (x1 + x2 > 8 is positive, then negative)..."""
     change_every: int = 20000
     """...and changes back and forth every this many events after it (0: once)."""
+    drifting_keys: int = 3
+    """With ``demo --keys``: how many keys change concept at ``change_at``; the rest keep theirs."""
     bad_share: float = 0.03
     """Share of extra malformed messages (features) and labels for unknown events (labels)."""
     flip_share: float = 0.03

@@ -7,6 +7,13 @@ labels topic instead of inline, and a share of extra messages is malformed (feat
 an event that never was (labels), so that every part of the service shows itself. All of it is
 drawn from one seeded generator.
 
+With ``keys`` (``stream-app demo --keys N``) each event also names its model key in the field
+:data:`KEY_FIELD` (``user-0`` .. ``user-<N-1>``, drawn uniformly), and each key has a concept of
+its own: key *k* is SEA's variant ``k % 4`` (positive when ``x1 + x2`` exceeds 8, 9, 7 or 9.5).
+Only the first ``demo.drifting_keys`` keys change concept at ``demo.change_at`` (and back and forth
+after it); the others keep theirs, so the drift is theirs alone. Events and their labels are keyed
+by the model key (the co-partitioning rule of keyed models), and a late label carries the key.
+
 >>> from stream_app.tools.settings import DemoSettings
 >>> stream = DemoStream(DemoSettings(bad_share=0.0, delayed_share=0.0))
 >>> first = next(iter(stream))
@@ -26,7 +33,7 @@ import orjson
 
 from stream_app.tools.settings import DemoSettings
 
-__all__ = ["BAD_MESSAGES", "DemoMessage", "DemoStream", "concept"]
+__all__ = ["BAD_MESSAGES", "KEY_FIELD", "DemoMessage", "DemoStream", "concept", "key_concept"]
 
 BAD_MESSAGES: Final = (
     b'{"id": "broken", "features": {"x1": 1.0',
@@ -37,6 +44,10 @@ BAD_MESSAGES: Final = (
     b"\xff\xfe not utf-8",
 )
 _CHANNELS: Final = ("web", "app", "store")
+KEY_FIELD: Final = "user"
+"""The event field that names the model key in the keyed demo stream."""
+SEA_THRESHOLDS: Final = (8.0, 9.0, 7.0, 9.5)
+"""SEA's four concepts (Street and Kim, 2001): positive when ``x1 + x2`` exceeds the threshold."""
 
 
 class DemoMessage(NamedTuple):
@@ -65,13 +76,37 @@ def concept(event: int, settings: DemoSettings) -> int:
     return 1 - ((event - settings.change_at) // settings.change_every) % 2
 
 
+def key_concept(key: int, event: int, settings: DemoSettings) -> int:
+    """Tell which concept labels event ``event`` of key number ``key``: only drifting keys change.
+
+    >>> s = DemoSettings(change_at=10, change_every=0, drifting_keys=2)
+    >>> [key_concept(k, 20, s) for k in range(4)], key_concept(0, 9, s)
+    ([1, 1, 0, 0], 0)
+    """
+    return concept(event, settings) if key < settings.drifting_keys else 0
+
+
+def sea_label(x: dict[str, float], key: int, reversed_: int) -> bool:
+    """Label SEA features for key number ``key``: its variant's threshold, reversed or not.
+
+    >>> sea_label({"x1": 4.0, "x2": 4.5}, 0, 0), sea_label({"x1": 4.0, "x2": 4.5}, 1, 0)
+    (True, False)
+    >>> sea_label({"x1": 4.0, "x2": 4.5}, 0, 1)
+    False
+    """
+    above = x["x1"] + x["x2"] > SEA_THRESHOLDS[key % len(SEA_THRESHOLDS)]
+    return above != bool(reversed_)
+
+
 class DemoStream:
     """Iterate the messages; :meth:`late_labels` then gives the delayed labels still owed."""
 
-    def __init__(self, settings: DemoSettings) -> None:
+    def __init__(self, settings: DemoSettings, keys: int = 0) -> None:
         self.settings = settings
-        self._delayed: deque[tuple[int, str, bool]] = deque()
-        """(event number it is due at, event id, label), in due order."""
+        self.keys = keys
+        """Number of model keys (0: one global model, no key field)."""
+        self._delayed: deque[tuple[int, str, bool, str | None]] = deque()
+        """(event number it is due at, event id, label, model key), in due order."""
 
     def __iter__(self) -> Iterator[DemoMessage]:
         from river.datasets import synth
@@ -80,33 +115,42 @@ class DemoStream:
         rng = random.Random(s.seed)  # noqa: S311 - a seeded demo stream, not a secret
         for i, (x, y) in enumerate(synth.SEA(variant=0, seed=s.seed)):
             while self._delayed and self._delayed[0][0] <= i:
-                _, event_id, label = self._delayed[0]
-                yield self._label(event_id, label, i)
+                _, event_id, label, key = self._delayed[0]
+                yield self._label(event_id, label, i, key)
                 self._delayed.popleft()  # (after the yield: a caller that stops still owes it)
             if rng.random() < s.bad_share:
                 yield DemoMessage("features", None, rng.choice(BAD_MESSAGES), -1)
             if rng.random() < s.bad_share:
-                yield self._label(f"ghost-{i}", True, -1)
-            if concept(i, s) == 1:
+                yield self._label(f"ghost-{i}", True, -1, None)
+            features: dict[str, Any] = {f"x{k + 1}": float(v) for k, v in x.items()}
+            event: dict[str, Any] = {"id": f"ev-{i}", "features": features, "ts": time.time()}
+            key = None
+            if self.keys:
+                number = rng.randrange(self.keys)
+                key = event[KEY_FIELD] = f"user-{number}"
+                y = sea_label(features, number, key_concept(number, i, s))
+            elif concept(i, s) == 1:
                 y = not y
             label = bool(y) != (rng.random() < s.flip_share)
-            features: dict[str, Any] = {f"x{k + 1}": float(v) for k, v in x.items()}
             features["channel"] = rng.choice(_CHANNELS)
-            event: dict[str, Any] = {"id": f"ev-{i}", "features": features, "ts": time.time()}
             late = rng.random() < s.delayed_share
             if not late:
                 event["label"] = label
-            yield DemoMessage("features", event["id"].encode(), orjson.dumps(event), i, not late)
+            kafka_key = (key or event["id"]).encode()
+            yield DemoMessage("features", kafka_key, orjson.dumps(event), i, not late)
             if late:  # (after the yield: an event the caller did not send is owed no label)
-                self._delayed.append((i + s.label_delay, event["id"], label))
+                self._delayed.append((i + s.label_delay, event["id"], label, key))
 
     def late_labels(self) -> Iterator[DemoMessage]:
         """Yield the delayed labels not sent yet (at the end of a run)."""
         while self._delayed:
-            due, event_id, label = self._delayed.popleft()
-            yield self._label(event_id, label, due)
+            due, event_id, label, key = self._delayed.popleft()
+            yield self._label(event_id, label, due, key)
 
     @staticmethod
-    def _label(event_id: str, label: bool, event: int) -> DemoMessage:
-        value = orjson.dumps({"id": event_id, "label": label})
-        return DemoMessage("labels", event_id.encode(), value, event, True)
+    def _label(event_id: str, label: bool, event: int, key: str | None) -> DemoMessage:
+        """Make a label message; a keyed one names its model key and is keyed by it."""
+        body: dict[str, Any] = {"id": event_id, "label": label}
+        if key is not None:
+            body[KEY_FIELD] = key
+        return DemoMessage("labels", (key or event_id).encode(), orjson.dumps(body), event, True)

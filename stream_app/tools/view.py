@@ -24,6 +24,7 @@ from typing import Any, Final
 import orjson
 
 from stream_app.core.canary import CANARY_DONE, CANARY_ROLLBACK, CANARY_STEP
+from stream_app.tools.keyed import drift_keys
 from stream_app.tools.report import percentile
 
 __all__ = ["CANARY_EVENTS", "Tally", "announce", "canary_text", "factory_text", "health", "scrape"]
@@ -62,6 +63,12 @@ class Tally:
     canary: dict[str, Any] | None = None
     """The canary as the worker's /health last described it (None: there is none)."""
     checkpoints: int = 0
+    keys: Counter[str] = field(default_factory=Counter)
+    """Keyed models: predictions per model key (empty without ``model.key_field``)."""
+    fallback_answers: int = 0
+    """Keyed predictions answered by the fallback (``"fallback": true``): the key was young."""
+    key_drifts: Counter[str] = field(default_factory=Counter)
+    """Drift events per model key (``model-events`` with ``model_key``)."""
     news: deque[str] = field(default_factory=lambda: deque(maxlen=_EVENTS_SHOWN))
     metrics: dict[str, float] = field(default_factory=dict)
     """The worker's last /metrics scrape: ``{'name{label="v"}': value}``."""
@@ -90,6 +97,48 @@ class Tally:
         if not ordered:
             return 0.0, 0.0
         return percentile(ordered, 0.5), percentile(ordered, 0.99)
+
+    def answered(self, prediction: dict[str, Any]) -> None:
+        """Count a prediction: its latency, version and, when keyed, its key and who answered.
+
+        >>> t = Tally()
+        >>> t.answered({"latency_ms": 1.0, "model_version": 0, "model_key": "u-1",
+        ...             "fallback": True})
+        >>> t.answered({"latency_ms": 1.0, "model_version": 2, "model_key": "u-1"})
+        >>> t.predictions, dict(t.keys), t.fallback_answers, t.serving
+        (2, {'u-1': 2}, 1, 2)
+        """
+        self.predictions += 1
+        self.answered_features += 1
+        self.latencies.append(prediction.get("latency_ms", 0.0))
+        self.serving = prediction.get("model_version")
+        key = prediction.get("model_key")
+        if isinstance(key, str):
+            self.keys[key] += 1
+            self.fallback_answers += prediction.get("fallback") is True
+
+    def keyed(self) -> str:
+        """Describe the keyed models: how many keys, which drifted, who answered.
+
+        >>> t = Tally(keys=Counter({"u-1": 3, "u-2": 1}), fallback_answers=1)
+        >>> t.key_drifts.update(["u-2", "u-2"])
+        >>> t.keyed()
+        '2 keys · 1 in drift (u-2 2 times) · answers: 3 own model, 1 fallback (25%)'
+        >>> Tally().keyed()
+        'none'
+        """
+        if not self.keys:
+            return "none"
+        total = sum(self.keys.values())
+        own = total - self.fallback_answers
+        held = self.metrics.get("stream_app_model_keys")
+        memory = f" ({int(held):,} in memory)" if held is not None else ""
+        drifts = drift_keys(dict(self.key_drifts.most_common()))
+        return (
+            f"{len(self.keys):,} keys{memory} · {len(self.key_drifts)} in drift"
+            f"{f' ({drifts})' if drifts else ''} · answers: {own:,} own model, "
+            f"{self.fallback_answers:,} fallback ({self.fallback_answers / total:.0%})"
+        )
 
     def letters(self) -> str:
         """Dead letters by reason, most first."""
@@ -144,6 +193,7 @@ class Tally:
             f"v{self.serving} {serving}  challenger {challenger}  lag {self.lag()}  "
             f"learner lag {self.learner_lag()}  canary {canary_text(self.canary)}  "
             f"drifts {len(self.drifts)}  dead letters: {self.letters()}"
+            + (f"  keys: {self.keyed()}" if self.keys else "")
         )
 
     def canary_counts(self) -> str:
@@ -180,6 +230,8 @@ class Tally:
             f"{len(self.drifts)} drift, {len(self.promotions)} promotion, "
             f"{self.checkpoints} checkpoint, {self.canary_counts()}",
         )
+        if self.keys:
+            grid.add_row("keyed models", self.keyed())
         if self.factory_changes:
             grid.add_row("factory", factory_text(self.factory_changes[-1]))
         grid.add_row("dead letters", self.letters())
@@ -194,21 +246,29 @@ def announce(event: dict[str, Any], tally: Tally) -> str | None:
     >>> announce({"type": "drift", "model_version": 0, "examples_seen": 5120,
     ...           "detector": "ADWIN"}, Tally())
     'drift: the error of v0 went up after 5,120 labels (ADWIN)'
+    >>> announce({"type": "drift", "model_version": 1, "examples_seen": 90, "detector": "ADWIN",
+    ...           "model_key": "user-2"}, Tally())
+    "drift: the error of user-2's v1 went up after 90 labels (ADWIN)"
     """
     kind, version = event.get("type"), event.get("model_version")
     if kind == "checkpoint":
         tally.checkpoints += 1
         return None
+    key = event.get("model_key")
+    whose = f"{key}'s " if isinstance(key, str) else ""
     if kind == "drift":
         tally.drifts.append(event)
+        if isinstance(key, str):
+            tally.key_drifts[key] += 1
         text = (
-            f"drift: the error of v{version} went up after "
+            f"drift: the error of {whose}v{version} went up after "
             f"{event.get('examples_seen', 0):,} labels ({event.get('detector')})"
         )
     elif kind == "promotion":
         tally.promotions.append(event)
         text = (
-            f"v{version} now serves (was v{event.get('previous_version')}, {event.get('reason')})"
+            f"{whose}v{version} now serves (was v{event.get('previous_version')}, "
+            f"{event.get('reason')})"
         )
     elif kind == "factory_changed":
         tally.factory_changes.append(event)
@@ -217,7 +277,7 @@ def announce(event: dict[str, Any], tally: Tally) -> str | None:
         tally.canaries.append(event)
         text = canary_event_text(event)
     else:
-        text = f"{kind}: v{version}"
+        text = f"{kind}: {whose}v{version}"
     tally.news.append(f"{time.strftime('%H:%M:%S')} {text}")
     return text
 

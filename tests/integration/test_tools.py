@@ -126,3 +126,39 @@ def test_demo_3000_events_on_the_session_broker(kafka: Kafka, names: Names, tmp_
     assert "data:image/png;base64," in report.read_text()
     height, width, _ = image.imread(report.with_suffix(".png")).shape
     assert height > 100 and width > 100
+
+
+def test_demo_with_keys_shows_keys_and_who_answered(
+    kafka: Kafka, names: Names, tmp_path: Path
+) -> None:
+    """``demo --keys 20``: a worker keyed by user; the summary, the view and the report say so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+    env.update({f"STREAM_APP_TOPICS__{key.upper()}": topic for key, topic in names.topics.items()})
+    env.update(STREAM_APP_ID=names.app_id, STREAM_APP_DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    env.update(STREAM_APP_DEMO__VIEW_EVERY_S="0.2")  # (a short run: show the view a few times)
+    report = tmp_path / "demo" / "report.html"
+    args = ("demo", "--keys", "20", "--events", "1500", "--rate", "1000")
+    broker = ("--broker", f"kafka://{kafka.bootstrap}")
+    done = cli(env, *args, *broker, "--report", str(report), timeout=DEMO_TIMEOUT_S)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    summary = output[output.index("summary:") :]
+    found = re.search(
+        r"keys: (\d+) keys, (\d+) in drift.*; ([\d,]+) own-model answers .*, ([\d,]+) fallback",
+        summary,
+    )
+    assert found is not None, summary
+    keys, _, own, fallback = (int(n.replace(",", "")) for n in found.groups())
+    assert keys == 20
+    assert own > 0 and fallback > 0  # 75 events a key: young keys, then their own
+    view = (
+        r"keys: \d+ keys \(\d+ in memory\) · \d+ in drift.* answers: [\d,]+ own model, [\d,]+ fallb"
+    )
+    assert re.search(view, output), output  # the live view's plain lines
+    predictions = asyncio.run(read_all(kafka.bootstrap, names.topics["predictions"]))
+    bodies = [orjson.loads(r.value) for r in predictions]
+    assert bodies and all(b["model_key"].startswith("user-") for b in bodies)
+    assert sum(b.get("fallback") is True for b in bodies) == fallback
+    assert own + fallback == len(bodies)
+    page = report.read_text()
+    assert "<h2>Keyed models</h2>" in page and "20 keys" in page
