@@ -76,7 +76,7 @@ class DelayedLabels:
 
         def _reject_label(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
         def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
-        def _report_learning(self) -> None: ...
+        def _report_learning(self, out: Outputs) -> None: ...
 
     def labels(self, records: Sequence[Record], out: Outputs) -> None:
         """Route each delayed label to its id's home; at home, join it to its served event."""
@@ -100,7 +100,7 @@ class DelayedLabels:
                 event_id, label, record.topic, record.partition, record.offset, record.value
             )
             out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
-        self._report_learning()
+        self._report_learning(out)
 
     def joins(self, records: Sequence[Record], out: Outputs) -> None:
         """Take served events and labels that the join topic brought to their home partition."""
@@ -140,7 +140,7 @@ class DelayedLabels:
                 self.serve_routed(out, source)
             else:
                 self._label(out, source, record.partition, event_id, message["label"], True, now)
-        self._report_learning()
+        self._report_learning(out)
 
     def served_message(
         self, event_id: str, kept: Served, home: int

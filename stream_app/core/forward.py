@@ -56,7 +56,7 @@ class Forwarding:
         def _apply(self, out: Outputs, record: Record, example: LabeledExample) -> None: ...
         def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
         def _model_event(self, out: Outputs, event: ModelEvent) -> None: ...
-        def _report_learning(self) -> None: ...
+        def _report_learning(self, out: Outputs) -> None: ...
 
     def _forward(self, out: Outputs, example: LabeledExample) -> None:
         """Pass a checked example to the writer (as a follower); its id counts as taken here."""
@@ -98,7 +98,7 @@ class Forwarding:
             self._apply(out, record, example)
         self.shedder.observe(time.perf_counter() - started, len(records) - shed)
         self._report_lag(out, now, share, now - records[-1].timestamp / 1000.0, shed)
-        self._report_learning()
+        self._report_learning(out)
 
     def _report_lag(self, out: Outputs, now: float, share: float, lag_s: float, shed: int) -> None:
         """Publish how far behind the writer is; count and announce what it shed."""

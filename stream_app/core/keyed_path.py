@@ -128,7 +128,7 @@ class KeyedPath:
         def _dead_letter(self, out: Outputs, record: Record, reason: str, detail: str) -> None: ...
         def _model_error(self, out: Outputs, record: Record, exc: Exception) -> None: ...
         def _note_mismatch(self, kind: str, record: Record) -> None: ...
-        def _report_learning(self) -> None: ...
+        def _report_learning(self, out: Outputs) -> None: ...
 
     def use_keys(self, store: KeyStore) -> KeyedModels:
         """Serve and learn keyed models from now on, stored in ``store`` (the worker calls it)."""
@@ -312,7 +312,7 @@ class KeyedPath:
                 event_id, label, record.topic, record.partition, record.offset, record.value
             )
             out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
-        self._report_learning()
+        self._report_learning(out)
 
     def _key_event(self, out: Outputs, key: str, learner: Learner, event: ModelEvent) -> None:
         """Queue a key's model event with its ``model_key`` and ``examples_seen``; count it by type.

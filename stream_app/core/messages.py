@@ -12,6 +12,7 @@ b'{"id":"e-1","prediction":1,"proba":{"0":0.2,"1":0.8},"model":"default","model_
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ __all__ = [
     "decode_dead_letter",
     "decode_example",
     "decode_join",
+    "decode_log_entries",
     "decode_log_entry",
     "encode_dead_letter",
     "encode_example",
@@ -30,6 +32,7 @@ __all__ = [
     "encode_join_label",
     "encode_join_served",
     "encode_keyed_prediction",
+    "encode_log_batch",
     "encode_log_entry",
     "encode_model_event",
     "encode_prediction",
@@ -143,25 +146,58 @@ def encode_example(example: LabeledExample) -> bytes:
     )
 
 
-def encode_log_entry(example: LabeledExample) -> bytes:
-    """Encode an example the writer learned, for the learning log, with ``at``: when it learned it.
+def _log_fields(example: LabeledExample) -> dict[str, Any]:
+    """Return one learning-log entry's fields: the example as served, and ``at``, when learned."""
+    shadow = example.shadow
+    return {
+        "id": example.event_id,
+        "features": example.features,
+        "label": example.label,
+        "served": list(example.served),
+        "shadow": None if shadow is None else list(shadow),
+        "at": example.at,
+    }
 
-    A replay learns it again with that time, so that it learns it exactly as it was learned.
+
+def encode_log_entry(example: LabeledExample) -> bytes:
+    """Encode one example the writer learned, as one learning-log message (the older shape).
+
+    Writers now log a batch per message (:func:`encode_log_batch`); a log written before holds
+    one of these per message, and :func:`decode_log_entries` reads both. A replay learns it
+    again with ``at``, so that it learns it exactly as it was learned.
 
     >>> done = LabeledExample("e", {"x": 1.0}, 2.0, Prediction(1.5, {}), Prediction(2.5, {}), 5.0)
     >>> decode_log_entry(encode_log_entry(done)) == done
     True
     """
-    shadow = example.shadow  # (one dict literal, not encode_example's plus a key: once per label)
-    return orjson.dumps(
-        {
-            "id": example.event_id,
-            "features": example.features,
-            "label": example.label,
-            "served": list(example.served),
-            "shadow": None if shadow is None else list(shadow),
-            "at": example.at,
-        }
+    return orjson.dumps(_log_fields(example))
+
+
+def encode_log_batch(examples: Sequence[LabeledExample], max_bytes: int) -> list[bytes]:
+    """Encode the examples a batch learned, in order, as few learning-log messages as fit.
+
+    One message ``{"entries": [...]}`` holds them all (one entry per example, the fields of
+    :func:`encode_log_entry`), unless it would exceed ``max_bytes``: then the examples are split
+    in halves until each message fits (an example too large on its own is one message anyway).
+    One message per batch instead of one per example is most of what logging costs.
+
+    >>> done = [LabeledExample(f"e{i}", {"x": 1.0}, True, Prediction(1, {}), None, 5.0)
+    ...         for i in range(4)]
+    >>> [len(decode_log_entries(m)) for m in encode_log_batch(done, 1000)]
+    [4]
+    >>> [len(decode_log_entries(m)) for m in encode_log_batch(done, 200)]
+    [2, 2]
+    >>> [e for m in encode_log_batch(done, 1) for e in decode_log_entries(m)] == done
+    True
+    """
+    if not examples:
+        return []
+    raw = orjson.dumps({"entries": [_log_fields(example) for example in examples]})
+    if len(raw) <= max_bytes or len(examples) == 1:
+        return [raw]
+    half = len(examples) // 2
+    return encode_log_batch(examples[:half], max_bytes) + encode_log_batch(
+        examples[half:], max_bytes
     )
 
 
@@ -174,13 +210,37 @@ def decode_example(raw: bytes, at: float) -> LabeledExample:
 
 
 def decode_log_entry(raw: bytes) -> LabeledExample:
-    """Read a learning-log entry: the example, with the time at which the writer learned it.
+    """Read a one-example learning-log message (:func:`encode_log_entry`).
 
     Raises ``orjson.JSONDecodeError``, ``KeyError``, ``TypeError`` or ``ValueError`` for what is
     not one.
     """
     entry = orjson.loads(raw)
     return _example_of(entry, float(entry["at"]))
+
+
+def decode_log_entries(raw: bytes) -> list[LabeledExample]:
+    """Read a learning-log message of either shape: a batch's examples in order, or one example.
+
+    Raises ``orjson.JSONDecodeError``, ``KeyError``, ``TypeError`` or ``ValueError`` for what is
+    not one (a message is read whole or not at all: the writer wrote it whole).
+
+    >>> one = b'{"id":"e","features":{},"label":1,"served":[1,{}],"shadow":null,"at":5.0}'
+    >>> [e.event_id for e in decode_log_entries(one)]
+    ['e']
+    >>> decode_log_entries(b'{"entries":[' + one + b',' + one + b']}')[1].at
+    5.0
+    >>> decode_log_entries(b'[1]')
+    Traceback (most recent call last):
+        ...
+    TypeError: a learning-log message is a JSON object, not list
+    """
+    fields = orjson.loads(raw)
+    if not isinstance(fields, dict):
+        raise TypeError(f"a learning-log message is a JSON object, not {type(fields).__name__}")
+    if "entries" not in fields:  # written one example per message (before batches)
+        return [_example_of(fields, float(fields["at"]))]
+    return [_example_of(entry, float(entry["at"])) for entry in fields["entries"]]
 
 
 def _example_of(fields: Any, at: float) -> LabeledExample:

@@ -36,7 +36,7 @@ from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
     encode_dead_letter,
-    encode_log_entry,
+    encode_log_batch,
     encode_model_event,
     encode_prediction,
 )
@@ -90,6 +90,9 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         self._latencies: list[float] = []
         """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
+        self._logged: list[LabeledExample] = []
+        """Examples learned in the call being served, in order: one learning-log message at its
+        end (:meth:`_report_learning`), not one per example."""
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
@@ -141,7 +144,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self.metrics.predictions.inc(len(latencies))
             observe_many(self.metrics.predict_latency, latencies)
             latencies.clear()
-        self._report_learning()
+        self._report_learning(out)
 
     def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Decode a micro-batch, predict it with one call, then emit and learn event by event."""
@@ -263,9 +266,24 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self._model_event(out, model_event)
 
     def _log_example(self, out: Outputs, example: LabeledExample) -> None:
-        """Append one example the learner took to the learning log (one partition)."""
-        key = example.event_id.encode()
-        out.to_partition(self.settings.learning_log_topic, 0, key, encode_log_entry(example))
+        """Note one example the learner took for the learning log (sent at the call's end)."""
+        self._logged.append(example)
+
+    def close_log(self, out: Outputs) -> None:
+        """Queue the examples learned in this call as learning-log messages, in order.
+
+        One message per call (split past ``serve.log_message_max_bytes``), queued before the
+        batch is flushed (each entry point calls it at its end; the serve loop once more before
+        it flushes). A checkpoint is taken only between batches once the log has acknowledged
+        them, so a message's offset is a clean ``learned_through`` boundary.
+        """
+        logged = self._logged
+        if not logged:
+            return
+        topic, limit = self.settings.learning_log_topic, self.settings.serve.log_message_max_bytes
+        for value in encode_log_batch(logged, limit):
+            out.to_partition(topic, 0, None, value)
+        logged.clear()
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float
@@ -303,11 +321,12 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
         self.report_versions()
 
-    def _report_learning(self) -> None:
-        """Count what a batch learned; publish the serving and challenger models' quality.
+    def _report_learning(self, out: Outputs) -> None:
+        """Log what a batch learned; count it; publish the serving and challenger models' quality.
 
         Once per batch, not per event: per event, these metrics cost more than the guard.
         """
+        self.close_log(out)
         if self._rerouted:
             self.metrics.labels_rerouted.inc(self._rerouted)
             self._rerouted = 0

@@ -1,8 +1,10 @@
 """The replay step: learn the learning log after a stored version, exactly as it was first learned.
 
 The writer appends every example it gives its learner to the learning log (one partition, so one
-order), and each version records ``learned_through``, the log offset of the last example it had
-learned. A writer that takes over (after a crash, a rebalance or a restart) restores the newest
+order), the examples of a batch in one message (older logs: one message per example; both are
+read), and each version records ``learned_through``, the log offset of the last message it had
+learned. A version is taken only between batches, so it has learned a message whole or not at
+all. A writer that takes over (after a crash, a rebalance or a restart) restores the newest
 version and learns the log from ``learned_through + 1`` before anything new, so nothing learned
 since that checkpoint is lost; the learned-id memory, part of the version and refilled by the
 replay, refuses an event served again after the crash. ``models rebuild`` replays the same way from
@@ -22,16 +24,26 @@ from typing import Any, Final, NamedTuple, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream_app.core.example import LabeledExample
 from stream_app.core.factory import parse_spec
 from stream_app.core.learn import Learner
-from stream_app.core.messages import decode_log_entry
+from stream_app.core.messages import decode_log_entries
 from stream_app.errors import CorruptVersion, RejectedMessage, StreamAppError
 from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.registry.records import Registry, VersionRecord
 from stream_app.settings import Settings
 
-__all__ = ["BOUNDARIES", "Replayed", "rebuild_learner", "replay", "replay_log"]
+__all__ = [
+    "BOUNDARIES",
+    "Logged",
+    "Replayed",
+    "learn_logged",
+    "logged_examples",
+    "rebuild_learner",
+    "replay",
+    "replay_log",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +62,7 @@ class LogRecord(Protocol):
 
     @property
     def value(self) -> bytes | None:
-        """The encoded example."""
+        """The encoded examples (a batch's, or one)."""
 
 
 class Replayed(NamedTuple):
@@ -63,40 +75,78 @@ class Replayed(NamedTuple):
 
 
 def replay(learner: Learner, records: Iterable[LogRecord]) -> Replayed:
-    """Learn ``records`` in order, as the writer did; move ``learned_through`` along.
+    """Learn ``records``' examples in order, as the writer did; move ``learned_through`` along.
 
-    >>> from stream_app.core.example import LabeledExample
-    >>> from stream_app.core.messages import encode_log_entry
+    >>> from stream_app.core.messages import encode_log_batch, encode_log_entry
     >>> from stream_app.core.predict import NO_ANSWER
     >>> from stream_app.settings import Settings
     >>> class Rec(NamedTuple):
     ...     offset: int
     ...     value: bytes
     >>> learner = Learner(Settings().replace(guard={"enabled": False}))
-    >>> entry = encode_log_entry(LabeledExample("e-1", {"x": 1.0}, True, NO_ANSWER, None, at=5.0))
-    >>> replay(learner, [Rec(0, entry), Rec(1, b"{oops")]).learned, learner.learned_through
-    (1, 1)
-    >>> learner.has_learned("e-1"), learner.serving.model.examples_learned
-    (True, 1)
+    >>> old = encode_log_entry(LabeledExample("e-1", {"x": 1.0}, True, NO_ANSWER, None, at=5.0))
+    >>> two = [LabeledExample(f"e-{i}", {"x": 1.0}, True, NO_ANSWER, None, 6.0) for i in (2, 3)]
+    >>> [batch] = encode_log_batch(two, 1 << 16)
+    >>> replay(learner, [Rec(0, old), Rec(1, b"{oops"), Rec(2, batch)]).learned
+    3
+    >>> learner.learned_through, learner.has_learned("e-3"), learner.serving.model.examples_learned
+    (2, True, 3)
     """
     learned = 0
     corrupt: list[Any] = []
     for record in records:
         learner.learned_through = record.offset
         try:
-            example = decode_log_entry(record.value or b"")
+            examples = decode_log_entries(record.value or b"")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.error("learning log entry %d is not an example (%s); skipped", record.offset, exc)
             corrupt.append(record)
             continue
-        try:
-            learner.learn(example)
-        except RejectedMessage as rejected:  # logged entries were taken once; not expected
-            log.warning("learning log entry %d refused on replay: %s", record.offset, rejected)
-        except Exception as exc:  # the estimator raised, as it did when the entry was logged
-            log.warning("learning log entry %d: the model raised %r again", record.offset, exc)
-        learned += 1
+        for example in examples:
+            learn_logged(learner, example, record.offset)
+        learned += len(examples)
     return Replayed(learned, corrupt)
+
+
+class Logged(NamedTuple):
+    """One example of the learning log and the offset of the message that holds it."""
+
+    offset: int
+    example: LabeledExample
+
+
+def logged_examples(records: Iterable[LogRecord]) -> list[Logged]:
+    """Return the examples ``records`` hold, in log order (a record that holds none: logged).
+
+    >>> from stream_app.core.messages import encode_log_batch
+    >>> from stream_app.core.predict import NO_ANSWER
+    >>> class Rec(NamedTuple):
+    ...     offset: int
+    ...     value: bytes
+    >>> two = [LabeledExample(f"e-{i}", {}, True, NO_ANSWER, None, 6.0) for i in (1, 2)]
+    >>> [(o, e.event_id) for o, e in logged_examples([Rec(7, b"[]"), *(Rec(8, m)
+    ...     for m in encode_log_batch(two, 1 << 16))])]
+    [(8, 'e-1'), (8, 'e-2')]
+    """
+    logged: list[Logged] = []
+    for record in records:
+        try:
+            examples = decode_log_entries(record.value or b"")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.error("learning log entry %d is not an example (%s); skipped", record.offset, exc)
+            continue
+        logged += [Logged(record.offset, example) for example in examples]
+    return logged
+
+
+def learn_logged(learner: Learner, example: LabeledExample, offset: int) -> None:
+    """Learn one logged example again; what the learner refused or raised on, it did so before."""
+    try:
+        learner.learn(example)
+    except RejectedMessage as rejected:  # logged entries were taken once; not expected
+        log.warning("learning log entry %d refused on replay: %s", offset, rejected)
+    except Exception as exc:  # the estimator raised, as it did when the entry was logged
+        log.warning("learning log entry %d: the model raised %r again", offset, exc)
 
 
 async def replay_log(
@@ -109,7 +159,8 @@ async def replay_log(
     """Replay the log from ``learner.learned_through + 1`` to ``until`` (default: its end now).
 
     ``on_progress(examples_left, seconds_behind)`` is told after each fetched batch (the learner
-    lag during a takeover), and ``(0, 0.0)`` at the end.
+    lag during a takeover; the examples left are estimated from the messages left and the
+    examples per message so far), and ``(0, 0.0)`` at the end.
 
     Raises ``StreamAppError`` when the log no longer holds the first entry needed (retention).
     """
@@ -131,11 +182,14 @@ async def replay_log(
                 f"the learning log starts at offset {first}; offsets {start}..{first - 1} are "
                 f"gone (retention): raise the retention of {tp.topic} to replay this far"
             )
-        started = time.monotonic()
+        started, read = time.monotonic(), 0
         async for _, records in read_to_end(consumer, [tp], start={tp: start}, end={tp: end}):
             done = replay(learner, records)
+            read += len(records)
             if on_progress is not None:
-                on_progress(end - 1 - records[-1].offset, time.time() - records[-1].timestamp / 1e3)
+                per_message = (learned + done.learned) / read
+                left = round((end - 1 - records[-1].offset) * per_message)
+                on_progress(left, time.time() - records[-1].timestamp / 1e3)
             learned += done.learned
             corrupt += done.corrupt
             for record in done.corrupt:

@@ -174,6 +174,10 @@ class ServeSettings:
     """Most bytes fetched per partition per request (the consumer setting)."""
     max_batch_bytes: int = 900000
     """Largest output batch: one batch per partition per poll keeps round trips few."""
+    log_message_max_bytes: int = 262144
+    """Largest learning-log message: the examples the writer learned in a batch go in one message
+    (not one per example), split in several past this size. At most ``max_batch_bytes``, and
+    below the broker's ``message.max.bytes``; a replay fetches one at a time at least."""
     idempotence: bool = True
     """Idempotent producer (needs acks=all): client retries write no duplicate outputs."""
     retry_backoff_s: float = 0.5
@@ -191,6 +195,10 @@ class ServeSettings:
             raise ConfigError("serve.idempotence needs serve.acks = 'all'")
         if self.auto_offset_reset not in OFFSET_RESETS:
             raise ConfigError("serve.auto_offset_reset must be earliest or latest")
+        if not 0 < self.log_message_max_bytes <= self.max_batch_bytes:
+            raise ConfigError(
+                "serve.log_message_max_bytes must be positive and at most serve.max_batch_bytes"
+            )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

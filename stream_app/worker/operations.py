@@ -156,6 +156,9 @@ def version_table(registry: Registry, model: str) -> list[dict[str, Any]]:
 def log_offsets(registry: Registry, record: VersionRecord) -> list[int] | None:
     """Return the learning-log offsets a version learned after its parent: ``[first, last]``.
 
+    Offsets of messages, each a batch's examples (one example in a log written before batches);
+    a version is stored between batches, so it learned each of these messages whole.
+
     ``None`` for a version stored before the learning log existed; ``first > last`` when it
     learned nothing new (an operation, a promotion).
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -27,7 +28,7 @@ from stream_app.core.messages import encode_model_event
 from stream_app.core.predict import ServingModel
 from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
-from stream_app.registry.replay import LogRecord, replay
+from stream_app.registry.replay import Logged, learn_logged, logged_examples
 from stream_app.settings import RetrainSettings, Settings
 
 if TYPE_CHECKING:
@@ -105,8 +106,8 @@ class RetrainPolicy:
         return why
 
 
-def train(settings: Settings, records: Sequence[LogRecord], classes: list[Any]) -> ServingModel:
-    """Train a fresh model from the factory on log ``records``, in order, and return it.
+def train(settings: Settings, logged: Sequence[Logged], classes: list[Any]) -> ServingModel:
+    """Train a fresh model from the factory on ``logged`` examples, in order, and return it.
 
     Every example is learned (no guard, no drift policy: the examples were judged when they were
     first learned). ``classes`` are the serving model's, so both answer with the same class order.
@@ -116,7 +117,8 @@ def train(settings: Settings, records: Sequence[LogRecord], classes: list[Any]) 
     )
     learner = Learner(plain)
     learner.serving.model.labels.classes = list(classes)
-    replay(learner, records)
+    for offset, example in logged:
+        learn_logged(learner, example, offset)
     learner.flush()
     return learner.serving.model
 
@@ -131,8 +133,13 @@ def install(learner: Learner, model: ServingModel, stored_latest: int) -> int:
     return model.version
 
 
-async def read_tail(settings: Settings, count: int) -> list[Any]:
-    """Read the last ``count`` records of the learning log (fewer if it holds fewer)."""
+async def read_tail(settings: Settings, count: int) -> list[Logged]:
+    """Read the last ``count`` examples of the learning log (fewer if it holds fewer).
+
+    A message holds a batch's examples (one, in a log written before batches), so the log is
+    read backwards: one message first, then as many as the examples per message seen so far say
+    are still needed, until ``count`` are read or the log's start is reached.
+    """
     tp = TopicPartition(settings.learning_log_topic, 0)
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings), enable_auto_commit=False, client_id=f"{settings.app.id}-retrain"
@@ -142,11 +149,20 @@ async def read_tail(settings: Settings, count: int) -> list[Any]:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         first = (await consumer.beginning_offsets([tp]))[tp]
-        start = max(first, end - count)
-        records: list[Any] = []
-        async for _, batch in read_to_end(consumer, [tp], start={tp: start}, end={tp: end}):
-            records += batch
-        return records
+        chunks: list[list[Logged]] = []
+        held, upto, step = 0, end, 1
+        while held < count and upto > first:
+            start = max(first, upto - step)
+            records: list[Any] = []
+            async for _, batch in read_to_end(consumer, [tp], start={tp: start}, end={tp: upto}):
+                records += batch
+            chunks.append(logged_examples(records))
+            held += len(chunks[-1])
+            upto = start
+            per_message = max(held, 1) / (end - upto)
+            step = max(1, math.ceil((count - held) / per_message))
+        tail = [item for chunk in reversed(chunks) for item in chunk]
+        return tail[len(tail) - count :] if len(tail) > count else tail
     finally:
         await consumer.stop()
 
@@ -185,18 +201,18 @@ class Retrainer:
         s, name = self.settings, self.settings.model.name
         started = time.perf_counter()
         try:
-            records = await read_tail(s, s.retrain.window)
-            if len(records) < s.retrain.min_examples:
+            tail = await read_tail(s, s.retrain.window)
+            if len(tail) < s.retrain.min_examples:
                 await self._announce(
                     SKIPPED,
                     reason=why,
-                    examples=len(records),
+                    examples=len(tail),
                     needed=s.retrain.min_examples,
                 )
-                log.info("retrain (%s) skipped: %d examples in the log", why, len(records))
+                log.info("retrain (%s) skipped: %d examples in the log", why, len(tail))
                 return
             classes = list(self.pipeline.learner.serving.model.labels.classes)
-            model = await asyncio.to_thread(train, s, records, classes)
+            model = await asyncio.to_thread(train, s, tail, classes)
         except Exception as exc:  # a failed retrain must never take serving down
             log.error("retrain (%s) failed: %s", why, exc, exc_info=exc)
             await self._announce(SKIPPED, reason=why, error=f"{type(exc).__name__}: {exc}")
@@ -209,16 +225,16 @@ class Retrainer:
             await self._announce(
                 RETRAIN,
                 reason=why,
-                examples=len(records),
-                from_offset=records[0].offset,
-                to_offset=records[-1].offset,
+                examples=len(tail),
+                from_offset=tail[0].offset,
+                to_offset=tail[-1].offset,
                 seconds=round(seconds, 3),
                 challenger_version=version,
             )
             log.info(
                 "retrained (%s) on %d examples of the learning log in %.2fs: v%d challenges",
                 why,
-                len(records),
+                len(tail),
                 seconds,
                 version,
             )

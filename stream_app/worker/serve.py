@@ -272,6 +272,7 @@ class ServeLoop(mode.Service):
             else:
                 commands += records
         self.pipeline.expire(time.time(), self._emitter)
+        self.pipeline.close_log(self._emitter)  # (each step closed its own; nothing may stay)
         if self.keyed is not None:  # keys due, and keys evicted: with this batch's outputs
             self.keyed.checkpoint(self.pipeline, self._emitter)
         try:

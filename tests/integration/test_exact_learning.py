@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 
 from stream_app import artifact
-from stream_app.core.messages import decode_dead_letter
+from stream_app.core.example import LabeledExample
+from stream_app.core.messages import decode_dead_letter, decode_log_entries, encode_log_entry
+from stream_app.core.predict import Prediction
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import (
@@ -41,22 +43,24 @@ CONFIG = (
 PROBE = sea(100, seed=404)
 
 
-async def log_examples(kafka: Kafka, names: Names) -> list[dict[str, Any]]:
-    """The learning log's examples in log order (a corrupt entry is skipped, as the replay does)."""
-    examples = []
-    for record in await read_all(kafka.bootstrap, f"{names.app_id}-learning-log"):
+async def log_examples(kafka: Kafka, names: Names) -> tuple[list[LabeledExample], int]:
+    """The learning log's examples in log order (a corrupt entry is skipped, as the replay does),
+    and the offset of its last message."""
+    examples: list[LabeledExample] = []
+    records = await read_all(kafka.bootstrap, f"{names.app_id}-learning-log")
+    for record in records:
         try:
-            examples.append(orjson.loads(record.value))
+            examples += decode_log_entries(record.value)
         except orjson.JSONDecodeError:
             continue
-    return examples
+    return examples, records[-1].offset
 
 
-def river_loop(examples: list[dict[str, Any]]) -> Any:
+def river_loop(examples: list[LabeledExample]) -> Any:
     """The plain River loop over the log: the model the service must have built."""
     model = logistic_regression()
     for example in examples:
-        model.learn_one(example["features"], example["label"])
+        model.learn_one(example.features, example.label)
     return model
 
 
@@ -112,21 +116,28 @@ async def test_sigkill_the_writer_and_every_label_is_learned_exactly_once(
     first = worker_factory(partitions=4, extra_config=CONFIG)
     first.wait_healthy()
     rest = await kill_after_learning_past_a_checkpoint(kafka, names, first)
-    # A corrupt entry in the log: the replay dead-letters it and goes on.
+    # A corrupt entry in the log: the replay dead-letters it and goes on. Then an entry of the
+    # shape older writers logged (one example per message): the replay learns it too.
     log_topic = f"{names.app_id}-learning-log"
+    [(x, y)] = sea(1, seed=405)
+    old = LabeledExample("old-0", x, y, Prediction(None, {}), None, 1763800000.0)
     await produce(kafka.bootstrap, log_topic, [(b"x", b"{not an example")])
+    await produce(kafka.bootstrap, log_topic, [(b"old-0", encode_log_entry(old))])
 
     second = worker_factory(partitions=4, extra_config=CONFIG)
     second.wait_healthy(timeout=90)
-    assert f"replayed {AFTER} examples of the learning log" in second.log_text()
+    assert f"replayed {AFTER + 1} examples of the learning log" in second.log_text()
     await produce(kafka.bootstrap, names.topics["features"], rest)
     await finish(kafka, names, second)
 
     newest, estimator = await newest_after_stop(kafka, names)
-    assert newest.examples_learned == TOTAL
-    examples = await log_examples(kafka, names)
-    assert sorted(e["id"] for e in examples) == sorted(f"e-{i}" for i in range(TOTAL))
-    assert newest.learned_through == len(examples)  # the last; the corrupt one has an offset too
+    assert newest.examples_learned == TOTAL + 1
+    examples, last = await log_examples(kafka, names)
+    assert sorted(e.event_id for e in examples) == sorted(
+        ["old-0", *(f"e-{i}" for i in range(TOTAL))]
+    )
+    assert newest.learned_through == last  # the last message
+    assert last < len(examples) // 2  # a message per batch, not one per example
     assert_same_model(estimator, river_loop(examples))
     letters = [
         decode_dead_letter(r.value)
@@ -160,7 +171,7 @@ async def test_the_follower_takes_over_from_a_killed_writer_and_loses_nothing(
     await finish(kafka, names, follower)
     newest, estimator = await newest_after_stop(kafka, names)
     assert newest.examples_learned == TOTAL
-    examples = await log_examples(kafka, names)
+    examples, _ = await log_examples(kafka, names)
     assert len(examples) == TOTAL
     assert_same_model(estimator, river_loop(examples))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from stream_app.core.messages import decode_log_entries
 from stream_app.core.predict import predict_one
 from stream_app.registry.checkpoint import load_model
 from stream_app.registry.records import changelog_topic
@@ -64,8 +65,8 @@ async def test_restart_after_sigkill_serves_the_last_checkpoint(
     assert last.learned_through is not None
     for record in await read_all(kafka.bootstrap, f"{names.app_id}-learning-log"):
         if record.offset > last.learned_through:
-            entry = orjson.loads(record.value)
-            restored.estimator.learn_one(entry["features"], entry["label"])
+            for entry in decode_log_entries(record.value):
+                restored.estimator.learn_one(entry.features, entry.label)
     for i, (x, _) in enumerate(fresh):
         body = served[f"n-{i}"]
         expected = predict_one(restored, x)

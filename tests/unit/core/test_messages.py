@@ -8,9 +8,11 @@ from stream_app.core.example import LabeledExample
 from stream_app.core.messages import (
     decode_dead_letter,
     decode_example,
+    decode_log_entries,
     decode_log_entry,
     encode_dead_letter,
     encode_example,
+    encode_log_batch,
     encode_log_entry,
     encode_model_event,
     encode_prediction,
@@ -65,3 +67,40 @@ def test_a_learning_log_entry_keeps_its_shape_and_reads_back_as_the_example() ->
     forwarded = encode_example(example)  # the writer learns it at its own time
     assert b'"at"' not in forwarded
     assert decode_example(forwarded, at=9.0) == example._replace(at=9.0)
+
+
+STORED_OLD_ENTRY = (
+    b'{"id":"ev-17","features":{"x":1.5,"city":"Lyon"},"label":"spam",'
+    b'"served":["ham",{"ham":0.6,"spam":0.4}],"shadow":null,"at":1763800000.25}'
+)
+"""A learning-log message as writers stored it before batches: one example per message."""
+
+
+def test_a_stored_one_example_message_still_reads_as_its_example() -> None:
+    [example] = decode_log_entries(STORED_OLD_ENTRY)
+    assert example == LabeledExample(
+        "ev-17",
+        {"x": 1.5, "city": "Lyon"},
+        "spam",
+        Prediction("ham", {"ham": 0.6, "spam": 0.4}),
+        None,
+        1763800000.25,
+    )
+
+
+def test_a_batch_is_one_message_of_the_same_entries_split_only_past_the_limit() -> None:
+    examples = [
+        LabeledExample(f"e{i}", {"x": float(i)}, i % 2 == 0, Prediction(True, {}), None, 5.0 + i)
+        for i in range(50)
+    ]
+    [whole] = encode_log_batch(examples, 1 << 20)
+    entries = orjson.loads(whole)["entries"]
+    assert [orjson.dumps(e) for e in entries] == [encode_log_entry(e) for e in examples]
+    assert decode_log_entries(whole) == examples
+    limit = len(whole) // 3
+    parts = encode_log_batch(examples, limit)
+    assert len(parts) > 1 and all(len(part) <= limit for part in parts)
+    assert [e for part in parts for e in decode_log_entries(part)] == examples
+    assert encode_log_batch([], limit) == []
+    big = LabeledExample("big", {"x": 1.0}, "y" * limit, Prediction(None, {}), None, 1.0)
+    assert decode_log_entries(encode_log_batch([big], limit)[0]) == [big]  # alone, whatever size

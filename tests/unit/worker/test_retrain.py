@@ -6,9 +6,10 @@ from typing import NamedTuple
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_log_entry
+from stream_app.core.messages import encode_log_batch, encode_log_entry
 from stream_app.core.predict import NO_ANSWER, Prediction, fresh_model
 from stream_app.models import logistic_regression
+from stream_app.registry.replay import logged_examples
 from stream_app.settings import RetrainSettings, Settings
 from stream_app.worker.retrain import RetrainPolicy, install, train
 from tests.unit.core.test_batch import rows
@@ -55,11 +56,15 @@ def test_the_learner_counts_labels_in_a_row_beyond_the_quality_floor() -> None:
 
 def test_a_retrain_equals_a_fresh_river_loop_over_the_log_tail() -> None:
     data = [(x, sum(x.values()) > 0) for x in rows(300, seed=5)]
-    log = [
-        Rec(i, encode_log_entry(LabeledExample(f"e{i}", x, y, NO_ANSWER, None, float(i))))
-        for i, (x, y) in enumerate(data)
+    examples = [
+        LabeledExample(f"e{i}", x, y, NO_ANSWER, None, float(i)) for i, (x, y) in enumerate(data)
     ]
-    model = train(Settings(), log[100:], classes=[False, True])
+    old = [Rec(i, encode_log_entry(e)) for i, e in enumerate(examples[:150])]  # one per message
+    batches = [examples[i : i + 25] for i in range(150, 300, 25)]  # then one per batch
+    new = [Rec(150 + i, m) for i, b in enumerate(batches) for m in encode_log_batch(b, 1 << 20)]
+    tail = logged_examples([*old, *new])[100:]
+    assert [item.example for item in tail] == examples[100:] and tail[-1].offset == 155
+    model = train(Settings(), tail, classes=[False, True])
     reference = logistic_regression()
     for x, y in data[100:]:
         reference.learn_one(x, y)
