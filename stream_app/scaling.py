@@ -45,7 +45,7 @@ class ScaleNumbers(base.Transformer):
 
     def __init__(self, max_names: int = DEFAULT_MAX_NAMES) -> None:
         self.max_names = max_names
-        self.scaler = preprocessing.StandardScaler()
+        self.scaler: Any = preprocessing.StandardScaler()  # River is untyped
 
     def _numbers(self, x: dict[Hashable, Any]) -> dict[Hashable, Any] | None:
         """Return the part of ``x`` the scaler takes, or None if that is all of ``x`` (no copy)."""
