@@ -37,7 +37,7 @@ from tests.integration.support import (
     wait_consumed,
     wait_for,
 )
-from tests.integration.test_keyed import KEYED, PARTITIONS, Event, events, traffic
+from tests.integration.test_keyed import KEYED, PARTITIONS, Event, events, labels, traffic
 from tests.integration.test_scaling import partitions
 
 EVERY = 2
@@ -155,7 +155,9 @@ async def test_sigkill_one_of_two_workers_moved_keys_resume_from_their_last_vers
 
     So the labels its last versions learned are refused as learned already, the ones after them
     (learned, not stored) are learned again, and none is lost or learned twice. The kill comes
-    when the victim has served what it was sent, wherever its batches ended.
+    when the victim has served what it was sent, wherever its batches ended. The last round
+    before the kill waits for delayed labels, sent after it: the survivor must hold the moved
+    keys' events it serves again until their labels come (or take a label come early).
     """
     victim = worker_factory(
         partitions=PARTITIONS,
@@ -172,8 +174,8 @@ async def test_sigkill_one_of_two_workers_moved_keys_resume_from_their_last_vers
     moved = {key for key in all_keys if home_partition(key, PARTITIONS) in lost_partitions}
     group, features = f"{names.app_id}-serve", names.topics["features"]
     predictions = names.topics["predictions"]
-    for batch in rounds[:before_kill]:
-        await produce(kafka.bootstrap, features, events(batch, inline=True))
+    for i, batch in enumerate(rounds[:before_kill]):
+        await produce(kafka.bootstrap, features, events(batch, inline=i < before_kill - 1))
 
     async def all_served() -> bool:  # once each: no rebalance yet
         return await served_on(kafka, predictions, range(PARTITIONS)) >= keys * before_kill
@@ -181,6 +183,9 @@ async def test_sigkill_one_of_two_workers_moved_keys_resume_from_their_last_vers
     await wait_for(all_served, what="the events before the kill to be served")
     victim.kill()
     killed_at = time.time()
+    await produce(kafka.bootstrap, names.topics["labels"], labels(rounds[before_kill - 1]))
+    await wait_consumed(kafka.bootstrap, group, names.topics["labels"], timeout=90)
+    await wait_consumed(kafka.bootstrap, group, features, timeout=90)  # (early labels: joined)
     for batch in rounds[before_kill:]:
         await produce(kafka.bootstrap, features, events(batch, inline=True))
     await wait_consumed(kafka.bootstrap, group, features, timeout=90)
