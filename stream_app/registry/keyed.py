@@ -27,6 +27,7 @@ b'user/17/3'
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Iterator
 from typing import Any, Final
@@ -41,6 +42,7 @@ from stream_app.settings import Settings
 __all__ = [
     "FORMAT",
     "TOP_KEYS",
+    "VALUES_KEPT",
     "KeyIndex",
     "KeyVersions",
     "decode_version",
@@ -153,23 +155,60 @@ def read_header(value: bytes) -> dict[str, Any]:
     return header
 
 
+VALUES_KEPT: Final = 2
+"""Raw values a :class:`KeyIndex` holds per key: the newest version, and one to fall back on."""
+
+
 @dataclasses.dataclass(slots=True)
 class KeyVersions:
-    """The versions of one key that a partition holds: raw values, decoded only when asked."""
+    """The versions of one key that a partition holds: every number, only the newest values.
 
+    The numbers are what ``registry.keep_last`` needs (which to tombstone); the values are what
+    loading needs: the newest, and the one before it in case the newest does not load. Older
+    values are dropped as newer ones come, so memory grows with keys, not with versions.
+
+    >>> held = KeyVersions()
+    >>> for number in (3, 1, 2, 4):
+    ...     held.add(number, b"v%d" % number)
+    >>> held.numbers, sorted(held.values)
+    ([1, 2, 3, 4], [3, 4])
+    >>> held.remove(4); held.numbers, sorted(held.values), held.latest
+    ([1, 2, 3], [3], 3)
+    """
+
+    numbers: list[int] = dataclasses.field(default_factory=list)
+    """Every stored version number, ascending."""
     values: dict[int, bytes] = dataclasses.field(default_factory=dict)
+    """The raw values of at most :data:`VALUES_KEPT` of the newest versions."""
 
     @property
     def latest(self) -> int:
         """The newest version number (-1 if none is left)."""
-        return max(self.values, default=-1)
+        return self.numbers[-1] if self.numbers else -1
+
+    def add(self, number: int, value: bytes) -> None:
+        """Hold version ``number``; drop values beyond the :data:`VALUES_KEPT` newest."""
+        at = bisect.bisect_left(self.numbers, number)
+        if at == len(self.numbers) or self.numbers[at] != number:
+            self.numbers.insert(at, number)
+        self.values[number] = value
+        while len(self.values) > VALUES_KEPT:
+            del self.values[min(self.values)]
+
+    def remove(self, number: int) -> None:
+        """Forget version ``number`` (a tombstone); a value dropped before is not read back."""
+        at = bisect.bisect_left(self.numbers, number)
+        if at < len(self.numbers) and self.numbers[at] == number:
+            del self.numbers[at]
+        self.values.pop(number, None)
 
 
 class KeyIndex:
     """What one partition of the keyed-models topic holds: every key's stored versions.
 
-    Built by applying the partition's messages in order (a tombstone deletes a version); the
-    values stay encoded until a key is loaded.
+    Built by applying the partition's messages in order (a tombstone deletes a version). It keeps
+    every version's number but the encoded values of the :data:`VALUES_KEPT` newest only (see
+    :class:`KeyVersions`); an older version's value must be read from the topic.
     """
 
     def __init__(self) -> None:
@@ -190,19 +229,22 @@ class KeyIndex:
         if value is None:
             held = self._keys.get(model_key)
             if held is not None:
-                held.values.pop(version, None)
-                if not held.values:
+                held.remove(version)
+                if not held.numbers:
                     del self._keys[model_key]
             return
-        self._keys.setdefault(model_key, KeyVersions()).values[version] = value
+        self._keys.setdefault(model_key, KeyVersions()).add(version, value)
 
     def versions(self, model_key: str) -> list[int]:
         """Return the stored versions of ``model_key``, oldest first."""
         held = self._keys.get(model_key)
-        return sorted(held.values) if held else []
+        return list(held.numbers) if held else []
 
     def value(self, model_key: str, version: int | None = None) -> bytes | None:
-        """Return the stored value of a version of ``model_key`` (default: its latest), or None."""
+        """Return the value of a version of ``model_key`` (default: its latest), or None.
+
+        None also for a stored version whose value this index no longer holds (an older one).
+        """
         held = self._keys.get(model_key)
         if held is None:
             return None

@@ -81,11 +81,16 @@ class KeyedStore:
         return partition in self._indexes
 
     def load(self, key: str) -> Learner | None:
-        """Return ``key``'s newest version that loads (an older one if it is corrupt), or None."""
+        """Return ``key``'s newest version that loads (the one before if it is corrupt), or None.
+
+        The index holds the values of the newest versions only: if none of them loads, the key
+        starts afresh (its next version is numbered after the stored ones), with a warning.
+        """
         index = self._indexes.get(home_partition(key, self.partitions))
         if index is None:
             return None
-        for version in reversed(index.versions(key)):
+        stored = index.versions(key)
+        for version in reversed(stored):
             value = index.value(key, version)
             if value is None:
                 continue
@@ -98,6 +103,10 @@ class KeyedStore:
                 self.metrics.version_load_failures.labels(reason=exc.reason).inc()
                 continue
             return learner
+        if stored:
+            log.warning(
+                "none of the %d stored versions of key %r loads; it starts afresh", len(stored), key
+            )
         return None
 
     def stored(self, key: str, version: int) -> bytes | None:

@@ -15,6 +15,7 @@ from stream_app.core.predict import Prediction
 from stream_app.errors import CorruptVersion
 from stream_app.registry.keyed import (
     FORMAT,
+    VALUES_KEPT,
     KeyIndex,
     decode_version,
     encode_version,
@@ -92,7 +93,8 @@ def test_the_index_follows_the_topic_and_tombstones_keep_the_newest() -> None:
     assert doomed == [record_key("a/b", 1), record_key("a/b", 2)]
     for raw in doomed:
         index.apply(raw, None)
-    assert index.versions("a/b") == [3, 4, 5] and index.value("a/b", 3) == b"a3"
+    assert index.versions("a/b") == [3, 4, 5] and index.value("a/b", 4) == b"a4"
+    assert index.value("a/b", 3) is None  # stored, but only the newest values are held
     index.apply(record_key("c", 1), None)
     assert "c" not in index and sorted(index.keys()) == ["a/b"]
     with pytest.raises(CorruptVersion, match="record key"):
@@ -129,3 +131,21 @@ def test_a_keys_challenger_is_stored_with_it_and_goes_on_with_its_duel() -> None
     assert [kind for kind, _, _ in after if kind != "answer"] == ["promotion"]
     assert learner.challenger is None and loaded.challenger is None  # both promoted it, alike
     assert loaded.serving.model.version == learner.serving.model.version
+
+
+def test_the_index_holds_the_newest_values_only_however_many_versions_it_reads() -> None:
+    """A restore reads every version the topic still has: the index keeps numbers, not values."""
+    index = KeyIndex()
+    for version in range(1, 1001):
+        index.apply(record_key("k", version), bytes(1000))
+        index.apply(record_key("other", version), bytes(1000))
+    held = sum(len(v) for versions in index._keys.values() for v in versions.values.values())
+    assert held == 2 * VALUES_KEPT * 1000  # not 2 MB
+    assert index.versions("k") == list(range(1, 1001))
+    assert [index.value("k", v) is not None for v in (999, 1000, 998)] == [True, True, False]
+    doomed = tombstones(index, "k", keep_last=10)  # keep_last still counts every version
+    assert doomed == [record_key("k", v) for v in range(1, 990)]
+    index.apply(record_key("k", 5), b"late")  # an old version written late: no value held
+    assert index.value("k", 5) is None and 5 in index.versions("k")
+    index.apply(record_key("k", 1000), None)  # the newest deleted: the one before it is held
+    assert index.versions("k")[-1] == 999 and index.value("k") is not None

@@ -9,7 +9,8 @@ from aiokafka import TopicPartition
 
 from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
-from stream_app.registry.keyed import encode_version, record_key
+from stream_app.core.route import home_partition
+from stream_app.registry.keyed import KeyIndex, encode_version, record_key
 from stream_app.settings import Settings
 from stream_app.worker.keyed_store import KeyedStore
 from tests.unit.kafka.fake_consumer import FakeConsumer
@@ -62,3 +63,25 @@ async def test_a_read_that_runs_out_of_time_keeps_what_it_read_and_says_so(
     indexes = await keyed.read_indexes(consumer, [0, 1], timeout_s=0.3)  # type: ignore[arg-type]
     assert list(indexes[0].keys()) == ["u-6"] and len(indexes[1]) == 0
     assert "stopped at learn.restore_timeout_s" in caplog.text
+
+
+def test_a_key_whose_newest_version_does_not_load_goes_on_from_the_one_before(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keyed = store()
+    learner = Learner(SETTINGS)
+    learner.serving.model.examples_learned = 7
+    home = home_partition("u-1", PARTITIONS)
+    index = keyed._indexes[home] = KeyIndex()  # (as read on assignment)
+    index.apply(*version("u-1", 1))
+    index.apply(*encode_version(SETTINGS, "u-1", 2, learner, "checkpoint", at=0.0))
+    index.apply(record_key("u-1", 3), b"poison")
+    with caplog.at_level(logging.WARNING):
+        loaded = keyed.load("u-1")
+    assert loaded is not None and loaded.serving.model.examples_learned == 7
+    assert "version 3 does not load" in caplog.text
+    index.apply(record_key("u-1", 5), b"poison")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert keyed.load("u-1") is None  # v2 and v1 are no longer held: a fresh model, said so
+    assert "none of the 4 stored versions of key 'u-1' loads" in caplog.text
