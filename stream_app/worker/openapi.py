@@ -141,7 +141,7 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
 
 
 def _key_paths() -> dict[str, Any]:
-    """Describe the keyed models' paths (``model.key_field``): the keys, one key, its operations.
+    """Describe the keyed models' paths (only with ``model.key_field``): keys, a key, operations.
 
     What is stored reflects each key's last checkpoint; an operation is carried out by the key's
     owner, whichever worker is asked.
@@ -236,7 +236,6 @@ _WORKER_PATHS: Final = {
         "Make a shadow version serve", "The live challenger, or a stored version.", True
     ),
     "/models/unpin": _operation("Serve the newest version again", "Undoes a pin.", False),
-    **_key_paths(),
     "/models/canary": _canary_operation(),
     "/openapi.json": {
         "get": {
@@ -260,7 +259,11 @@ def document(settings: Settings) -> dict[str, Any]:
             "description": "Predict with the live model of the stream, queue labels, and operate "
             "model versions. Every worker answers with its current serving version.",
         },
-        "paths": {**_serving_paths(settings), **_WORKER_PATHS},
+        "paths": {
+            **_serving_paths(settings),
+            **_WORKER_PATHS,
+            **(_key_paths() if settings.model.key_field else {}),
+        },
         "components": {
             "schemas": schemas(settings),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
