@@ -116,13 +116,12 @@ def _print_keys(summary: dict[str, Any]) -> None:
         ("most examples learned", summary["top_by_examples"]),
         ("worst rolling quality", summary["worst_by_quality"]),
     ):
-        print(f"\n{title}:\n{'key':>24}  {'version':>7}  {'examples':>9}  {'quality':>16}")
+        print(f"\n{title}:\n{'key':24}  {'version':>7}  {'examples':>9}  {'quality':>16}")
         for row in rows:
             q = row["quality"]
             quality = "-" if q.get("value") is None else f"{q['metric']} {q['value']:.4f}"
             print(
-                f"{row['key']:>24}  {row['version']:>7}  {row['examples_learned']:>9}  "
-                f"{quality:>16}"
+                f"{row['key']:24}  {row['version']:>7}  {row['examples_learned']:>9}  {quality:>16}"
             )
 
 

@@ -51,7 +51,7 @@ from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage, StreamAppError
 from stream_app.settings import Settings
-from stream_app.worker.key_api import KeyedHttp
+from stream_app.worker.key_api import MISDIRECTED, KeyedHttp
 from stream_app.worker.rollout import answering
 
 __all__ = [
@@ -79,7 +79,7 @@ UNAVAILABLE: Final = "unavailable"
 """The worker has not joined its group yet, or Kafka did not take a label (503)."""
 LEARNING_OFF: Final = "learning_off"
 """``POST /learn`` on a worker with ``learn.enabled = false`` (409)."""
-HTTP_REASONS: Final = (INVALID_BATCH, UNAVAILABLE, LEARNING_OFF)
+HTTP_REASONS: Final = (INVALID_BATCH, UNAVAILABLE, LEARNING_OFF, MISDIRECTED)
 
 _OK: Final = 200
 _ACCEPTED: Final = 202

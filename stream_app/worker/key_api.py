@@ -85,11 +85,18 @@ class KeyedHttp:
         """partition -> the owner's address (the serve group's table)."""
 
     def route(self, key: str) -> Route:
-        """Where ``key`` is answered (this worker owns a partition once it read its keys)."""
+        """Where ``key`` is answered (this worker owns a partition once it read its keys).
+
+        A partition the table gives this worker but whose keys it has not read yet has no owner
+        to name (503 until it has).
+        """
         pipeline = self.pipeline
         store = pipeline.key_store
         owned = [p for p in range(pipeline.partitions) if store is not None and store.owns(p)]
-        return route(key, pipeline.partitions, owned, self.owners())
+        where = route(key, pipeline.partitions, owned, self.owners())
+        if where.owner == self.settings.advertised_address:  # assigned here, not yet restored
+            return where._replace(owner=None)
+        return where
 
     def predict(self, raw: bytes, started: float) -> Answer:
         """Answer one keyed event with its key's live model, or 421 to the owner.

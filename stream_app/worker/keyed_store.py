@@ -56,6 +56,8 @@ class KeyedStore:
         """Partitions of ``features`` and of the keyed-models topic (a key's home: its murmur2)."""
         self.topic = settings.keyed_models_topic
         self._indexes: dict[int, KeyIndex] = {}
+        self._given_up: set[int] = set()
+        """Partitions revoked and not (yet) assigned again: their index is kept, not owned."""
         """partition -> the versions it holds, for every partition this worker owns."""
         self._queued: list[tuple[int, bytes, bytes | None]] = []
         """(partition, record key, value or None for a tombstone) saved since the last queue."""
@@ -78,7 +80,7 @@ class KeyedStore:
 
     def owns(self, partition: int) -> bool:
         """Tell whether this worker owns ``partition`` (its keys' versions were read)."""
-        return partition in self._indexes
+        return partition in self._indexes and partition not in self._given_up
 
     def load(self, key: str) -> Learner | None:
         """Return ``key``'s newest version that loads (the one before if it is corrupt), or None.
@@ -152,8 +154,14 @@ class KeyedStore:
     async def release(
         self, pipeline: Pipeline, partitions: Iterable[int], emitter: Emitter
     ) -> None:
-        """Checkpoint the dirty keys of ``partitions`` (given up) and wait until Kafka has them."""
+        """Checkpoint the dirty keys of ``partitions`` (given up) and wait until Kafka has them.
+
+        From now until they are assigned again this worker does not own them: over HTTP it
+        answers none of their keys (another worker may be learning them already).
+        """
+        partitions = set(partitions)
         stored = pipeline.release_keys(partitions, time.time())
+        self._given_up |= partitions
         if not self.queue(emitter):
             return
         try:
@@ -169,6 +177,7 @@ class KeyedStore:
         wanted = set(partitions)
         for gone in set(self._indexes) - wanted:
             del self._indexes[gone]
+        self._given_up -= wanted
         new = sorted(wanted - set(self._indexes))
         if new:
             await self._read(new)

@@ -74,6 +74,13 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
         "413": json_of("Problem", "Larger than the limit (reason: oversized)."),
         "503": json_of("Problem", "The worker has not joined its group yet (reason: unavailable)."),
     }
+    misdirected = {
+        "421": json_of(
+            "Misdirected",
+            "Keyed models (model.key_field): this worker does not own the event's key (in a "
+            "batch: one event's); ask the owner, whose host:port is in owner.",
+        )
+    }
     not_on_kafka = (
         f"Answered by the live model and version that serve the `{s.topics.features}` stream "
         "(pinned or serving; while a canary runs, the canary answers the ids that hash into "
@@ -92,6 +99,7 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": json_of("Prediction", "The prediction."),
                     **problems,
+                    **misdirected,
                     "422": json_of("Problem", "The model raised on this event (model_error)."),
                 },
             }
@@ -106,6 +114,7 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": json_of("BatchAnswer", "One prediction per event, in order."),
                     **problems,
+                    **misdirected,
                     "422": json_of("Problem", "The model raised on an event (model_error)."),
                 },
             }
@@ -128,6 +137,48 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _key_paths() -> dict[str, Any]:
+    """Describe the keyed models' paths (only with ``model.key_field``): keys, a key, operations.
+
+    What is stored reflects each key's last checkpoint; an operation is carried out by the key's
+    owner, whichever worker is asked.
+    """
+    key = {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}
+    reset = _operation(
+        "Start one key over from a fresh model",
+        "Carried out at once by the key's owner; a new version of the key records it.",
+        False,
+    )
+    reset["post"]["parameters"] = [key]
+    rollback = _operation(
+        "Make a stored version of one key live again",
+        "Carried out at once by the key's owner; a new version of the key records it.",
+        True,
+    )
+    rollback["post"]["parameters"].append(key)
+    return {
+        "/models/keys": {
+            "get": {
+                "summary": "Keyed models: count, top keys by examples, worst by quality",
+                "parameters": [{"name": "top", "in": "query", "schema": {"type": "integer"}}],
+                "responses": {"200": json_of("Keys", "As of each key's last checkpoint.")},
+            }
+        },
+        "/models/keys/{key}": {
+            "get": {
+                "summary": "One key: its stored versions, its owner, its live model (on the owner)",
+                "parameters": [key],
+                "responses": {
+                    "200": json_of("Key", "The key."),
+                    "404": json_of("Error", "No stored version, not live here."),
+                },
+            }
+        },
+        "/models/keys/{key}/reset": reset,
+        "/models/keys/{key}/{version}/rollback": rollback,
     }
 
 
@@ -208,7 +259,11 @@ def document(settings: Settings) -> dict[str, Any]:
             "description": "Predict with the live model of the stream, queue labels, and operate "
             "model versions. Every worker answers with its current serving version.",
         },
-        "paths": {**_serving_paths(settings), **_WORKER_PATHS},
+        "paths": {
+            **_serving_paths(settings),
+            **_WORKER_PATHS,
+            **(_key_paths() if settings.model.key_field else {}),
+        },
         "components": {
             "schemas": schemas(settings),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

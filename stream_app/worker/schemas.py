@@ -67,6 +67,52 @@ _PREDICTION: Final = _object(
         "description": "HTTP answers only: true when the event had an id and is kept "
         "for its label, so a later label (POST /learn or the labels topic) is learned.",
     },
+    model_key={"type": "string", "description": "Keyed models: the event's model key."},
+    fallback={
+        "const": True,
+        "description": "Keyed models: the global fallback answered a young key.",
+    },
+)
+
+_MISDIRECTED: Final = _object(
+    ["reason", "detail", "model_key", "partition", "owner"],
+    reason={"const": "misdirected"},
+    detail={"type": "string"},
+    model_key={"type": "string"},
+    partition={"type": "integer", "description": "The key's home partition."},
+    owner={"type": "string", "description": "host:port of the worker that owns the key."},
+)
+
+_KEY_ROW: Final = _object(
+    ["key", "partition", "version", "versions", "examples_learned", "quality"],
+    key={"type": "string"},
+    partition={"type": "integer"},
+    version={"type": "integer"},
+    versions={"type": "array", "items": {"type": "integer"}},
+    examples_learned={"type": "integer"},
+    quality={"type": "object"},
+    reason={"type": "string"},
+    at={"type": "number"},
+)
+
+_KEYS: Final = _object(
+    ["model", "keys", "top_by_examples", "worst_by_quality", "rows"],
+    model={"type": "string"},
+    keys={"type": "integer", "description": "Keys with a stored version."},
+    top_by_examples={"type": "array", "items": ref("KeyRow")},
+    worst_by_quality={"type": "array", "items": ref("KeyRow")},
+    rows={"type": "array", "items": ref("KeyRow")},
+)
+
+_KEY: Final = _object(
+    ["key", "partition", "owner", "here", "versions", "stored", "live"],
+    key={"type": "string"},
+    partition={"type": "integer"},
+    owner={"type": ["string", "null"], "description": "host:port of the key's owner."},
+    here={"type": "boolean", "description": "This worker owns the key."},
+    versions={"type": "array", "items": {"type": "integer"}},
+    stored={"type": ["object", "null"], "description": "The newest stored version's header."},
+    live={"type": ["object", "null"], "description": "The live model, on its owner."},
 )
 
 _BATCH_ANSWER: Final = _object(
@@ -182,14 +228,15 @@ _MODELS: Final = {
 
 _OPERATION_ANSWER: Final = _object(
     ["type", "model", "model_version", "request_id", "ok"],
-    type={"enum": ["rollback", "pin", "unpin", "promote", "import", "canary"]},
+    type={"enum": ["rollback", "pin", "unpin", "promote", "import", "canary", "reset"]},
     model={"type": "string"},
     model_version={"type": "integer"},
     request_id={"type": "string"},
     ok={"type": "boolean"},
     error={"type": "string"},
     pinned=_NULLABLE_INT,
-    from_version={"type": "integer"},
+    from_version=_NULLABLE_INT,
+    model_key={"type": "string", "description": "Keyed models: the key operated on."},
 )
 
 _ERROR: Final = _object(["error"], error={"type": "string"})
@@ -250,4 +297,8 @@ def schemas(s: Settings) -> dict[str, Any]:
             "description": f"The writer's answer, as published on `{topics.model_events}`.",
         },
         "Error": _ERROR,
+        "Misdirected": _MISDIRECTED,
+        "KeyRow": _KEY_ROW,
+        "Keys": _KEYS,
+        "Key": _KEY,
     }

@@ -27,6 +27,7 @@ from tests.integration.support import (
     wait_for,
 )
 from tests.integration.test_keyed import KEYED, PARTITIONS, Event, events, traffic
+from tests.integration.test_openapi import checker
 from tests.integration.test_scaling import partitions
 
 EVERY = 10
@@ -170,13 +171,17 @@ async def test_over_http_a_key_is_answered_by_its_owner_and_operated_from_any_wo
         )
         return status, orjson.loads(body)
 
+    status, spec = a.http("/openapi.json")
+    check = checker(orjson.loads(spec))  # every answer below has the documented shape
     key = on_a[0]
     status, body = predict(b, key)
     assert status == 421 and body["reason"] == "misdirected", body
+    check("/predict", "post", status, body)
     assert body["owner"] == f"127.0.0.1:{a.web_port}" and body["model_key"] == key
     status, body = predict(a, key)
     assert status == 200 and body["model_key"] == key and not body["joinable"], body
     same(body, river(rounds, key, 2 * EVERY), x)
+    check("/predict", "post", status, body)
     status, batch = b.http(
         "/predict/batch",
         "POST",
@@ -186,16 +191,20 @@ async def test_over_http_a_key_is_answered_by_its_owner_and_operated_from_any_wo
 
     status, listing = b.http("/models/keys")
     assert status == 200 and orjson.loads(listing)["keys"] == keys
+    check("/models/keys", "get", status, orjson.loads(listing))
     status, shown = b.http(f"/models/keys/{key}")
     detail = orjson.loads(shown)
+    check("/models/keys/{key}", "get", status, detail)
     assert status == 200 and detail["owner"] == f"127.0.0.1:{a.web_port}" and not detail["here"]
     first = detail["versions"][0]
 
     status, rolled = b.http(f"/models/keys/{key}/{first}/rollback", "POST", {})  # via the other
     assert status == 200 and orjson.loads(rolled)["ok"], rolled
+    check("/models/keys/{key}/{version}/rollback", "post", status, orjson.loads(rolled))
     reset_key, other = on_b[0], on_b[1]
     status, reset = a.http(f"/models/keys/{reset_key}/reset", "POST", {})
     assert status == 200 and orjson.loads(reset)["ok"], reset
+    check("/models/keys/{key}/reset", "post", status, orjson.loads(reset))
 
     status, body = predict(a, key)  # at once: the owner's live model is the rolled-back one
     assert status == 200

@@ -213,6 +213,10 @@ def test_the_openapi_document_is_valid_and_names_every_reason() -> None:
     problem = doc["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"]
     assert set(problem) == set(reasons.ALL) | set(HTTP_REASONS)
     assert "Not written" in doc["paths"]["/predict"]["post"]["description"]
+    assert "/models/keys" not in doc["paths"]
+    keyed = document(Settings().replace(model={"key_field": "user"}))
+    validate(keyed)
+    assert "/models/keys/{key}/{version}/rollback" in keyed["paths"]
 
 
 def streamed_incumbent(pipeline: Any, features: dict[str, Any]) -> Any:

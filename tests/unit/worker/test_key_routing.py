@@ -105,3 +105,30 @@ def test_a_keyed_request_without_a_valid_key_is_refused_with_the_streams_reason(
     http, _ = keyed_api(set(range(PARTITIONS)), {})
     status, body = call(http, "predict", {"features": PROBE, "user": random.random()})
     assert status == 400 and body["reason"] == "invalid_model_key"
+
+
+def test_a_partition_given_up_or_not_yet_restored_is_answered_by_no_one_here() -> None:
+    """Between revoke and assign, and while its keys are read, a worker answers none of them."""
+    http, store = keyed_api(set(range(PARTITIONS)), {})
+    keyed = http.keyed
+    assert keyed is not None and keyed.route(KEY).local
+    asyncio.run(store.release(http.pipeline, [HOME], Flushed()))
+    assert not keyed.route(KEY).local and keyed.route(KEY).owner is None  # given up: 503
+    asyncio.run(store.assign(range(PARTITIONS)))  # the same partitions again: the index is kept
+    assert keyed.route(KEY).local
+    mine = {p: http.settings.advertised_address for p in range(PARTITIONS)}
+    http2, _ = keyed_api({p for p in range(PARTITIONS) if p != HOME}, mine)  # still reading
+    assert call(http2, "predict", {"features": PROBE, "user": KEY})[0] == 503
+
+
+class Flushed:
+    """An emitter with nothing to send."""
+
+    def tombstone(self, *args: Any) -> None: ...
+
+    def to_partition(self, *args: Any) -> None: ...
+
+    async def flush(self) -> list[Any]:
+        return []
+
+    def discard(self) -> None: ...
