@@ -62,6 +62,7 @@ from stream_app.core.messages import (
     encode_model_event,
 )
 from stream_app.core.ports import KeyStore, Outputs, Record
+from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage
 
@@ -80,6 +81,9 @@ _NOT_TAUGHT: Final = frozenset(
     {reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL}
 )
 """A key's learner refused the label itself: the global model is not taught it either."""
+_NO_ANSWER: Final = Prediction(None, {})
+"""What a young key's learner is told it answered when the fallback did: its quality, guard and
+drift monitor judge only the key's own answers (the fallback's errors are not the key's)."""
 CHECKPOINT: Final = "checkpoint"
 EVICTED: Final = "evicted"
 HANDOVER: Final = "handover"
@@ -267,9 +271,12 @@ class KeyedPath:
         if label is not example.label:  # a regression label is learned as a float
             example = example.with_label(label)
         self._taken.add(example.event_id, example.at)  # a second label for the id is a duplicate
+        fallback, own = self._fallback, example
+        if fallback is not None and keys.young(key):  # the fallback answered, not the key's model:
+            own = example._replace(served=_NO_ANSWER, shadow=None)  # not its answer to judge
         before = learner.challenger
         try:
-            outcome = learner.learn(example)
+            outcome = learner.learn(own)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
@@ -289,7 +296,6 @@ class KeyedPath:
                 keys.checkpointed(key, example.at)
                 model_event = model_event._replace(version=learner.serving.model.version)
             self._key_event(out, key, learner, model_event)
-        fallback = self._fallback
         if fallback is not None and outcome.reason not in _NOT_TAUGHT:
             self._learn(out, record, example)  # as without keys: learn here, or forward
 

@@ -202,3 +202,19 @@ def test_a_keys_challenger_that_raises_is_dropped_and_announced_with_its_key() -
     count = metrics.registry.get_sample_value
     assert count("stream_app_challengers_dropped_total", {"reason": "predict_error"}) == 1
     assert count("stream_app_key_model_events_total", {"type": "challenger_dropped"}) == 1
+
+
+def test_a_young_keys_monitor_judges_only_its_own_answers_not_the_fallbacks() -> None:
+    """While the global model answers a young key, the key's quality, guard and drift monitor
+    are not fed the global model's errors: they start with the key's own first answer."""
+    p, _, _ = keyed_pipeline(fallback="global")  # key_min_examples 5
+    out = Recorder()
+    for i in range(9):
+        p.features([keyed_event(i, "u1", {"a": float(i % 3)}, i % 2 == 0)], 0.0, out)
+    fallback = [bool(m.get("fallback")) for m in out.on(p.settings.topics.predictions)]
+    assert fallback == [True] * 5 + [False] * 4
+    assert p.keys is not None
+    learner = p.keys.get("u1", 0, 0.0).learner
+    assert len(learner.serving.quality) == 4  # its own four answers, none of the fallback's
+    assert learner.monitor._seen == 4
+    assert learner.serving.model.examples_learned == 9 and p.learner.examples_seen == 9
