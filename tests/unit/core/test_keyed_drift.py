@@ -65,11 +65,15 @@ class Oracle:
                 self.challenger = plain_lr()  # learns from the next label on
 
 
-def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int]:
-    """Stream the keyed SEA; check every prediction against the oracle; return the events."""
+def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """Stream the keyed SEA; hold every answer (and shadow answer) to the oracle.
+
+    Returns the model events, how many answers were compared, and the shadow answers per key.
+    """
     oracle = {key: Oracle() for key in KEYS}
     events: list[dict[str, Any]] = []
     compared = 0
+    shadowed: dict[str, int] = {}
     for i, (key, x, y) in enumerate(keyed_sea()):
         out = Recorder()
         p.features([keyed_event(i, key, x, y)], 0.0, out)
@@ -80,12 +84,21 @@ def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int]:
             got = {k: prediction["proba"][str(k).lower()] for k in expected}
             assert got == pytest.approx(expected, abs=1e-9), (i, key)
             compared += 1
+        shadows = out.on(p.settings.topics.predictions_shadow)
+        assert len(shadows) == (oracle[key].challenger is not None), (i, key)
+        for shadow in shadows:  # the key's challenger's answer, in shadow, with its key
+            assert shadow["model_key"] == key and shadow["id"] == f"e{i}"
+            proba = oracle[key].challenger.predict_proba_one(x)
+            assert shadow["proba"] == {} or shadow["proba"]["true"] == pytest.approx(
+                proba[True], abs=1e-9
+            )
+            shadowed[key] = shadowed.get(key, 0) + 1
         mine = out.on(p.settings.topics.model_events)
         events += [{**event, "at_event": i} for event in mine]
         kinds = [(e["type"], e.get("reason", "")) for e in mine if e["model_key"] == key]
         assert len(kinds) == len(mine)  # every event of this label is this key's
         oracle[key].learn(x, y, kinds, policy)
-    return events, compared
+    return events, compared, shadowed
 
 
 @pytest.mark.parametrize("key_cache", [100, 5])
@@ -95,7 +108,7 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
         model={"key_cache": key_cache},  # 5 of 6 keys: evictions, challengers and all
         registry={"key_checkpoint_every_examples": 37},
     )
-    events, compared = run(p, "challenger")
+    events, compared, shadowed = run(p, "challenger")
     assert compared >= len(KEYS) * (PER_KEY - 2)  # a fresh model answers {} once per key
     by_key: dict[str, list[str]] = {}
     for event in events:
@@ -103,6 +116,9 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
     assert set(by_key) == CHANGING  # the keys that did not change have no event at all
     for key in CHANGING:
         assert by_key[key] == ["drift", CHALLENGER_STARTED, "promotion"], by_key[key]
+        seen = {e["type"]: e["examples_seen"] for e in events if e["model_key"] == key}
+        assert shadowed[key] == seen["promotion"] - seen["drift"] >= DRIFT["challenger_window"]
+    assert set(shadowed) == CHANGING
     drifts = [e for e in events if e["type"] == "drift"]
     assert all(e["at_event"] > 0 and "young" not in e for e in drifts)
     for key in CHANGING:  # the promoted challenger was stored at once as the key's version
@@ -121,7 +137,8 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
 
 def test_the_reset_policy_resets_only_the_key_that_drifted() -> None:
     p, metrics, store = keyed_pipeline(drift={"policy": "reset", **DRIFT})
-    events, _ = run(p, "reset")
+    events, _, shadowed = run(p, "reset")
+    assert shadowed == {}
     assert {e["model_key"] for e in events} == CHANGING
     for key in CHANGING:
         kinds = [(e["type"], e.get("reason")) for e in events if e["model_key"] == key]
@@ -141,7 +158,7 @@ def test_a_key_younger_than_key_min_examples_gets_no_challenger() -> None:
     p, metrics, _ = keyed_pipeline(
         drift={"policy": "challenger", **DRIFT}, model={"key_min_examples": 10 * PER_KEY}
     )
-    events, _ = run(p, "challenger")  # (key_fallback none: young keys answer for themselves)
+    events, _, _ = run(p, "challenger")  # (key_fallback none: young keys answer for themselves)
     assert {e["model_key"] for e in events} == CHANGING
     assert {e["type"] for e in events} == {"drift"}
     assert all(e["young"] is True for e in events)
