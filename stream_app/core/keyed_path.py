@@ -202,23 +202,27 @@ class KeyedPath(KeyedEvents):
         assert self.keys is not None
         latency = time.perf_counter() - received
         now = time.time()
-        served = answer.served
+        served = given = answer.served
         if answer.fallback:
             self._fallback_answers += 1
-            model = self.learner.answering
+            model = given_by = self.learner.answering
             shadow = None  # the global challenger's answer is not the key's challenger's
         else:
             state = self.keys.peek(key)
             assert state is not None
-            model = state.learner.answering
+            learner = state.learner
+            model = given_by = learner.answering
             shadow = answer.shadow
-            self._key_shadow(out, record.partition, event.id, key, state.learner, shadow, now)
+            if shadow is not None and learner.canary_takes(event.id):  # the canary's share
+                assert learner.challenger is not None  # a canary is the challenger answering
+                given, given_by = shadow, learner.challenger.model
+            self._key_shadow(out, record.partition, event.id, key, learner, shadow, now)
         value = encode_keyed_prediction(
             event.id,
-            served.prediction,
-            served.proba,
-            model.name,
-            model.version,
+            given.prediction,
+            given.proba,
+            given_by.name,
+            given_by.version,
             now,
             round(latency * 1000.0, 3),
             key,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from river.datasets import synth
 
+from stream_app.core.canary import CANARY_DONE, CANARY_STEP, bucket
 from stream_app.core.events import CHALLENGER_STARTED
 from stream_app.core.pipeline import Pipeline
 from tests.unit.core.test_keyed import plain_lr
@@ -48,24 +49,31 @@ class Oracle:
     def __init__(self) -> None:
         self.serving: Any = plain_lr()
         self.challenger: Any = None
+        self.share = 0.0
+        """The canary's share of the events while one runs (by id hash, as the contract says)."""
 
-    def learn(
-        self, x: dict[str, float], y: bool, kinds: list[tuple[str, str]], policy: str
-    ) -> None:
+    def answering(self, event_id: str) -> Any:
+        """The model whose answer is given: the serving one, or the canary for its share."""
+        return self.challenger if bucket(event_id) < self.share else self.serving
+
+    def learn(self, x: dict[str, float], y: bool, events: list[dict[str, Any]]) -> None:
         """Learn as the key's learner does, then follow its model events for this label."""
         self.serving.learn_one(x, y)
         if self.challenger is not None:
             self.challenger.learn_one(x, y)
-        for kind, reason in kinds:
-            if kind == "promotion" and reason == "reset":
+        for event in events:
+            kind = event["type"]
+            if kind == "promotion" and event["reason"] == "reset":
                 self.serving = plain_lr()  # a fresh model that has not learned this label
             elif kind == "promotion":
-                self.serving, self.challenger = self.challenger, None
+                self.serving, self.challenger, self.share = self.challenger, None, 0.0
             elif kind == CHALLENGER_STARTED:
                 self.challenger = plain_lr()  # learns from the next label on
+            elif kind == CANARY_STEP:
+                self.share = event["share"]
 
 
-def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+def run(p: Pipeline) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """Stream the keyed SEA; hold every answer (and shadow answer) to the oracle.
 
     Returns the model events, how many answers were compared, and the shadow answers per key.
@@ -79,7 +87,7 @@ def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int, dict[str, 
         p.features([keyed_event(i, key, x, y)], 0.0, out)
         p.checkpoint_keys(float(i))
         (prediction,) = out.on(p.settings.topics.predictions)
-        expected = oracle[key].serving.predict_proba_one(x)
+        expected = oracle[key].answering(f"e{i}").predict_proba_one(x)
         if prediction["proba"]:
             got = {k: prediction["proba"][str(k).lower()] for k in expected}
             assert got == pytest.approx(expected, abs=1e-9), (i, key)
@@ -95,9 +103,8 @@ def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int, dict[str, 
             shadowed[key] = shadowed.get(key, 0) + 1
         mine = out.on(p.settings.topics.model_events)
         events += [{**event, "at_event": i} for event in mine]
-        kinds = [(e["type"], e.get("reason", "")) for e in mine if e["model_key"] == key]
-        assert len(kinds) == len(mine)  # every event of this label is this key's
-        oracle[key].learn(x, y, kinds, policy)
+        assert all(e["model_key"] == key for e in mine)  # every event of this label is this key's
+        oracle[key].learn(x, y, mine)
     return events, compared, shadowed
 
 
@@ -108,7 +115,7 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
         model={"key_cache": key_cache},  # 5 of 6 keys: evictions, challengers and all
         registry={"key_checkpoint_every_examples": 37},
     )
-    events, compared, shadowed = run(p, "challenger")
+    events, compared, shadowed = run(p)
     assert compared >= len(KEYS) * (PER_KEY - 2)  # a fresh model answers {} once per key
     by_key: dict[str, list[str]] = {}
     for event in events:
@@ -137,7 +144,7 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
 
 def test_the_reset_policy_resets_only_the_key_that_drifted() -> None:
     p, metrics, store = keyed_pipeline(drift={"policy": "reset", **DRIFT})
-    events, _, shadowed = run(p, "reset")
+    events, _, shadowed = run(p)
     assert shadowed == {}
     assert {e["model_key"] for e in events} == CHANGING
     for key in CHANGING:
@@ -158,7 +165,7 @@ def test_a_key_younger_than_key_min_examples_gets_no_challenger() -> None:
     p, metrics, _ = keyed_pipeline(
         drift={"policy": "challenger", **DRIFT}, model={"key_min_examples": 10 * PER_KEY}
     )
-    events, _, _ = run(p, "challenger")  # (key_fallback none: young keys answer for themselves)
+    events, _, _ = run(p)  # (key_fallback none: young keys answer for themselves)
     assert {e["model_key"] for e in events} == CHANGING
     assert {e["type"] for e in events} == {"drift"}
     assert all(e["young"] is True for e in events)
@@ -235,3 +242,17 @@ def test_a_young_keys_monitor_judges_only_its_own_answers_not_the_fallbacks() ->
     assert len(learner.serving.quality) == 4  # its own four answers, none of the fallback's
     assert learner.monitor._seen == 4
     assert learner.serving.model.examples_learned == 9 and p.learner.examples_seen == 9
+
+
+def test_a_keys_winning_challenger_rolls_out_as_a_canary_on_its_share_of_the_keys_events() -> None:
+    """``drift.promotion = "canary"``: the key's challenger answers its share, then takes over."""
+    p, _, _ = keyed_pipeline(
+        drift={"policy": "challenger", "promotion": "canary", **DRIFT},
+        rollout={"steps": [0.5, 1.0], "window": 100},
+    )
+    events, compared, _ = run(p)  # the oracle gives the canary's answer on its share
+    assert compared >= len(KEYS) * (PER_KEY - 2)
+    for key in CHANGING:
+        kinds = [e["type"] for e in events if e["model_key"] == key]
+        assert kinds == ["drift", CHALLENGER_STARTED, CANARY_STEP, CANARY_DONE, "promotion"]
+    assert {e["model_key"] for e in events} == CHANGING
