@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream_app import reasons
 from stream_app.core.decode import NO_LABEL, FeatureEvent
-from stream_app.core.events import CHALLENGER_DROPPED
 from stream_app.core.example import LabeledExample
 from stream_app.core.join import Served, Source
 from stream_app.core.keyed import (
@@ -53,20 +52,20 @@ from stream_app.core.keyed import (
     decode_keyed_label,
     key_events,
 )
+from stream_app.core.keyed_events import KeyedEvents
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
     encode_join_event,
     encode_join_label,
     encode_keyed_prediction,
-    encode_model_event,
 )
 from stream_app.core.ports import KeyStore, Outputs, Record
+from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage
 
 if TYPE_CHECKING:
-    from stream_app.core.events import ModelEvent
     from stream_app.core.join import RecentIds
     from stream_app.core.metrics import Metrics
     from stream_app.settings import Settings
@@ -80,16 +79,17 @@ _NOT_TAUGHT: Final = frozenset(
     {reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL}
 )
 """A key's learner refused the label itself: the global model is not taught it either."""
+_NO_ANSWER: Final = Prediction(None, {})
+"""What a young key's learner is told it answered when the fallback did: its quality, guard and
+drift monitor judge only the key's own answers (the fallback's errors are not the key's)."""
 CHECKPOINT: Final = "checkpoint"
 EVICTED: Final = "evicted"
 HANDOVER: Final = "handover"
-PROMOTION: Final = "promotion"
-RESET: Final = "reset"
-"""Reasons recorded with a key's version: due by count or age, evicted from memory, revoked, a
-challenger promoted or the model reset by the ``reset`` drift policy (stored at once)."""
+"""Reasons recorded with a key's version: due by count or age, evicted from memory, revoked (and
+``keyed_events.PROMOTION`` or ``RESET``: a promoted or reset model, stored at once)."""
 
 
-class KeyedPath:
+class KeyedPath(KeyedEvents):
     """The keyed models of a :class:`~stream_app.core.pipeline.Pipeline`: serve, learn, store."""
 
     keys: KeyedModels | None = None
@@ -202,24 +202,27 @@ class KeyedPath:
         assert self.keys is not None
         latency = time.perf_counter() - received
         now = time.time()
-        served = answer.served
+        served = given = answer.served
         if answer.fallback:
             self._fallback_answers += 1
-            model = self.learner.answering
+            model = given_by = self.learner.answering
             shadow = None  # the global challenger's answer is not the key's challenger's
         else:
             state = self.keys.peek(key)
             assert state is not None
-            model = state.learner.answering
+            learner = state.learner
+            model = given_by = learner.answering
             shadow = answer.shadow
-            for dropped in state.learner.take_dropped():  # its challenger raised while answering
-                self._key_event(out, key, state.learner, dropped)
+            if shadow is not None and learner.canary_takes(event.id):  # the canary's share
+                assert learner.challenger is not None  # a canary is the challenger answering
+                given, given_by = shadow, learner.challenger.model
+            self._key_shadow(out, record.partition, event.id, key, learner, shadow, now)
         value = encode_keyed_prediction(
             event.id,
-            served.prediction,
-            served.proba,
-            model.name,
-            model.version,
+            given.prediction,
+            given.proba,
+            given_by.name,
+            given_by.version,
             now,
             round(latency * 1000.0, 3),
             key,
@@ -267,9 +270,12 @@ class KeyedPath:
         if label is not example.label:  # a regression label is learned as a float
             example = example.with_label(label)
         self._taken.add(example.event_id, example.at)  # a second label for the id is a duplicate
+        fallback, own = self._fallback, example
+        if fallback is not None and keys.young(key):  # the fallback answered, not the key's model:
+            own = example._replace(served=_NO_ANSWER, shadow=None)  # not its answer to judge
         before = learner.challenger
         try:
-            outcome = learner.learn(example)
+            outcome = learner.learn(own)
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
@@ -282,14 +288,7 @@ class KeyedPath:
                 self._key_due.add(key)
         elif outcome.reason is not None:
             self._reject_label(out, record, outcome.reason, outcome.detail)
-        for model_event in key_events(learner, before, outcome.events):
-            if model_event.kind == "promotion":  # stored at once; the event names that version
-                reset = model_event.fields.get("reason") == RESET
-                self._store_key(key, state, RESET if reset else PROMOTION, example.at)
-                keys.checkpointed(key, example.at)
-                model_event = model_event._replace(version=learner.serving.model.version)
-            self._key_event(out, key, learner, model_event)
-        fallback = self._fallback
+        self._key_learned(out, key, state, key_events(learner, before, outcome.events), example.at)
         if fallback is not None and outcome.reason not in _NOT_TAUGHT:
             self._learn(out, record, example)  # as without keys: learn here, or forward
 
@@ -313,23 +312,6 @@ class KeyedPath:
             )
             out.to_partition(s.join_topic, home, record.key or event_id.encode(), value)
         self._report_learning(out)
-
-    def _key_event(self, out: Outputs, key: str, learner: Learner, event: ModelEvent) -> None:
-        """Queue a key's model event with its ``model_key`` and ``examples_seen``; count it by type.
-
-        One series per type, never one per key. Drifts count in
-        ``stream_app_drift_detected_total`` too, dropped challengers in
-        ``stream_app_challengers_dropped_total{reason}``, as the global model's do.
-        """
-        name = learner.serving.model.name
-        fields = {"examples_seen": learner.examples_seen, **event.fields}  # where, in its labels
-        value = encode_model_event(event.kind, name, event.version, model_key=key, **fields)
-        out.keyed(self.settings.topics.model_events, name.encode(), value)
-        self.metrics.key_model_events.labels(type=event.kind).inc()
-        if event.kind == "drift":
-            self.metrics.drift_detected.inc()
-        elif event.kind == CHALLENGER_DROPPED:
-            self.metrics.challengers_dropped.labels(reason=event.fields["reason"]).inc()
 
     def checkpoint_keys(self, now: float) -> int:
         """Store the keys whose checkpoint is due; return how many (the serve loop, per batch).

@@ -47,9 +47,13 @@ def key_stream(n: int, key: str) -> list[tuple[dict[str, float], bool]]:
 def check_oracle(
     streams: dict[str, list[tuple[dict[str, float], bool]]],
     served: dict[str, dict[str, Any]],
+    shadows: dict[str, dict[str, Any]],
     events: dict[str, dict[int, list[str]]],
 ) -> int:
-    """Hold each key's predictions to River's loop, following its events; return how many."""
+    """Hold each key's answers and shadow answers to River's loop, following its events.
+
+    Returns how many answers were compared.
+    """
     compared = 0
     for key, data in streams.items():
         serving: Any = logistic_regression()
@@ -61,6 +65,12 @@ def check_oracle(
                 proba = serving.predict_proba_one(x)
                 assert abs(body["proba"]["true"] - proba[True]) <= 1e-9, (key, i)
                 compared += 1
+            shadow = shadows.pop(f"{key}-{i}", None)
+            assert (shadow is None) == (challenger is None), (key, i)
+            if shadow is not None and shadow["proba"]:
+                proba = challenger.predict_proba_one(x)
+                assert shadow["model_key"] == key
+                assert abs(shadow["proba"]["true"] - proba[True]) <= 1e-9, (key, i)
             serving.learn_one(x, y)
             if challenger is not None:
                 challenger.learn_one(x, y)
@@ -106,7 +116,10 @@ async def test_keys_that_change_concept_drift_and_promote_their_own_challengers(
 
     served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
     assert len(served) == len(messages)
-    assert check_oracle(streams, served, at) == len(messages) - len(KEYS)
+    shadows = await predictions_by_id(kafka.bootstrap, names.topics["predictions_shadow"])
+    assert {body["model_key"] for body in shadows.values()} == CHANGING
+    assert check_oracle(streams, served, shadows, at) == len(messages) - len(KEYS)
+    assert shadows == {}  # every shadow answer was one of a key's challenger's
     for key in CHANGING:  # the promoted challenger learned the new concept
         tail = [served[f"{key}-{i}"]["prediction"] == y for i, (_, y) in enumerate(streams[key])]
         assert sum(tail[-300:]) / 300 >= 0.85, key

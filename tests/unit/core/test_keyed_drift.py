@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from river.datasets import synth
 
+from stream_app.core.canary import CANARY_DONE, CANARY_STEP, bucket
 from stream_app.core.events import CHALLENGER_STARTED
 from stream_app.core.pipeline import Pipeline
 from tests.unit.core.test_keyed import plain_lr
@@ -48,44 +49,63 @@ class Oracle:
     def __init__(self) -> None:
         self.serving: Any = plain_lr()
         self.challenger: Any = None
+        self.share = 0.0
+        """The canary's share of the events while one runs (by id hash, as the contract says)."""
 
-    def learn(
-        self, x: dict[str, float], y: bool, kinds: list[tuple[str, str]], policy: str
-    ) -> None:
+    def answering(self, event_id: str) -> Any:
+        """The model whose answer is given: the serving one, or the canary for its share."""
+        return self.challenger if bucket(event_id) < self.share else self.serving
+
+    def learn(self, x: dict[str, float], y: bool, events: list[dict[str, Any]]) -> None:
         """Learn as the key's learner does, then follow its model events for this label."""
         self.serving.learn_one(x, y)
         if self.challenger is not None:
             self.challenger.learn_one(x, y)
-        for kind, reason in kinds:
-            if kind == "promotion" and reason == "reset":
+        for event in events:
+            kind = event["type"]
+            if kind == "promotion" and event["reason"] == "reset":
                 self.serving = plain_lr()  # a fresh model that has not learned this label
             elif kind == "promotion":
-                self.serving, self.challenger = self.challenger, None
+                self.serving, self.challenger, self.share = self.challenger, None, 0.0
             elif kind == CHALLENGER_STARTED:
                 self.challenger = plain_lr()  # learns from the next label on
+            elif kind == CANARY_STEP:
+                self.share = event["share"]
 
 
-def run(p: Pipeline, policy: str) -> tuple[list[dict[str, Any]], int]:
-    """Stream the keyed SEA; check every prediction against the oracle; return the events."""
+def run(p: Pipeline) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """Stream the keyed SEA; hold every answer (and shadow answer) to the oracle.
+
+    Returns the model events, how many answers were compared, and the shadow answers per key.
+    """
     oracle = {key: Oracle() for key in KEYS}
     events: list[dict[str, Any]] = []
     compared = 0
+    shadowed: dict[str, int] = {}
     for i, (key, x, y) in enumerate(keyed_sea()):
         out = Recorder()
         p.features([keyed_event(i, key, x, y)], 0.0, out)
         p.checkpoint_keys(float(i))
         (prediction,) = out.on(p.settings.topics.predictions)
-        expected = oracle[key].serving.predict_proba_one(x)
+        expected = oracle[key].answering(f"e{i}").predict_proba_one(x)
         if prediction["proba"]:
             got = {k: prediction["proba"][str(k).lower()] for k in expected}
             assert got == pytest.approx(expected, abs=1e-9), (i, key)
             compared += 1
+        shadows = out.on(p.settings.topics.predictions_shadow)
+        assert len(shadows) == (oracle[key].challenger is not None), (i, key)
+        for shadow in shadows:  # the key's challenger's answer, in shadow, with its key
+            assert shadow["model_key"] == key and shadow["id"] == f"e{i}"
+            proba = oracle[key].challenger.predict_proba_one(x)
+            assert shadow["proba"] == {} or shadow["proba"]["true"] == pytest.approx(
+                proba[True], abs=1e-9
+            )
+            shadowed[key] = shadowed.get(key, 0) + 1
         mine = out.on(p.settings.topics.model_events)
         events += [{**event, "at_event": i} for event in mine]
-        kinds = [(e["type"], e.get("reason", "")) for e in mine if e["model_key"] == key]
-        assert len(kinds) == len(mine)  # every event of this label is this key's
-        oracle[key].learn(x, y, kinds, policy)
-    return events, compared
+        assert all(e["model_key"] == key for e in mine)  # every event of this label is this key's
+        oracle[key].learn(x, y, mine)
+    return events, compared, shadowed
 
 
 @pytest.mark.parametrize("key_cache", [100, 5])
@@ -95,7 +115,7 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
         model={"key_cache": key_cache},  # 5 of 6 keys: evictions, challengers and all
         registry={"key_checkpoint_every_examples": 37},
     )
-    events, compared = run(p, "challenger")
+    events, compared, shadowed = run(p)
     assert compared >= len(KEYS) * (PER_KEY - 2)  # a fresh model answers {} once per key
     by_key: dict[str, list[str]] = {}
     for event in events:
@@ -103,6 +123,9 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
     assert set(by_key) == CHANGING  # the keys that did not change have no event at all
     for key in CHANGING:
         assert by_key[key] == ["drift", CHALLENGER_STARTED, "promotion"], by_key[key]
+        seen = {e["type"]: e["examples_seen"] for e in events if e["model_key"] == key}
+        assert shadowed[key] == seen["promotion"] - seen["drift"] >= DRIFT["challenger_window"]
+    assert set(shadowed) == CHANGING
     drifts = [e for e in events if e["type"] == "drift"]
     assert all(e["at_event"] > 0 and "young" not in e for e in drifts)
     for key in CHANGING:  # the promoted challenger was stored at once as the key's version
@@ -121,7 +144,8 @@ def test_keys_that_change_concept_drift_and_promote_their_own_challengers(key_ca
 
 def test_the_reset_policy_resets_only_the_key_that_drifted() -> None:
     p, metrics, store = keyed_pipeline(drift={"policy": "reset", **DRIFT})
-    events, _ = run(p, "reset")
+    events, _, shadowed = run(p)
+    assert shadowed == {}
     assert {e["model_key"] for e in events} == CHANGING
     for key in CHANGING:
         kinds = [(e["type"], e.get("reason")) for e in events if e["model_key"] == key]
@@ -141,7 +165,7 @@ def test_a_key_younger_than_key_min_examples_gets_no_challenger() -> None:
     p, metrics, _ = keyed_pipeline(
         drift={"policy": "challenger", **DRIFT}, model={"key_min_examples": 10 * PER_KEY}
     )
-    events, _ = run(p, "challenger")  # (key_fallback none: young keys answer for themselves)
+    events, _, _ = run(p)  # (key_fallback none: young keys answer for themselves)
     assert {e["model_key"] for e in events} == CHANGING
     assert {e["type"] for e in events} == {"drift"}
     assert all(e["young"] is True for e in events)
@@ -202,3 +226,33 @@ def test_a_keys_challenger_that_raises_is_dropped_and_announced_with_its_key() -
     count = metrics.registry.get_sample_value
     assert count("stream_app_challengers_dropped_total", {"reason": "predict_error"}) == 1
     assert count("stream_app_key_model_events_total", {"type": "challenger_dropped"}) == 1
+
+
+def test_a_young_keys_monitor_judges_only_its_own_answers_not_the_fallbacks() -> None:
+    """While the global model answers a young key, the key's quality, guard and drift monitor
+    are not fed the global model's errors: they start with the key's own first answer."""
+    p, _, _ = keyed_pipeline(fallback="global")  # key_min_examples 5
+    out = Recorder()
+    for i in range(9):
+        p.features([keyed_event(i, "u1", {"a": float(i % 3)}, i % 2 == 0)], 0.0, out)
+    fallback = [bool(m.get("fallback")) for m in out.on(p.settings.topics.predictions)]
+    assert fallback == [True] * 5 + [False] * 4
+    assert p.keys is not None
+    learner = p.keys.get("u1", 0, 0.0).learner
+    assert len(learner.serving.quality) == 4  # its own four answers, none of the fallback's
+    assert learner.monitor._seen == 4
+    assert learner.serving.model.examples_learned == 9 and p.learner.examples_seen == 9
+
+
+def test_a_keys_winning_challenger_rolls_out_as_a_canary_on_its_share_of_the_keys_events() -> None:
+    """``drift.promotion = "canary"``: the key's challenger answers its share, then takes over."""
+    p, _, _ = keyed_pipeline(
+        drift={"policy": "challenger", "promotion": "canary", **DRIFT},
+        rollout={"steps": [0.5, 1.0], "window": 100},
+    )
+    events, compared, _ = run(p)  # the oracle gives the canary's answer on its share
+    assert compared >= len(KEYS) * (PER_KEY - 2)
+    for key in CHANGING:
+        kinds = [e["type"] for e in events if e["model_key"] == key]
+        assert kinds == ["drift", CHALLENGER_STARTED, CANARY_STEP, CANARY_DONE, "promotion"]
+    assert {e["model_key"] for e in events} == CHANGING
