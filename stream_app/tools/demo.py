@@ -34,7 +34,7 @@ from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free
 from stream_app.tools.keyed import keyed_summary
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
 from stream_app.tools.settings import DemoSettings, ToolSettings
-from stream_app.tools.synth import KEY_FIELD, DemoMessage, DemoStream, concept
+from stream_app.tools.synth import KEY_FIELD, DemoMessage, DemoStream
 from stream_app.tools.view import Tally, announce, health, scrape
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -263,7 +263,8 @@ async def _stream(
     console = Console()
     title = f"stream_app demo · seed {settings.demo.seed} · change at {settings.demo.change_at:,}"
     if options.keys:
-        title += f" · {options.keys} keys, {min(settings.demo.drifting_keys, options.keys)} change"
+        drifting = min(settings.demo.drifting_keys, options.keys)
+        title += f" · {options.keys} keys, {drifting} change after {settings.demo.key_change_at}"
     live = (
         Live(tally.panel(title), console=console, auto_refresh=False)
         if console.is_terminal
@@ -300,13 +301,10 @@ async def _produce(
     rate = options.rate or s.rate
     stream = DemoStream(s, options.keys)
     started = time.monotonic()
-    current = concept(0, s)
     for message in stream:
         if options.events and message.event >= options.events:
             break
-        is_event = message.topic == "features" and message.event >= 0
-        if is_event and concept(message.event, s) != current:
-            current = 1 - current
+        if message.change:
             run.changes.append(time.time())
         await _send(producer, topics[message.topic], message, tally)
         ahead = tally.produced / rate - (time.monotonic() - started)
