@@ -41,8 +41,8 @@ __all__ = ["DemoOptions", "run_demo"]
 
 _HEALTH_TIMEOUT_S: Final = 90.0
 _POLL_S: Final = 0.2
-_DRIFT: Final = "v{model_version} after {examples_seen} labels"
-_PROMOTION: Final = "v{model_version} for v{previous_version}"
+_DRIFT: Final = "{whose}v{model_version} after {examples_seen} labels"
+_PROMOTION: Final = "{whose}v{model_version} for v{previous_version}"
 
 
 @dataclass(frozen=True)
@@ -171,10 +171,18 @@ def _list(events: list[dict[str, Any]], pattern: str) -> str:
 
     >>> _list([{"model_version": 0, "examples_seen": 9}], "v{model_version} at {examples_seen}")
     ' (v0 at 9)'
+    >>> _list([{"model_version": 4, "examples_seen": 544, "model_key": "user-1"}], _DRIFT)
+    ' (user-1 v4 after 544 labels)'
     """
     if not events:
         return ""
-    return " (" + "; ".join(pattern.format_map(defaultdict(str, e)) for e in events) + ")"
+    return " (" + "; ".join(pattern.format_map(_fields(e)) for e in events) + ")"
+
+
+def _fields(event: dict[str, Any]) -> defaultdict[str, Any]:
+    """Return a model event's fields for a pattern, with ``whose``: its model key, or nothing."""
+    key = event.get("model_key")
+    return defaultdict(str, event, whose=f"{key} " if isinstance(key, str) else "")
 
 
 def _fmt(value: float | None) -> str:
@@ -184,10 +192,7 @@ def _fmt(value: float | None) -> str:
 def _start_worker(
     worker_id: str, broker_url: str, workdir: Path, demo: DemoSettings, keys: int
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file.
-
-    With ``keys`` the worker keeps one model per :data:`~stream_app.tools.synth.KEY_FIELD`.
-    """
+    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file."""
     web_port = free_port()
     env = {
         **os.environ,

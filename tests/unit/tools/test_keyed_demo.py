@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from rich.console import Console
 
 from stream_app.tools.charts import _page, draw_png
 from stream_app.tools.keyed import keyed_summary
@@ -164,3 +165,9 @@ def test_the_live_view_counts_keys_fallback_answers_and_keys_in_drift() -> None:
     assert "keys: 3 keys" in tally.line()
     assert any("user-2's v3 now serves" in news for news in tally.news)
     assert "keys" not in Tally().line()
+    console = Console(width=200, record=True)
+    console.print(tally.panel("keyed demo"))
+    assert "keyed models" in console.export_text()
+    console = Console(width=200, record=True)
+    console.print(Tally().panel("demo"))
+    assert "keyed models" not in console.export_text()
