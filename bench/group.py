@@ -22,13 +22,21 @@ first prediction's ``served_at`` to the first scrape of the workers' ``/metrics`
 ``--poll-s``) at which every label has been taught to every model it teaches:
 ``stream_app_labels_learned_total`` plus ``stream_app_labels_rejected_total`` (the guard holds a
 few labels out) summed over the workers reaches the events (twice the events with the global
-fallback: key and global model). labels/s is events divided by that time; ``forwarded`` is
+fallback: key and global model). labels/s is events divided by that time; labels/CPU-s is events
+divided by the CPU time (user + system) the workers spent from their assignment to that scrape (a
+figure that moves less than labels/s when other processes take the cores); ``busiest`` is events
+divided by the CPU time of the busiest worker of the group: what the group would learn per second
+if each worker had a core of its own and nothing else bounded it (the single writer of the global
+model is the busiest: it learns every label); ``produce s`` is how long this bench took to produce
+the events (the workers start on them at once); ``forwarded`` is
 ``stream_app_labels_forwarded_total`` summed over the workers.
 
-What bounds it on a 2-core machine: the broker, the producer of this bench (while it produces)
-and the workers share the two cores, so two workers do not get two cores of their own; compare
-rows of one run, not with another machine. Starts its own broker unless ``--broker`` (or
-STREAM_APP_BROKER) names one. Prints a table (or one JSON object); asserts nothing.
+What bounds it on a 2-core machine: CPU. The broker, the producer of this bench (while it
+produces) and the workers share the two cores (with anything else running), so two workers do not
+get two cores of their own and labels/s cannot double; labels/CPU-s and ``busiest`` say what the
+work costs apart from that. Compare rows of one run, not with another machine. Starts its own
+broker unless ``--broker`` (or STREAM_APP_BROKER) names one. Prints a table (or one JSON object);
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -134,6 +142,12 @@ def assigned(ports: list[int], timeout: float = HEALTHY_S) -> None:
     raise RuntimeError(f"workers on {ports} did not split {PARTITIONS} partitions in {timeout}s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, in seconds (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def counts(ports: list[int]) -> dict[str, float]:
     """Sum the learning counters over the workers' /metrics."""
     out = {"learned": 0.0, "rejected": 0.0, "forwarded": 0.0, "fallback": 0.0}
@@ -202,9 +216,13 @@ def run_row(
         for port in ports:
             wait_healthy(port, HEALTHY_S)
         assigned(ports)
+        cpu = [cpu_seconds(proc.pid) for proc, _ in procs]
+        produce_started = time.time()
         asyncio.run(prefill(bootstrap, f"{prefix}-features", events))
+        produced = time.time() - produce_started
         each = 2 if ROWS[row].get("key_field") and ROWS[row].get("key_fallback") != "none" else 1
         end, seen = taught(ports, each * len(events), poll_s)
+        cpu = [cpu_seconds(proc.pid) - before for (proc, _), before in zip(procs, cpu, strict=True)]
         start = asyncio.run(first_served(bootstrap, f"{prefix}-predictions"))
     except RuntimeError:
         for n in range(workers):  # the workers' own words, before the temporary directory goes
@@ -221,6 +239,10 @@ def run_row(
         "workers": workers,
         "seconds": end - start,
         "labels_per_s": len(events) / (end - start),
+        "produce_s": produced,
+        "worker_cpu_s": cpu,
+        "labels_per_cpu_s": len(events) / sum(cpu),
+        "labels_per_busiest_cpu_s": len(events) / max(cpu),
         "learned": int(seen["learned"]),
         "rejected": int(seen["rejected"]),
         "forwarded": int(seen["forwarded"]),
@@ -242,18 +264,25 @@ def print_table(report: dict[str, Any]) -> None:
         f"\n{report['events']:,} labelled events, {report['keys']} keys ({KEY_FIELD}), "
         f"{PARTITIONS} partitions, shipped defaults (logistic regression, guard, drift challenger)"
     )
-    head = f"{'row':32} {'labels/s':>9} {'x global-1':>10} {'forwarded':>9} {'learned':>8}"
-    print(f"{head} {'fallback':>8}")
+    head = f"{'row':32} {'labels/s':>9} {'x global-1':>10} {'labels/CPU-s':>12} {'busiest':>8}"
+    print(f"{head} {'seconds':>7} {'produce s':>9} {'forwarded':>9} {'learned':>8} {'fallback':>8}")
     for r in rows:
         name = f"{r['row']}, {r['workers']} worker{'s' if r['workers'] > 1 else ''}"
         print(
             f"{name:32} {r['labels_per_s']:>9,.0f} {r['labels_per_s'] / base:>10.2f} "
+            f"{r['labels_per_cpu_s']:>12,.0f} {r['labels_per_busiest_cpu_s']:>8,.0f} "
+            f"{r['seconds']:>7.1f} {r['produce_s']:>9.1f} "
             f"{r['forwarded']:>9,} {r['learned']:>8,} {r['fallback_answers']:>8,}"
         )
     start, end = report["load_average_1min"]
     print(
         f"cores: {report['cores']}, shared by the broker, this bench's producer and the workers "
         f"(1-minute load average {start:.1f} at the start, {end:.1f} at the end)"
+    )
+    print(
+        "what bounds labels/s here: CPU; two workers on these cores do not get a core each, so "
+        "compare labels/CPU-s and busiest (events / CPU s of the busiest worker: the group's rate "
+        "if each worker had a core of its own)"
     )
 
 

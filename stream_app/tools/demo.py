@@ -34,15 +34,15 @@ from stream_app.tools.broker import LocalKafka, die_with_parent, free_port, free
 from stream_app.tools.keyed import keyed_summary
 from stream_app.tools.report import ReportData, quality_around, scored, task_of
 from stream_app.tools.settings import DemoSettings, ToolSettings
-from stream_app.tools.synth import KEY_FIELD, DemoMessage, DemoStream, concept
+from stream_app.tools.synth import KEY_FIELD, DemoMessage, DemoStream
 from stream_app.tools.view import Tally, announce, health, scrape
 
 __all__ = ["DemoOptions", "run_demo"]
 
 _HEALTH_TIMEOUT_S: Final = 90.0
 _POLL_S: Final = 0.2
-_DRIFT: Final = "v{model_version} after {examples_seen} labels"
-_PROMOTION: Final = "v{model_version} for v{previous_version}"
+_DRIFT: Final = "{whose}v{model_version} after {examples_seen} labels"
+_PROMOTION: Final = "{whose}v{model_version} for v{previous_version}"
 
 
 @dataclass(frozen=True)
@@ -171,10 +171,18 @@ def _list(events: list[dict[str, Any]], pattern: str) -> str:
 
     >>> _list([{"model_version": 0, "examples_seen": 9}], "v{model_version} at {examples_seen}")
     ' (v0 at 9)'
+    >>> _list([{"model_version": 4, "examples_seen": 544, "model_key": "user-1"}], _DRIFT)
+    ' (user-1 v4 after 544 labels)'
     """
     if not events:
         return ""
-    return " (" + "; ".join(pattern.format_map(defaultdict(str, e)) for e in events) + ")"
+    return " (" + "; ".join(pattern.format_map(_fields(e)) for e in events) + ")"
+
+
+def _fields(event: dict[str, Any]) -> defaultdict[str, Any]:
+    """Return a model event's fields for a pattern, with ``whose``: its model key, or nothing."""
+    key = event.get("model_key")
+    return defaultdict(str, event, whose=f"{key} " if isinstance(key, str) else "")
 
 
 def _fmt(value: float | None) -> str:
@@ -184,10 +192,7 @@ def _fmt(value: float | None) -> str:
 def _start_worker(
     worker_id: str, broker_url: str, workdir: Path, demo: DemoSettings, keys: int
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file.
-
-    With ``keys`` the worker keeps one model per :data:`~stream_app.tools.synth.KEY_FIELD`.
-    """
+    """Start ``stream-app worker`` in a session of its own (Ctrl-C is ours), logging to a file."""
     web_port = free_port()
     env = {
         **os.environ,
@@ -263,7 +268,8 @@ async def _stream(
     console = Console()
     title = f"stream_app demo · seed {settings.demo.seed} · change at {settings.demo.change_at:,}"
     if options.keys:
-        title += f" · {options.keys} keys, {min(settings.demo.drifting_keys, options.keys)} change"
+        drifting = min(settings.demo.drifting_keys, options.keys)
+        title += f" · {options.keys} keys, {drifting} change after {settings.demo.key_change_at}"
     live = (
         Live(tally.panel(title), console=console, auto_refresh=False)
         if console.is_terminal
@@ -300,13 +306,10 @@ async def _produce(
     rate = options.rate or s.rate
     stream = DemoStream(s, options.keys)
     started = time.monotonic()
-    current = concept(0, s)
     for message in stream:
         if options.events and message.event >= options.events:
             break
-        is_event = message.topic == "features" and message.event >= 0
-        if is_event and concept(message.event, s) != current:
-            current = 1 - current
+        if message.change:
             run.changes.append(time.time())
         await _send(producer, topics[message.topic], message, tally)
         ahead = tally.produced / rate - (time.monotonic() - started)

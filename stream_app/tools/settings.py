@@ -62,7 +62,10 @@ class DemoSettings:
     change_every: int = 20000
     """...and changes back and forth every this many events after it (0: once)."""
     drifting_keys: int = 3
-    """With ``demo --keys``: how many keys change concept at ``change_at``; the rest keep theirs."""
+    """With ``demo --keys``: how many keys change concept (once each); the rest keep theirs."""
+    key_change_at: int = 500
+    """With ``demo --keys``: a drifting key reverses after this many events of its own (more than
+    ``drift.warmup``, so that its own drift monitor may tell)."""
     bad_share: float = 0.03
     """Share of extra malformed messages (features) and labels for unknown events (labels)."""
     flip_share: float = 0.03

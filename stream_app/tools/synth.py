@@ -10,8 +10,9 @@ drawn from one seeded generator.
 With ``keys`` (``stream-app demo --keys N``) each event also names its model key in the field
 :data:`KEY_FIELD` (``user-0`` .. ``user-<N-1>``, drawn uniformly), and each key has a concept of
 its own: key *k* is SEA's variant ``k % 4`` (positive when ``x1 + x2`` exceeds 8, 9, 7 or 9.5).
-Only the first ``demo.drifting_keys`` keys change concept at ``demo.change_at`` (and back and forth
-after it); the others keep theirs, so the drift is theirs alone. Events and their labels are keyed
+Only the first ``demo.drifting_keys`` keys change concept, each once, reversed after
+``demo.key_change_at`` events of its own (past ``drift.warmup``, so that the key's own drift monitor
+may tell); the others keep theirs, so the drift is theirs alone. Events and their labels are keyed
 by the model key (the co-partitioning rule of keyed models), and a late label carries the key.
 
 >>> from stream_app.tools.settings import DemoSettings
@@ -60,6 +61,8 @@ class DemoMessage(NamedTuple):
     """Number of the feature event it belongs to; -1 for a malformed extra message."""
     labelled: bool = False
     """True for a label message and for an event with its label inline."""
+    change: bool = False
+    """True for the first event of a new concept (of its key, in the keyed stream)."""
 
 
 def concept(event: int, settings: DemoSettings) -> int:
@@ -76,14 +79,16 @@ def concept(event: int, settings: DemoSettings) -> int:
     return 1 - ((event - settings.change_at) // settings.change_every) % 2
 
 
-def key_concept(key: int, event: int, settings: DemoSettings) -> int:
-    """Tell which concept labels event ``event`` of key number ``key``: only drifting keys change.
+def key_concept(key: int, nth: int, settings: DemoSettings) -> int:
+    """Tell which concept labels the ``nth`` event (from 0) of key number ``key``.
 
-    >>> s = DemoSettings(change_at=10, change_every=0, drifting_keys=2)
-    >>> [key_concept(k, 20, s) for k in range(4)], key_concept(0, 9, s)
+    Only the first ``drifting_keys`` keys change, once, at their ``key_change_at``-th event.
+
+    >>> s = DemoSettings(key_change_at=10, drifting_keys=2)
+    >>> [key_concept(k, 10, s) for k in range(4)], key_concept(0, 9, s)
     ([1, 1, 0, 0], 0)
     """
-    return concept(event, settings) if key < settings.drifting_keys else 0
+    return int(key < settings.drifting_keys and nth >= settings.key_change_at)
 
 
 def sea_label(x: dict[str, float], key: int, reversed_: int) -> bool:
@@ -113,6 +118,7 @@ class DemoStream:
 
         s = self.settings
         rng = random.Random(s.seed)  # noqa: S311 - a seeded demo stream, not a secret
+        seen = [0] * self.keys  # events of each key so far
         for i, (x, y) in enumerate(synth.SEA(variant=0, seed=s.seed)):
             while self._delayed and self._delayed[0][0] <= i:
                 _, event_id, label, key = self._delayed[0]
@@ -128,16 +134,21 @@ class DemoStream:
             if self.keys:
                 number = rng.randrange(self.keys)
                 key = event[KEY_FIELD] = f"user-{number}"
-                y = sea_label(features, number, key_concept(number, i, s))
-            elif concept(i, s) == 1:
-                y = not y
+                nth, seen[number] = seen[number], seen[number] + 1
+                now = key_concept(number, nth, s)
+                change = nth > 0 and now != key_concept(number, nth - 1, s)
+                y = sea_label(features, number, now)
+            else:
+                change = i > 0 and concept(i, s) != concept(i - 1, s)
+                if concept(i, s) == 1:
+                    y = not y
             label = bool(y) != (rng.random() < s.flip_share)
             features["channel"] = rng.choice(_CHANNELS)
             late = rng.random() < s.delayed_share
             if not late:
                 event["label"] = label
             kafka_key = (key or event["id"]).encode()
-            yield DemoMessage("features", kafka_key, orjson.dumps(event), i, not late)
+            yield DemoMessage("features", kafka_key, orjson.dumps(event), i, not late, change)
             if late:  # (after the yield: an event the caller did not send is owed no label)
                 self._delayed.append((i + s.label_delay, event["id"], label, key))
 

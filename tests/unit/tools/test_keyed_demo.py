@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from rich.console import Console
 
 from stream_app.tools.charts import _page, draw_png
 from stream_app.tools.keyed import keyed_summary
@@ -44,40 +45,47 @@ def test_each_event_names_its_key_and_events_and_labels_are_keyed_by_it() -> Non
     assert all("label" in b or b["id"] in {x["id"] for x in owed} for b in bodies)
 
 
-def wrong_share(messages: list[DemoMessage], key: str, since: int, until: int) -> float:
-    """Share of a key's labels that disagree with its own SEA variant, unreversed."""
+def wrong_shares(messages: list[DemoMessage], key: str, change_at: int) -> tuple[float, float]:
+    """Shares of a key's labels that disagree with its own SEA variant, before and after its
+    ``change_at``-th event."""
     labels = {
         orjson.loads(m.value)["id"]: orjson.loads(m.value)["label"]
         for m in messages
         if m.topic == "labels"
     }
-    wrong = total = 0
+    wrong, total = [0, 0], [0, 0]
     number = int(key.split("-")[1])
     for m in messages:
-        if m.topic != "features" or not since <= m.event < until:
+        if m.topic != "features" or m.event < 0:
             continue
         body: dict[str, Any] = orjson.loads(m.value)
         if body[KEY_FIELD] != key:
             continue
+        after = int(sum(total) >= change_at)
+        assert m.change == (sum(total) == change_at and number < 3)
         label = body.get("label", labels.get(body["id"]))
         x = body["features"]
         truth = x["x1"] + x["x2"] > SEA_THRESHOLDS[number % len(SEA_THRESHOLDS)]
-        wrong += label != truth
-        total += 1
-    return wrong / total
+        wrong[after] += label != truth
+        total[after] += 1
+    return wrong[0] / total[0], wrong[1] / total[1]
 
 
-def test_only_the_drifting_keys_change_concept_and_each_key_has_its_own() -> None:
-    settings = DemoSettings(change_at=1500, drifting_keys=3)
-    messages = keyed_stream(settings, 8)
-    noise = 4 * settings.flip_share  # a key has ~190 events before the change: allow for chance
+def test_only_the_drifting_keys_change_concept_after_their_own_events() -> None:
+    settings = DemoSettings(key_change_at=100, drifting_keys=3)
+    messages = keyed_stream(settings, 8)  # ~375 events a key
+    noise = 4 * settings.flip_share  # a key has 100 events before the change: allow for chance
     for key in ("user-0", "user-1", "user-2"):  # reversed after the change, noise aside
-        assert wrong_share(messages, key, 0, 1500) < noise
-        assert wrong_share(messages, key, 1500, EVENTS) > 1 - noise
+        before, after = wrong_shares(messages, key, 100)
+        assert before < noise and after > 1 - noise
     for key in ("user-3", "user-4", "user-7"):  # the same concept throughout
-        assert wrong_share(messages, key, 0, EVENTS) < noise
-    # user-1 (threshold 9) is not user-0 (threshold 8): its labels under user-0's concept differ
-    assert SEA_THRESHOLDS[0] != SEA_THRESHOLDS[1]
+        assert max(wrong_shares(messages, key, 100)) < noise
+    assert sum(m.change for m in messages) == 3
+
+
+def test_the_unkeyed_stream_marks_its_concept_changes() -> None:
+    messages = [m for m in keyed_stream(DemoSettings(change_at=1000, change_every=1500), 0)]
+    assert [m.event for m in messages if m.change] == [1000, 2500]
 
 
 def test_the_keyed_stream_is_deterministic_and_the_unkeyed_one_is_unchanged() -> None:
@@ -157,3 +165,9 @@ def test_the_live_view_counts_keys_fallback_answers_and_keys_in_drift() -> None:
     assert "keys: 3 keys" in tally.line()
     assert any("user-2's v3 now serves" in news for news in tally.news)
     assert "keys" not in Tally().line()
+    console = Console(width=200, record=True)
+    console.print(tally.panel("keyed demo"))
+    assert "keyed models" in console.export_text()
+    console = Console(width=200, record=True)
+    console.print(Tally().panel("demo"))
+    assert "keyed models" not in console.export_text()
