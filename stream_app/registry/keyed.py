@@ -179,7 +179,9 @@ class KeyVersions:
     numbers: list[int] = dataclasses.field(default_factory=list)
     """Every stored version number, ascending."""
     values: dict[int, bytes] = dataclasses.field(default_factory=dict)
-    """The raw values of at most :data:`VALUES_KEPT` of the newest versions."""
+    """The raw values of at most ``kept`` of the newest versions."""
+    kept: int | None = VALUES_KEPT
+    """How many of the newest values to hold (None: every one, for a one-off read)."""
 
     @property
     def latest(self) -> int:
@@ -187,12 +189,12 @@ class KeyVersions:
         return self.numbers[-1] if self.numbers else -1
 
     def add(self, number: int, value: bytes) -> None:
-        """Hold version ``number``; drop values beyond the :data:`VALUES_KEPT` newest."""
+        """Hold version ``number``; drop values beyond the ``kept`` newest."""
         at = bisect.bisect_left(self.numbers, number)
         if at == len(self.numbers) or self.numbers[at] != number:
             self.numbers.insert(at, number)
         self.values[number] = value
-        while len(self.values) > VALUES_KEPT:
+        while self.kept is not None and len(self.values) > self.kept:
             del self.values[min(self.values)]
 
     def remove(self, number: int) -> None:
@@ -207,12 +209,14 @@ class KeyIndex:
     """What one partition of the keyed-models topic holds: every key's stored versions.
 
     Built by applying the partition's messages in order (a tombstone deletes a version). It keeps
-    every version's number but the encoded values of the :data:`VALUES_KEPT` newest only (see
-    :class:`KeyVersions`); an older version's value must be read from the topic.
+    every version's number but the encoded values of the ``values_kept`` newest only (see
+    :class:`KeyVersions`; default :data:`VALUES_KEPT`, None for all); an older version's value
+    must then be read from the topic again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, values_kept: int | None = VALUES_KEPT) -> None:
         self._keys: dict[str, KeyVersions] = {}
+        self._kept = values_kept
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -233,7 +237,10 @@ class KeyIndex:
                 if not held.numbers:
                     del self._keys[model_key]
             return
-        self._keys.setdefault(model_key, KeyVersions()).add(version, value)
+        held = self._keys.get(model_key)
+        if held is None:
+            held = self._keys[model_key] = KeyVersions(kept=self._kept)
+        held.add(version, value)
 
     def versions(self, model_key: str) -> list[int]:
         """Return the stored versions of ``model_key``, oldest first."""

@@ -99,6 +99,22 @@ def parse_key_command(raw: bytes | None) -> KeyCommand:
     return KeyCommand(op, key, version if op == "rollback" else None, str(body.get("request_id")))
 
 
+def rollback_target(record: Record) -> tuple[str, int] | None:
+    """Return (key, version) if ``record`` is a well-formed rollback, else None.
+
+    >>> class R: value = b'{"op": "rollback", "key": "u", "version": 3, "request_id": "r"}'
+    >>> rollback_target(R())
+    ('u', 3)
+    """
+    try:
+        command = parse_key_command(record.value)
+    except OperationRefused:
+        return None  # carry_out logs it
+    if command.op != "rollback" or command.version is None:
+        return None
+    return command.key, command.version
+
+
 def carry_out(
     store: KeyedStore, pipeline: Pipeline, records: Sequence[Record], out: Outputs
 ) -> None:

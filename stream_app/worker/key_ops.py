@@ -22,7 +22,13 @@ from stream_app.core.route import home_partition
 from stream_app.errors import StreamAppError
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import topic_partitions
-from stream_app.registry.keyed import KeyIndex, decode_version, key_row, read_header
+from stream_app.registry.keyed import (
+    VALUES_KEPT,
+    KeyIndex,
+    decode_version,
+    key_row,
+    read_header,
+)
 from stream_app.registry.transfer import artifact_of
 from stream_app.settings import Settings
 from stream_app.worker.key_commands import KEY_OPERATIONS, encode_key_command
@@ -42,9 +48,16 @@ READ_TIMEOUT_S: Final = 30.0
 
 
 async def read_key_indexes(
-    settings: Settings, partitions: list[int] | None = None, timeout: float = READ_TIMEOUT_S
+    settings: Settings,
+    partitions: list[int] | None = None,
+    timeout: float = READ_TIMEOUT_S,
+    values_kept: int | None = VALUES_KEPT,
 ) -> dict[int, KeyIndex]:
-    """Read ``partitions`` (default: all) of the keyed-models topic to their current end."""
+    """Read ``partitions`` (default: all) of the keyed-models topic to their current end.
+
+    ``values_kept``: how many of each key's newest values to hold (None: all, to show or export
+    any stored version).
+    """
     topic = settings.keyed_models_topic
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
@@ -54,7 +67,7 @@ async def read_key_indexes(
             return {}
         store = KeyedStore(settings, Metrics(), count)
         wanted = list(range(count)) if partitions is None else partitions
-        return await store.read_indexes(consumer, wanted, timeout)
+        return await store.read_indexes(consumer, wanted, timeout, values_kept)
     finally:
         await consumer.stop()
 
@@ -90,7 +103,7 @@ async def list_keys(settings: Settings) -> list[dict[str, Any]]:
 async def key_versions(settings: Settings, key: str) -> tuple[int, KeyIndex]:
     """Return ``key``'s home partition and that partition's index (read to its end)."""
     home = home_partition(key, await _partitions(settings, settings.topics.features))
-    indexes = await read_key_indexes(settings, [home])
+    indexes = await read_key_indexes(settings, [home], values_kept=None)
     return home, indexes.get(home, KeyIndex())
 
 

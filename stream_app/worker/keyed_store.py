@@ -34,9 +34,15 @@ from stream_app.kafka.emit import Emitter
 from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
 from stream_app.kafka.topics import ensure_topics
-from stream_app.registry.keyed import KeyIndex, decode_version, encode_version, tombstones
+from stream_app.registry.keyed import (
+    VALUES_KEPT,
+    KeyIndex,
+    decode_version,
+    encode_version,
+    tombstones,
+)
 from stream_app.settings import Settings
-from stream_app.worker.key_commands import carry_out
+from stream_app.worker.key_commands import carry_out, rollback_target
 
 __all__ = ["COMPACTED", "KeyedStore"]
 
@@ -60,6 +66,8 @@ class KeyedStore:
         """Partitions revoked and not (yet) assigned again: their index is kept, not owned."""
         """partition -> the versions it holds, for every partition this worker owns."""
         self._queued: list[tuple[int, bytes, bytes | None]] = []
+        self._fetched: dict[tuple[str, int], bytes] = {}
+        """Older versions read from the topic for this batch's rollbacks (see :meth:`commands`)."""
         """(partition, record key, value or None for a tombstone) saved since the last queue."""
 
     @classmethod
@@ -114,7 +122,9 @@ class KeyedStore:
     def stored(self, key: str, version: int) -> bytes | None:
         """Return the stored value of ``key``'s ``version`` (this worker owns its home), or None."""
         index = self._indexes.get(home_partition(key, self.partitions))
-        return None if index is None else index.value(key, version)
+        if index is None:
+            return None
+        return index.value(key, version) or self._fetched.get((key, version))
 
     def save(self, key: str, partition: int, learner: Learner, reason: str, now: float) -> None:
         """Store ``learner`` as ``key``'s next version; tombstone what ``keep_last`` lets go."""
@@ -142,9 +152,39 @@ class KeyedStore:
         self._queued.clear()
         return count
 
-    def commands(self, pipeline: Pipeline, records: list[Any], emitter: Emitter) -> None:
-        """Carry out key commands (:mod:`stream_app.worker.key_commands`) with this batch."""
-        carry_out(self, pipeline, records, emitter)
+    async def commands(self, pipeline: Pipeline, records: list[Any], emitter: Emitter) -> None:
+        """Carry out key commands (:mod:`stream_app.worker.key_commands`) with this batch.
+
+        A rollback to a version older than the few whose values the index holds reads that
+        value from the topic first (rare: one read of the key's partition).
+        """
+        wanted = [w for w in map(rollback_target, records) if w is not None]
+        missing = [(k, v) for k, v in wanted if self.stored(k, v) is None]
+        if missing:
+            await self._fetch(missing)
+        try:
+            carry_out(self, pipeline, records, emitter)
+        finally:
+            self._fetched.clear()
+
+    async def _fetch(self, wanted: list[tuple[str, int]]) -> None:
+        """Read the values of ``wanted`` (key, version) from their partitions into ``_fetched``."""
+        s = self.settings
+        partitions = sorted({home_partition(key, self.partitions) for key, _ in wanted})
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-keyed-fetch"
+        )
+        await consumer.start()
+        try:
+            read = await self.read_indexes(
+                consumer, partitions, s.learn.restore_timeout_s, values_kept=None
+            )
+        finally:
+            await consumer.stop()
+        for key, version in wanted:
+            value = read[home_partition(key, self.partitions)].value(key, version)
+            if value is not None:
+                self._fetched[(key, version)] = value
 
     def checkpoint(self, pipeline: Pipeline, emitter: Emitter) -> None:
         """Checkpoint the keys that are due and queue every saved version with the batch."""
@@ -203,7 +243,11 @@ class KeyedStore:
         )
 
     async def read_indexes(
-        self, consumer: AIOKafkaConsumer, partitions: list[int], timeout_s: float
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: list[int],
+        timeout_s: float,
+        values_kept: int | None = VALUES_KEPT,
     ) -> dict[int, KeyIndex]:
         """Return an index of each of ``partitions``, read from its beginning to its end now.
 
@@ -212,7 +256,7 @@ class KeyedStore:
         it (compaction and retention move it).
         """
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        indexes = {p: KeyIndex() for p in partitions}
+        indexes = {p: KeyIndex(values_kept) for p in partitions}
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         try:

@@ -268,7 +268,7 @@ class ServeLoop(mode.Service):
             elif tp.topic == s.examples_topic:
                 self.pipeline.examples(records, self._emitter)
             elif tp.topic == s.key_commands_topic and self.keyed is not None:
-                self.keyed.commands(self.pipeline, records, self._emitter)
+                await self.keyed.commands(self.pipeline, records, self._emitter)
             else:
                 commands += records
         self.pipeline.expire(time.time(), self._emitter)

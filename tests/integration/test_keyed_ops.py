@@ -31,7 +31,7 @@ from tests.integration.test_openapi import checker
 from tests.integration.test_scaling import partitions
 
 EVERY = 10
-"""registry.key_checkpoint_every_examples: a version of each key after 10 and 20 labels."""
+"""registry.key_checkpoint_every_examples: a version of each key after 10, 20 and 30 labels."""
 OPS = KEYED + f"[registry]\nkey_checkpoint_every_examples = {EVERY}\n"
 TOLERANCE = 1e-9
 
@@ -86,11 +86,12 @@ async def test_rollback_and_reset_of_one_key_through_the_cli_change_only_that_ke
     kafka: Kafka, names: Names, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
     keys = 6
-    rounds = traffic(keys, 2 * EVERY, seed=41)
+    rounds = traffic(keys, 3 * EVERY, seed=41)
     worker = worker_factory(partitions=PARTITIONS, extra_config=OPS)
     worker.wait_healthy()
     await stream(kafka, names, rounds[:EVERY], inline=True)  # a version at 10 labels
-    await stream(kafka, names, rounds[EVERY:], inline=True)  # and one at 20
+    await stream(kafka, names, rounds[EVERY : 2 * EVERY], inline=True)  # one at 20
+    await stream(kafka, names, rounds[2 * EVERY :], inline=True)  # and one at 30
 
     _, listing = cli(worker, "keys", "--json")
     summary = orjson.loads(listing)
@@ -98,11 +99,11 @@ async def test_rollback_and_reset_of_one_key_through_the_cli_change_only_that_ke
     rows = {row["key"]: row for row in summary["rows"]}
     assert sorted(rows) == [f"user-{k}" for k in range(keys)]
     assert all(
-        row["examples_learned"] == 2 * EVERY and len(row["versions"]) == 2 for row in rows.values()
+        row["examples_learned"] == 3 * EVERY and len(row["versions"]) == 3 for row in rows.values()
     )
     assert rows["user-0"]["partition"] == home_partition("user-0", PARTITIONS)
     assert len(summary["top_by_examples"]) == keys and summary["worst_by_quality"]
-    first, newest = rows["user-0"]["versions"]
+    first, _, newest = rows["user-0"]["versions"]  # the worker holds the two newest values only
     _, shown = cli(worker, "show", str(first), "--key", "user-0")
     assert orjson.loads(shown)["examples_learned"] == EVERY
 
@@ -120,7 +121,7 @@ async def test_rollback_and_reset_of_one_key_through_the_cli_change_only_that_ke
         same(served[f"{prefix}-0"], river(rounds, "user-0", EVERY), x)  # rolled back
         fresh(served[f"{prefix}-1"])  # reset
         for k in range(2, keys):  # untouched
-            same(served[f"{prefix}-{k}"], river(rounds, f"user-{k}", 2 * EVERY), x)
+            same(served[f"{prefix}-{k}"], river(rounds, f"user-{k}", 3 * EVERY), x)
 
     await check("p")
     out = tmp_path / "user-0.artifact"
