@@ -273,6 +273,7 @@ class KeyedPath(KeyedEvents):
         fallback, own = self._fallback, example
         if fallback is not None and keys.young(key):  # the fallback answered, not the key's model:
             own = example._replace(served=_NO_ANSWER, shadow=None)  # not its answer to judge
+        learner.challenge_min_examples = s.model.key_min_examples  # (also after a swap by hand)
         before = learner.challenger
         try:
             outcome = learner.learn(own)
