@@ -20,6 +20,9 @@ labels; nothing of a keyed model goes to the single writer.
   labels or ``registry.key_checkpoint_every_s`` seconds, when it is evicted from memory, and when
   its partition is revoked; the :class:`KeyStore` port (the worker's compacted-topic store)
   queues the version with the batch's outputs, so it is durable before the inputs are committed.
+- **Drift.** Each key's guard, drift monitor and drift policy judge only its own answers; what
+  happens to a key goes to ``model-events`` with its ``model_key``, and its challenger answers in
+  shadow (:mod:`stream_app.core.keyed_events`).
 
 :class:`KeyedPath` is the part of :class:`~stream_app.core.pipeline.Pipeline` that does this; the
 pipeline's state it works on is declared in its body. Without keys its ``keys`` stays None and
