@@ -20,6 +20,9 @@ labels; nothing of a keyed model goes to the single writer.
   labels or ``registry.key_checkpoint_every_s`` seconds, when it is evicted from memory, and when
   its partition is revoked; the :class:`KeyStore` port (the worker's compacted-topic store)
   queues the version with the batch's outputs, so it is durable before the inputs are committed.
+- **Drift.** Each key's guard, drift monitor and drift policy judge only its own answers; what
+  happens to a key goes to ``model-events`` with its ``model_key``, and its challenger answers in
+  shadow (:mod:`stream_app.core.keyed_events`).
 
 :class:`KeyedPath` is the part of :class:`~stream_app.core.pipeline.Pipeline` that does this; the
 pipeline's state it works on is declared in its body. Without keys its ``keys`` stays None and
@@ -273,6 +276,7 @@ class KeyedPath(KeyedEvents):
         fallback, own = self._fallback, example
         if fallback is not None and keys.young(key):  # the fallback answered, not the key's model:
             own = example._replace(served=_NO_ANSWER, shadow=None)  # not its answer to judge
+        learner.challenge_min_examples = s.model.key_min_examples  # (also after a swap by hand)
         before = learner.challenger
         try:
             outcome = learner.learn(own)
