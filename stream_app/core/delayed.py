@@ -120,6 +120,7 @@ class DelayedLabels:
                         message["model_version"],
                         message["served_at"],
                         True,
+                        message.get("model_key"),
                     )
                 else:
                     where = message["source"]
@@ -148,7 +149,13 @@ class DelayedLabels:
         """Return the join-topic message (topic, partition, key, value) that takes ``kept`` home."""
         served = (kept.prediction, kept.proba)
         value = encode_join_served(
-            event_id, kept.features, served, kept.shadow, kept.model_version, kept.served_at
+            event_id,
+            kept.features,
+            served,
+            kept.shadow,
+            kept.model_version,
+            kept.served_at,
+            kept.model_key,
         )
         return self.settings.join_topic, home, event_id.encode(), value
 

@@ -263,24 +263,28 @@ def encode_join_served(
     shadow: tuple[Any, dict[str, float]] | None,
     model_version: int,
     served_at: float,
+    model_key: str | None = None,
 ) -> bytes:
-    """Encode a served event on its way to its id's home partition (internal join topic).
+    """Encode a served event on its way to its home partition (internal join topic).
+
+    A keyed model's event (answered over HTTP) names its ``model_key``: its label teaches that key.
 
     >>> served = encode_join_served("e", {"x": 1.0}, (True, {"true": 0.9}), None, 2, 5.0)
-    >>> decode_join(served)["kind"]
-    'served'
+    >>> decode_join(served)["kind"], decode_join(served).get("model_key")
+    ('served', None)
     """
-    return orjson.dumps(
-        {
-            "kind": "served",
-            "id": event_id,
-            "features": features,
-            "served": list(served),
-            "shadow": None if shadow is None else list(shadow),
-            "model_version": model_version,
-            "served_at": served_at,
-        }
-    )
+    message = {
+        "kind": "served",
+        "id": event_id,
+        "features": features,
+        "served": list(served),
+        "shadow": None if shadow is None else list(shadow),
+        "model_version": model_version,
+        "served_at": served_at,
+    }
+    if model_key is not None:
+        message["model_key"] = model_key
+    return orjson.dumps(message)
 
 
 def encode_join_label(

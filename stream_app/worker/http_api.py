@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError
 from stream_app import reasons
 from stream_app.core.decode import FeatureEvent, expect_object, parse_json, validate_event
 from stream_app.core.join import Served
+from stream_app.core.keyed import decode_keyed_label
 from stream_app.core.label import check_label, decode_label
 from stream_app.core.learn import Learner
 from stream_app.core.messages import encode_prediction
@@ -207,7 +208,7 @@ class HttpApi:
     async def predict(self, raw: bytes, started: float) -> Answer:
         """Predict one feature event (``id`` optional) with the live model; keep it to learn."""
         if self.keyed is not None:
-            return self._keyed(self.keyed.predict, raw, started)
+            return await self._keyed(self.keyed.predict, raw, started)
         learner = self.pipeline.learner
         try:
             obj = parse_json(raw, self.settings.limits)
@@ -257,7 +258,7 @@ class HttpApi:
             if len(events) > most:
                 return problem(reasons.OVERSIZED, f"{len(events)} events; the limit is {most}")
             if self.keyed is not None:
-                return self._keyed(self.keyed.predict_batch, events, started)
+                return await self._keyed(self.keyed.predict_batch, events, started)
             decoded = [self._event(item, index) for index, item in enumerate(events)]
             with_id = [_has_id(item) for item in events]
         except RejectedMessage as rejected:
@@ -282,10 +283,12 @@ class HttpApi:
         )
         return Answer(_OK, b'{"predictions":[' + b",".join(parts) + b"]}")
 
-    def _keyed(self, answer: Callable[[Any, float], tuple[int, bytes]], *args: Any) -> Answer:
+    async def _keyed(
+        self, answer: Callable[[Any, float], Awaitable[tuple[int, bytes]]], *args: Any
+    ) -> Answer:
         """Answer a keyed request with ``answer``; a refusal or a model error as for the rest."""
         try:
-            return Answer(*answer(*args))
+            return Answer(*await answer(*args))
         except RejectedMessage as rejected:
             return problem(rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised, as the stream would dead-letter it
@@ -301,13 +304,18 @@ class HttpApi:
             label = check_label(
                 label, self.pipeline.learner.task, s.model.classes, s.limits.max_string_chars
             )
+            named = decode_keyed_label(raw, s.limits, s.model.key_field) if self.keyed else None
         except RejectedMessage as rejected:
             return problem(rejected.reason, rejected.detail)
         if self.send is None:
             return problem(UNAVAILABLE, "this worker has no producer")
-        value = orjson.dumps({"id": event_id, "label": label})
+        body = {"id": event_id, "label": label}
+        if named is not None and named.key is not None:  # keyed by model key, to its home
+            body[s.model.key_field] = named.key
+        key = (named.key if named is not None and named.key else event_id).encode()
+        value = orjson.dumps(body)
         try:
-            partition, offset = await self.send(s.topics.labels, event_id.encode(), value)
+            partition, offset = await self.send(s.topics.labels, key, value)
         except (StreamAppError, KafkaError) as exc:
             return problem(UNAVAILABLE, f"Kafka did not take the label: {type(exc).__name__}")
         queued = {"id": event_id, "label": label, "topic": s.topics.labels}

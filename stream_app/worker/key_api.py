@@ -10,29 +10,37 @@ asks there; while no owner is known (a rebalance) the answer is 503 ``unavailabl
 answered only if this worker owns every event's key; otherwise it is refused whole with 421,
 naming the first event whose key lives elsewhere.
 
-Keyed HTTP predictions are not kept for a later label (``"joinable": false``): label them through
-the stream (events and labels keyed by model key).
+A keyed event with an ``id`` is kept for its label as on the stream: what was served goes to the
+key's home partition of the join topic, naming its key, and the answer says ``"joinable": true``
+once Kafka has it; its label (``POST /learn`` with the key field, or the labels topic keyed by
+model key) teaches the key's model.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from stream_app.core.decode import FeatureEvent, expect_object, parse_json, validate_event
+from stream_app.core.join import Served
 from stream_app.core.keyed import model_key
 from stream_app.core.messages import encode_keyed_prediction
 from stream_app.core.metrics import Metrics
 from stream_app.core.owners import Route, route
 from stream_app.core.pipeline import Pipeline
-from stream_app.errors import RejectedMessage
+from stream_app.errors import RejectedMessage, StreamAppError
 from stream_app.settings import Settings
 
 __all__ = ["MISDIRECTED", "MISDIRECTED_STATUS", "KeyedHttp", "misdirected"]
+
+log = logging.getLogger(__name__)
 
 MISDIRECTED: Final = "misdirected"
 """The reason code of a keyed request sent to a worker that does not own the key."""
@@ -40,7 +48,7 @@ MISDIRECTED_STATUS: Final = 421
 """HTTP 421 Misdirected Request (RFC 9110): this server cannot answer for that key."""
 _OK: Final = 200
 _UNAVAILABLE: Final = 503
-_NOT_JOINABLE: Final = b',"joinable":false}'
+_JOINABLE: Final = {True: b',"joinable":true}', False: b',"joinable":false}'}
 
 Answer = tuple[int, bytes]
 """(HTTP status, JSON body)."""
@@ -77,12 +85,15 @@ class KeyedHttp:
         pipeline: Pipeline,
         metrics: Metrics,
         owners: Callable[[], Mapping[int, str]],
+        send: Callable[..., Awaitable[tuple[int, int]]] | None = None,
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.metrics = metrics
         self.owners = owners
         """partition -> the owner's address (the serve group's table)."""
+        self.send = send
+        """Produce (topic, key, value, partition): what was served, to its key's home."""
 
     def route(self, key: str) -> Route:
         """Where ``key`` is answered (this worker owns a partition once it read its keys).
@@ -98,22 +109,24 @@ class KeyedHttp:
             return where._replace(owner=None)
         return where
 
-    def predict(self, raw: bytes, started: float) -> Answer:
+    async def predict(self, raw: bytes, started: float) -> Answer:
         """Answer one keyed event with its key's live model, or 421 to the owner.
 
         Raises ``RejectedMessage`` for an invalid event or key, and whatever the model raises:
         :class:`~stream_app.worker.http_api.HttpApi` answers them as it answers the global model's.
         """
-        event = self._event(parse_json(raw, self.settings.limits))
+        obj = parse_json(raw, self.settings.limits)
+        event = self._event(obj)
         assert event.key is not None
         where = self.route(event.key)
         if not where.local:
             return misdirected(event.key, where)
-        body = self._answer(event, where.home, started)
+        body, kept = self._answer(event, where.home, started)
         self.metrics.http_predictions.inc()
-        return _OK, body
+        joinable = _has_id(obj) and await self._keep([(event.id, kept, where.home)])
+        return _OK, body + _JOINABLE[joinable]
 
-    def predict_batch(self, events: list[Any], started: float) -> Answer:
+    async def predict_batch(self, events: list[Any], started: float) -> Answer:
         """Answer a batch whose keys this worker all owns, in order; else 421 for the batch."""
         decoded = [self._event(item, index) for index, item in enumerate(events)]
         homes = []
@@ -123,9 +136,37 @@ class KeyedHttp:
             if not where.local:
                 return misdirected(event.key, where, index)
             homes.append(where.home)
-        parts = [self._answer(e, home, started) for e, home in zip(decoded, homes, strict=True)]
-        self.metrics.http_predictions.inc(len(parts))
+        answered = [self._answer(e, home, started) for e, home in zip(decoded, homes, strict=True)]
+        self.metrics.http_predictions.inc(len(answered))
+        given = [_has_id(item) for item in events]
+        keep = [
+            (event.id, kept, home)
+            for event, (_, kept), home, has_id in zip(decoded, answered, homes, given, strict=True)
+            if has_id
+        ]
+        joinable = await self._keep(keep)
+        parts = [
+            body + _JOINABLE[joinable and has_id]
+            for (body, _), has_id in zip(answered, given, strict=True)
+        ]
         return _OK, b'{"predictions":[' + b",".join(parts) + b"]}"
+
+    async def _keep(self, answered: list[tuple[str, Served, int]]) -> bool:
+        """Send what was served to the key's home for its label; True once Kafka has them all."""
+        if not answered or not self.settings.learn.enabled or self.send is None:
+            return False
+        sends = []
+        for event_id, kept, home in answered:
+            topic, partition, key, value = self.pipeline.served_message(event_id, kept, home)
+            sends.append(self.send(topic, key, value, partition))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is None:
+            return True
+        if not isinstance(failure, StreamAppError | KafkaError):
+            raise failure
+        log.warning("Kafka did not take keyed HTTP predictions for joining: %r", failure)
+        return False
 
     def _event(self, obj: Any, index: int | None = None) -> FeatureEvent:
         """Validate one event and its model key like the stream; give it an id if it has none."""
@@ -142,7 +183,7 @@ class KeyedHttp:
                 raise
             raise RejectedMessage(rejected.reason, f"events[{index}]: {rejected.detail}") from None
 
-    def _answer(self, event: FeatureEvent, home: int, started: float) -> bytes:
+    def _answer(self, event: FeatureEvent, home: int, started: float) -> tuple[bytes, Served]:
         """Answer with the key's live model (or the fallback while young), as the stream does.
 
         A model that raises is the caller's ``model_error`` (:class:`HttpApi` answers 422).
@@ -152,22 +193,31 @@ class KeyedHttp:
         assert keys is not None and key is not None
         fallback = pipeline.learner if self.settings.model.key_fallback == "global" else None
         answer = keys.answer(key, event.features, home, time.time(), fallback)
+        shadow = None  # the global challenger's answer is not the key's challenger's
         if answer.fallback:
             model = pipeline.learner.answering
         else:
             state = keys.peek(key)
             assert state is not None
-            model = state.learner.answering
-        served = answer.served
+            model, shadow = state.learner.answering, answer.shadow
+        served, now = answer.served, time.time()
         value = encode_keyed_prediction(
             event.id,
             served.prediction,
             served.proba,
             model.name,
             model.version,
-            time.time(),
+            now,
             round((time.perf_counter() - started) * 1000.0, 3),
             key,
             answer.fallback,
         )
-        return value[:-1] + _NOT_JOINABLE
+        kept = Served(
+            event.features, served.prediction, served.proba, shadow, model.version, now, True, key
+        )
+        return value[:-1], kept
+
+
+def _has_id(obj: Any) -> bool:
+    """Whether a request's event named its own id (one made up here cannot be labelled)."""
+    return isinstance(obj, dict) and obj.get("id") is not None

@@ -122,7 +122,8 @@ def _serving_paths(s: Settings) -> dict[str, Any]:
         "/learn": {
             "post": {
                 "summary": "Queue a delayed label",
-                "description": f"Produces the label to the `{s.topics.labels}` topic (key = id): "
+                "description": f"Produces the label to the `{s.topics.labels}` topic (key = "
+                "id; with keyed models and the key field in the body, key = the model key): "
                 "the single writer learns it once, if the event went through the stream. A "
                 "duplicate or a label without a served event becomes a dead letter "
                 "(duplicate_label, label_without_event), as on the topic.",

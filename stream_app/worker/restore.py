@@ -104,6 +104,7 @@ def rebuild(
                 message["model_version"],
                 message["served_at"],
                 True,
+                message.get("model_key"),
             )
         else:
             where = message["source"]

@@ -56,7 +56,9 @@ def add_views(app: StreamApp) -> None:
     keyed = None
     if app.settings.model.key_field:
         table = app.serve_loop.owners
-        keyed = KeyedHttp(app.settings, app.pipeline, app.metrics, lambda: table.table)
+        keyed = KeyedHttp(
+            app.settings, app.pipeline, app.metrics, lambda: table.table, app.publisher.send
+        )
         add_key_views(app, lambda view, request: _unauthorized(view, app, request), keyed)
     _add_model_views(app)
     add_serving_views(app, keyed)

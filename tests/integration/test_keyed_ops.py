@@ -143,7 +143,11 @@ async def test_rollback_and_reset_of_one_key_through_the_cli_change_only_that_ke
 async def test_over_http_a_key_is_answered_by_its_owner_and_operated_from_any_worker(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
-    """Two workers: 421 with the owner's address from the other; rollback and reset via either."""
+    """Two workers: 421 with the owner's address from the other; rollback and reset via either.
+
+    A keyed HTTP prediction with an id is kept at its key's home: its label, sent through the
+    other worker, teaches the key on its owner.
+    """
     a = worker_factory(partitions=PARTITIONS, extra_config=OPS)
     a.wait_healthy()
     b = worker_factory(partitions=PARTITIONS, extra_config=OPS)
@@ -180,9 +184,18 @@ async def test_over_http_a_key_is_answered_by_its_owner_and_operated_from_any_wo
     check("/predict", "post", status, body)
     assert body["owner"] == f"127.0.0.1:{a.web_port}" and body["model_key"] == key
     status, body = predict(a, key)
-    assert status == 200 and body["model_key"] == key and not body["joinable"], body
+    assert status == 200 and body["model_key"] == key and body["joinable"], body
     same(body, river(rounds, key, 2 * EVERY), x)
     check("/predict", "post", status, body)
+    status, _ = b.http("/learn", "POST", {"id": f"h-{key}", "label": True, "user": key})
+    assert status == 202  # through the other worker: keyed by model key, to the key's home
+
+    async def learned_over_http() -> bool:
+        status, shown = a.http(f"/models/keys/{key}")
+        live = orjson.loads(shown)["live"]
+        return status == 200 and live is not None and live["examples_learned"] == 2 * EVERY + 1
+
+    await wait_for(learned_over_http, what="the HTTP label to teach its key on its owner")
     status, batch = b.http(
         "/predict/batch",
         "POST",

@@ -41,3 +41,23 @@ def test_a_tool_without_its_extra_says_what_to_install(
     assert cli.main([*argv, "--out", str(tmp_path / "m.river")]) == 1
     err = capsys.readouterr().err
     assert "needs rich" in err and "stream-app[tools]" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["models", "reset"], "models reset needs --key K"),
+        (["models", "show"], "models show needs a version (or --key K)"),
+        (["models", "export", "--out", "m.artifact"], "models export needs a version (or --key K)"),
+        (["models", "pin", "3", "--key", "u"], "unrecognized arguments: --key u"),
+    ],
+)
+def test_operations_per_key_are_refused_before_any_broker_is_asked(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key operation without its key (or a global one given a key) never reaches Kafka."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse refuses unknown arguments itself
+        code = int(exit_.code or 0)
+    assert code != 0 and says in capsys.readouterr().err

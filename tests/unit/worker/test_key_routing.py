@@ -18,6 +18,7 @@ from stream_app.core.route import home_partition
 from stream_app.worker.http_api import HttpApi
 from stream_app.worker.key_api import KeyedHttp
 from stream_app.worker.owners import OwnersAssignor
+from tests.unit.core.test_pipeline import Rec, Recorder
 from tests.unit.worker.test_http_api import Chunks
 from tests.unit.worker.test_key_commands import PARTITIONS, PROBE, live, owner, teach
 
@@ -74,7 +75,7 @@ def test_the_owner_answers_with_the_keys_live_model() -> None:
     teach(http.pipeline, "user-2", 20, seed=4, start=100)
     status, body = call(http, "predict", {"id": "h-1", "features": PROBE, "user": KEY})
     expected = live(http.pipeline, KEY).answer(PROBE)[0]
-    assert status == 200 and body["model_key"] == KEY and body["joinable"] is False
+    assert status == 200 and body["model_key"] == KEY and body["joinable"] is False  # no producer
     assert (body["prediction"], body["proba"]) == (expected.prediction, expected.proba)
     status, batch = call(
         http, "predict_batch", {"events": [{"features": PROBE, "user": k} for k in (KEY, "user-2")]}
@@ -132,3 +133,34 @@ class Flushed:
         return []
 
     def discard(self) -> None: ...
+
+
+def test_a_keyed_http_prediction_with_an_id_is_kept_at_its_keys_home_and_its_label_teaches_it() -> (
+    None
+):
+    http, _ = keyed_api(set(range(PARTITIONS)), {})
+    sent: list[tuple[str, bytes, bytes, int | None]] = []
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        sent.append((topic, key, value, partition))
+        return partition or 0, len(sent)
+
+    http.send = send
+    assert http.keyed is not None
+    http.keyed.send = send
+    teach(http.pipeline, KEY, 20, seed=3)
+    learned = live(http.pipeline, KEY).serving.model.examples_learned
+    status, body = call(http, "predict", {"id": "h-9", "features": PROBE, "user": KEY})
+    assert status == 200 and body["joinable"] is True
+    [(topic, _, value, partition)] = sent
+    assert topic == http.settings.join_topic and partition == HOME
+    assert orjson.loads(value)["model_key"] == KEY
+    status, _ = call(http, "learn", {"id": "h-9", "label": True, "user": KEY})
+    assert status == 202 and sent[-1][1] == KEY.encode()  # keyed by model key: to its home
+    out = Recorder()
+    http.pipeline.joins([Rec(topic, HOME, 0, b"h-9", value)], out)
+    label = sent[-1][2]
+    assert orjson.loads(label) == {"id": "h-9", "label": True, "user": KEY}
+    http.pipeline.labels([Rec(http.settings.topics.labels, HOME, 0, KEY.encode(), label)], out)
+    assert live(http.pipeline, KEY).serving.model.examples_learned == learned + 1
+    assert out.on(http.settings.topics.dead_letters) == []
