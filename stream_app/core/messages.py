@@ -12,8 +12,8 @@ b'{"id":"e-1","prediction":1,"proba":{"0":0.2,"1":0.8},"model":"default","model_
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
 import orjson
 
@@ -21,6 +21,7 @@ from stream_app.core.example import LabeledExample
 from stream_app.core.predict import Prediction
 
 __all__ = [
+    "LogBuffer",
     "decode_dead_letter",
     "decode_example",
     "decode_join",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_log_entry",
     "encode_model_event",
     "encode_prediction",
+    "join_log_entries",
 ]
 
 
@@ -176,29 +178,83 @@ def encode_log_entry(example: LabeledExample) -> bytes:
 def encode_log_batch(examples: Sequence[LabeledExample], max_bytes: int) -> list[bytes]:
     """Encode the examples a batch learned, in order, as few learning-log messages as fit.
 
-    One message ``{"entries": [...]}`` holds them all (one entry per example, the fields of
-    :func:`encode_log_entry`), unless it would exceed ``max_bytes``: then the examples are split
-    in halves until each message fits (an example too large on its own is one message anyway).
-    One message per batch instead of one per example is most of what logging costs.
+    One message ``{"entries": [...]}`` holds them all, one entry per example, each entry the
+    bytes of :func:`encode_log_entry` (see :func:`join_log_entries`). One message per batch
+    instead of one per example is most of what logging costs.
 
     >>> done = [LabeledExample(f"e{i}", {"x": 1.0}, True, Prediction(1, {}), None, 5.0)
     ...         for i in range(4)]
     >>> [len(decode_log_entries(m)) for m in encode_log_batch(done, 1000)]
     [4]
-    >>> [len(decode_log_entries(m)) for m in encode_log_batch(done, 200)]
-    [2, 2]
     >>> [e for m in encode_log_batch(done, 1) for e in decode_log_entries(m)] == done
     True
     """
-    if not examples:
-        return []
-    raw = orjson.dumps({"entries": [_log_fields(example) for example in examples]})
-    if len(raw) <= max_bytes or len(examples) == 1:
-        return [raw]
-    half = len(examples) // 2
-    return encode_log_batch(examples[:half], max_bytes) + encode_log_batch(
-        examples[half:], max_bytes
-    )
+    return join_log_entries([encode_log_entry(example) for example in examples], max_bytes)
+
+
+def join_log_entries(entries: Iterable[bytes], max_bytes: int) -> list[bytes]:
+    """Join encoded entries, in order, into messages of at most ``max_bytes`` each.
+
+    Each message holds as many entries as fit (an entry too large alone is a message anyway).
+
+    >>> [m.decode() for m in join_log_entries([b'{"a":1}', b'{"b":2}', b'{"c":3}'], 30)]
+    ['{"entries":[{"a":1},{"b":2}]}', '{"entries":[{"c":3}]}']
+    >>> join_log_entries([], 30)
+    []
+    """
+    buffer, messages = LogBuffer(max_bytes), []
+    for entry in entries:
+        full = buffer.add(entry)
+        if full is not None:
+            messages.append(full)
+    last = buffer.take()
+    return messages if last is None else [*messages, last]
+
+
+class LogBuffer:
+    """Learning-log entries joined as bytes as they come, one message of them at a time.
+
+    One growing buffer: the path keeps no object per learned example until its batch ends.
+
+    >>> buffer = LogBuffer(max_bytes=30)
+    >>> buffer.add(b'{"a":1}'), buffer.add(b'{"b":2}')
+    (None, None)
+    >>> buffer.add(b'{"c":3}')  # it would not fit: the full message comes back
+    b'{"entries":[{"a":1},{"b":2}]}'
+    >>> buffer.take(), buffer.take()
+    (b'{"entries":[{"c":3}]}', None)
+    """
+
+    __slots__ = ("_buffer", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray(_OPEN)
+
+    def add(self, entry: bytes) -> bytes | None:
+        """Add an entry; return the message of the entries before it if it did not fit."""
+        buffer, full = self._buffer, None
+        if len(buffer) + len(entry) + len(_CLOSE) + 1 > self.max_bytes and len(buffer) > _EMPTY:
+            full = self.take()
+            buffer = self._buffer
+        if len(buffer) > _EMPTY:
+            buffer += b","
+        buffer += entry
+        return full
+
+    def take(self) -> bytes | None:
+        """Return the message of the entries added since the last one, or None if none were."""
+        buffer = self._buffer
+        if len(buffer) == _EMPTY:
+            return None
+        buffer += _CLOSE
+        self._buffer = bytearray(_OPEN)
+        return bytes(buffer)
+
+
+_OPEN = b'{"entries":['
+_CLOSE = b"]}"
+_EMPTY: Final = len(_OPEN)
 
 
 def decode_example(raw: bytes, at: float) -> LabeledExample:

@@ -35,8 +35,9 @@ from stream_app.core.keyed_path import KeyedPath
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
 from stream_app.core.messages import (
+    LogBuffer,
     encode_dead_letter,
-    encode_log_batch,
+    encode_log_entry,
     encode_model_event,
     encode_prediction,
 )
@@ -90,9 +91,9 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         self._latencies: list[float] = []
         """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
-        self._logged: list[LabeledExample] = []
-        """Examples learned in the call being served, in order: one learning-log message at its
-        end (:meth:`_report_learning`), not one per example."""
+        self._log = LogBuffer(settings.serve.log_message_max_bytes)
+        """Entries (encoded examples) learned and not yet queued, in order: one learning-log
+        message holds them (:meth:`close_log`), not one message per example."""
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
@@ -266,24 +267,22 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self._model_event(out, model_event)
 
     def _log_example(self, out: Outputs, example: LabeledExample) -> None:
-        """Note one example the learner took for the learning log (sent at the call's end)."""
-        self._logged.append(example)
+        """Encode one example the learner took for the learning log; queue a message when full."""
+        full = self._log.add(encode_log_entry(example))
+        if full is not None:
+            out.to_partition(self.settings.learning_log_topic, 0, None, full)
 
     def close_log(self, out: Outputs) -> None:
-        """Queue the examples learned in this call as learning-log messages, in order.
+        """Queue the entries not yet queued as one learning-log message, in order.
 
-        One message per call (split past ``serve.log_message_max_bytes``), queued before the
-        batch is flushed (each entry point calls it at its end; the serve loop once more before
-        it flushes). A checkpoint is taken only between batches once the log has acknowledged
-        them, so a message's offset is a clean ``learned_through`` boundary.
+        Each entry point calls it at its end (the serve loop once more before it flushes): a
+        batch's examples go in one message, or a few past ``serve.log_message_max_bytes``. A
+        checkpoint is taken only between batches once the log has acknowledged them, so a
+        message's offset is a clean ``learned_through`` boundary.
         """
-        logged = self._logged
-        if not logged:
-            return
-        topic, limit = self.settings.learning_log_topic, self.settings.serve.log_message_max_bytes
-        for value in encode_log_batch(logged, limit):
-            out.to_partition(topic, 0, None, value)
-        logged.clear()
+        message = self._log.take()
+        if message is not None:
+            out.to_partition(self.settings.learning_log_topic, 0, None, message)
 
     def _shadow(
         self, out: Outputs, partition: int | None, event_id: str, shadow: Prediction, now: float

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from stream_app.core.messages import decode_log_entries
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import produce, read_all, read_registry, wait_consumed, wait_for
 from tests.integration.test_learning import feature_messages, sea
@@ -52,7 +53,12 @@ async def test_a_schedule_retrains_on_the_log_tail_and_the_challenger_learns_in_
     await wait_consumed(kafka.bootstrap, f"{names.app_id}-serve", names.topics["features"])
     (event,) = await wait_event(kafka, names, "retrain")
     assert event["reason"] == "schedule" and event["examples"] == 800
-    assert event["to_offset"] - event["from_offset"] == 799
+    # The last 800 of the 1,000 logged examples, by the offsets of the messages that hold them
+    # (a message holds a batch's examples).
+    log = await read_all(kafka.bootstrap, f"{names.app_id}-learning-log")
+    held = [record.offset for record in log for _ in decode_log_entries(record.value)]
+    assert len(held) == 1000 and len(log) < 1000
+    assert [event["from_offset"], event["to_offset"]] == [held[-800], held[-1]]
     health = worker.wait_healthy()
     assert health["shadow"] is not None  # the retrained model learns in shadow from now on
     registry = await read_registry(kafka.bootstrap, names.app_id)

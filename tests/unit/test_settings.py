@@ -146,3 +146,11 @@ def test_the_settings_reference_page_is_current() -> None:
                 r for r in page.splitlines() if r.startswith(f"| `{section.name}.{field.name}`")
             )
             assert not row.endswith("|  |"), f"{section.name}.{field.name} has no description"
+
+
+def test_a_learning_log_message_fits_in_an_output_batch() -> None:
+    assert Settings().serve.log_message_max_bytes <= Settings().serve.max_batch_bytes
+    with pytest.raises(ConfigError, match=r"serve\.log_message_max_bytes"):
+        Settings().replace(serve={"max_batch_bytes": 1000, "log_message_max_bytes": 1001})
+    with pytest.raises(ConfigError, match=r"serve\.log_message_max_bytes"):
+        Settings().replace(serve={"log_message_max_bytes": 0})

@@ -11,7 +11,7 @@ import pytest
 
 from stream_app import reasons
 from stream_app.core.learn import Learner
-from stream_app.core.messages import decode_dead_letter
+from stream_app.core.messages import decode_dead_letter, decode_log_entries
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.role import WriterRole
@@ -98,6 +98,19 @@ def test_inline_labels_are_learned_after_their_prediction() -> None:
         (0, "e0", True), (0, "e1", False), (0, "e2", True),
     ]  # fmt: skip
     assert len(out.sent) == 4  # nothing else
+
+
+def test_a_batch_logs_its_examples_in_order_in_messages_no_larger_than_the_setting() -> None:
+    limit = 1000
+    p, _, _ = pipeline(serve={"log_message_max_bytes": limit})
+    out = Recorder()
+    p.features([event(i, i % 3 == 0) for i in range(40)], 0.0, out)
+    messages = [v for t, _, _, v in out.sent if t.endswith("learning-log")]
+    assert 1 < len(messages) < 40 and all(len(m) <= limit for m in messages)
+    ids = [e.event_id for m in messages for e in decode_log_entries(m)]
+    assert ids == [f"e{i}" for i in range(40)]
+    p.close_log(out)  # nothing waits once the call has returned
+    assert len([t for t, _, _, _ in out.sent if t.endswith("learning-log")]) == len(messages)
 
 
 def test_delayed_labels_join_once_and_strangers_wait_then_are_dead_lettered() -> None:
