@@ -1,6 +1,7 @@
 """What keyed models cost in memory and time per event, by number of keys (issue #14).
 
     python bench/keys.py [--events 60000] [--keys 1000,10000,100000] [--cache 10000] [--json F]
+                         [--mode event|batch] [--batch 1000] [--min-rows 500] [--min-examples 0]
 
 In process, no Kafka: the keyed core (:class:`stream_app.core.keyed.KeyedModels`) answers and
 learns a seeded stream whose model key is drawn from ``--keys`` keys with a Zipf distribution
@@ -10,10 +11,19 @@ Keys beyond ``--cache`` (``model.key_cache``) are evicted least recently used fi
 is written back as a real registry blob (pickled, compressed, checksummed) into an in-memory dict
 standing in for the keyed-models topic, and loaded back (safe unpickling) when its key returns.
 
+``--mode batch`` answers micro-batches of ``--batch`` events (``inference.max_batch``) the way
+``inference.mode = "batch"`` does (:meth:`~stream_app.core.keyed.KeyedModels.answer_many`: one
+call per key, vectorised for a key with ``--min-rows``, ``inference.many_min_rows``, events in
+the batch), then learns them in order; ``event`` (the default) answers and learns event by event.
+``--min-examples N`` (``model.key_min_examples``; default 0) lets a global model answer the keys
+younger than that (``model.key_fallback = "global"``, which learns every label).
+
 Prints one row per key count: us/event, peak RSS (resident memory of this process, MB), keys held
-decoded, write-backs and reloads per 1,000 events, and the stored bytes per key. The first row
-is the shipped default ``model.key_cache``. Measure on a quiet machine: the us/event figures move
-with load; RSS does not.
+decoded, write-backs and reloads per 1,000 events, and the stored bytes per key; ``cpu us/ev``
+is this process's CPU time per event, steadier than the wall clock on a shared machine, and
+``answer cpu`` the part of it spent answering (what batch inference changes). The
+first row is the shipped default ``model.key_cache``. Measure on a quiet machine: the us/event
+figures move with load; RSS does not.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stream_app.core.example import LabeledExample
 from stream_app.core.keyed import KeyedModels, KeyState
 from stream_app.core.learn import Learner
+from stream_app.core.predict import NO_ANSWER
 from stream_app.registry.records import Blob, decode_blob, encode_blob
 from stream_app.settings import Settings
 
@@ -89,27 +100,57 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(keys: int, cache: int, rows: list[Row]) -> dict[str, Any]:
+def run(
+    keys: int,
+    cache: int,
+    rows: list[Row],
+    mode: str,
+    batch: int,
+    min_rows: int,
+    min_examples: int = 0,
+) -> dict[str, Any]:
     """Answer and learn every row through a fresh KeyedModels; return the row's figures."""
-    settings = Settings().replace(model={"key_cache": cache, "key_min_examples": 0})
+    settings = Settings().replace(
+        model={"key_cache": cache, "key_min_examples": min_examples},
+        inference={"mode": mode, "max_batch": batch, "many_min_rows": min_rows},
+    )
     store = Store(settings)
     models = KeyedModels(settings, store.load, store.write_back)
+    size = batch if mode == "batch" else 1
+    fallback = Learner(settings) if min_examples else None  # the global model: learns every label
     gc.collect()
-    started = time.perf_counter()
-    for i, (key, x, y) in enumerate(rows):
-        now = float(i)
-        answer = models.answer(key, x, 0, now, None)
-        learner = models.get(key, 0, now).learner
-        example = LabeledExample(f"e{i}", x, y, answer.served, answer.shadow, now)
-        if learner.learn(example).learned:
-            models.learned(key)
+    answering = 0.0  # CPU time spent answering (the part batch inference changes)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for start in range(0, len(rows), size):
+        now = float(start)
+        chunk = rows[start : start + size]
+        asked = time.process_time()
+        if mode == "batch":
+            answers = models.answer_many([(key, x, 0) for key, x, _ in chunk], now, fallback)
+        else:
+            answers = [models.answer(key, x, 0, now, fallback) for key, x, _ in chunk]
+        answering += time.process_time() - asked
+        for i, ((key, x, y), answer) in enumerate(zip(chunk, answers, strict=True), start):
+            assert not isinstance(answer, Exception)
+            learner = models.get(key, 0, now).learner
+            example = LabeledExample(f"e{i}", x, y, answer.served, answer.shadow, now)
+            if fallback is not None:
+                fallback.learn(example)
+                if answer.fallback:  # the key judges only its own answers
+                    example = example._replace(served=NO_ANSWER, shadow=None)
+            if learner.learn(example).learned:
+                models.learned(key)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     stored = [len(b"".join(blob.chunks)) for blob in store.blobs.values()]
     per_1k = 1000 / len(rows)
     return {
         "keys": keys,
         "cache": cache,
+        "mode": mode,
         "us_per_event": round(elapsed / len(rows) * 1e6, 1),
+        "cpu_us_per_event": round(cpu / len(rows) * 1e6, 1),
+        "answer_cpu_us_per_event": round(answering / len(rows) * 1e6, 1),
         "peak_rss_mb": round(rss_mb(), 1),
         "held": len(models),
         "distinct": len({key for key, _, _ in rows}),
@@ -127,22 +168,40 @@ def main() -> int:
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)
+    inference = Settings().inference
+    parser.add_argument("--mode", choices=("event", "batch"), default="event")
+    parser.add_argument("--batch", type=int, default=inference.max_batch)
+    parser.add_argument("--min-rows", type=int, default=inference.many_min_rows)
+    parser.add_argument(
+        "--min-examples",
+        type=int,
+        default=0,
+        help="model.key_min_examples with the global fallback (0: every key answers itself)",
+    )
     args = parser.parse_args()
     print(
         f"{args.events} events, 15 numeric features, shipped defaults (guard, drift challenger, "
         f"logistic regression), Zipf {args.zipf} over the keys; model.key_cache {args.cache} "
-        f"(default {Settings().model.key_cache})"
+        f"(default {Settings().model.key_cache}); inference {args.mode}"
+        + (
+            f", micro-batch {args.batch}, many_min_rows {args.min_rows}"
+            if args.mode == "batch"
+            else ""
+        )
     )
-    header = f"{'keys':>7} {'distinct':>8} {'held':>6} {'us/ev':>7} {'peak RSS MB':>11} "
+    header = f"{'keys':>7} {'distinct':>8} {'held':>6} {'us/ev':>7} {'cpu us/ev':>9} "
+    header += f"{'answer cpu':>10} {'peak RSS MB':>11} "
     print(header + f"{'writes/1k':>9} {'loads/1k':>8} {'bytes/key':>9}")
     rows_out = []
     for keys in (int(k) for k in args.keys.split(",")):
-        row = run(keys, args.cache, stream(keys, args.zipf, args.events, args.seed))
+        rows = stream(keys, args.zipf, args.events, args.seed)
+        row = run(keys, args.cache, rows, args.mode, args.batch, args.min_rows, args.min_examples)
         rows_out.append(row)
         print(
             f"{row['keys']:>7} {row['distinct']:>8} {row['held']:>6} {row['us_per_event']:>7} "
-            f"{row['peak_rss_mb']:>11} {row['writes_per_1k']:>9} {row['loads_per_1k']:>8} "
-            f"{row['stored_bytes_per_key']:>9}"
+            f"{row['cpu_us_per_event']:>9} {row['answer_cpu_us_per_event']:>10} "
+            f"{row['peak_rss_mb']:>11} {row['writes_per_1k']:>9} "
+            f"{row['loads_per_1k']:>8} {row['stored_bytes_per_key']:>9}"
         )
     print("peak RSS is the process's high-water mark: each row includes the rows above it")
     if args.json:

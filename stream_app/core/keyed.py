@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from stream_app import reasons
@@ -41,7 +41,7 @@ from stream_app.core.decode import (
 )
 from stream_app.core.events import CHALLENGER_STARTED, ModelEvent
 from stream_app.core.learn import Contender, Learner
-from stream_app.core.predict import Prediction
+from stream_app.core.predict import Prediction, ServingModel
 from stream_app.errors import ConfigError, RejectedMessage
 from stream_app.settings import LimitSettings, Settings
 
@@ -49,6 +49,7 @@ __all__ = [
     "FALLBACKS",
     "MAX_MODEL_KEY_CHARS",
     "Answer",
+    "Ask",
     "KeyState",
     "KeyedLabel",
     "KeyedModels",
@@ -185,7 +186,15 @@ class Answer:
     shadow: Prediction | None
     fallback: bool
     """True when the fallback (the global model) answered because the key is young."""
+    by: Learner
+    """The learner that answered: the key's own, or the fallback."""
+    model: ServingModel
+    """The model of ``by`` that answered (its version goes in the prediction), taken when it
+    answered: in a micro-batch a label learned earlier in the batch may promote another."""
 
+
+Ask = tuple[str, dict[str, Any], int]
+"""One event of a micro-batch to answer: its model key, its features, the key's home partition."""
 
 Load = Callable[[str], Learner | None]
 """The key's last checkpoint, decoded, or None for a key never stored."""
@@ -246,6 +255,18 @@ class KeyedModels:
         model = self._keys[key].learner.serving.model
         return model.examples_learned < self.settings.model.key_min_examples
 
+    def answerer(
+        self, key: str, partition: int, now: float, fallback: Learner | None
+    ) -> tuple[Learner, bool]:
+        """Return who answers ``key`` now, and whether that is the fallback (the key is young).
+
+        ``fallback`` is the global learner when ``model.key_fallback`` is ``global`` (else None).
+        """
+        state = self.get(key, partition, now)
+        if fallback is not None and self.young(key):
+            return fallback, True
+        return state.learner, False
+
     def answer(
         self,
         key: str,
@@ -254,16 +275,44 @@ class KeyedModels:
         now: float,
         fallback: Learner | None,
     ) -> Answer:
-        """Answer ``features`` for ``key``: its own model, or ``fallback`` while it is young.
+        """Answer ``features`` for ``key``: its own model, or ``fallback`` while it is young."""
+        learner, is_fallback = self.answerer(key, partition, now, fallback)
+        model = learner.answering
+        served, shadow = learner.answer(features)
+        return Answer(served, shadow, is_fallback, learner, model)
 
-        ``fallback`` is the global learner when ``model.key_fallback`` is ``global`` (else None).
+    def answer_many(
+        self, asks: Sequence[Ask], now: float, fallback: Learner | None
+    ) -> list[Answer | Exception]:
+        """Answer a micro-batch of ``(key, features, partition)``: one call per answering learner.
+
+        The events are grouped by the learner that answers them (each key's own, or the fallback
+        for young keys) and each group is asked with one ``Learner.answer_many``: one vectorised
+        call where the model supports it and the group has ``inference.many_min_rows`` events,
+        else event by event. Every answer comes from the models as they stand now, before any
+        label of the batch is learned (the guarantee of ``inference.mode = "batch"``), so they
+        equal the answers of :meth:`answer` asked event by event before learning. An event its
+        model raised on gets the exception instead of an answer, in its place.
         """
-        state = self.get(key, partition, now)
-        if fallback is not None and self.young(key):
-            served, shadow = fallback.answer(features)
-            return Answer(served, shadow, fallback=True)
-        served, shadow = state.learner.answer(features)
-        return Answer(served, shadow, fallback=False)
+        groups: dict[int, tuple[Learner, bool, list[int]]] = {}
+        for i, (key, _, partition) in enumerate(asks):
+            learner, is_fallback = self.answerer(key, partition, now, fallback)
+            group = groups.get(id(learner))  # (the groups hold their learners: ids stay unique)
+            if group is None:
+                group = groups[id(learner)] = (learner, is_fallback, [])
+            group[2].append(i)
+        answers: list[Answer | Exception | None] = [None] * len(asks)
+        for learner, is_fallback, at in groups.values():
+            model = learner.answering
+            for i, got in zip(at, _ask_group(learner, [asks[i][1] for i in at]), strict=True):
+                answers[i] = (
+                    got
+                    if isinstance(got, Exception)
+                    else Answer(got[0], got[1], is_fallback, learner, model)
+                )
+        done = [answer for answer in answers if answer is not None]
+        assert len(done) == len(asks)  # every event is in exactly one group
+        return done
 
     def learned(self, key: str) -> None:
         """Count a label ``key`` learned: it is dirty until its next checkpoint."""
@@ -308,3 +357,23 @@ class KeyedModels:
             key, state = self._keys.popitem(last=False)
             if state.dirty:
                 self._write_back(key, state)
+
+
+def _ask_group(
+    learner: Learner, rows: list[dict[str, Any]]
+) -> list[tuple[Prediction, Prediction | None] | Exception]:
+    """Answer one learner's rows with one call; if it raises, event by event to find the bad row.
+
+    One bad row spoils a vectorised call, so the rows are asked again one at a time, and only
+    the ones the model raised on get their exception.
+    """
+    try:
+        return list(learner.answer_many(rows))
+    except Exception:
+        answers: list[tuple[Prediction, Prediction | None] | Exception] = []
+        for x in rows:
+            try:
+                answers.append(learner.answer(x))
+            except Exception as exc:  # the caller dead-letters this event as model_error
+                answers.append(exc)
+        return answers

@@ -55,6 +55,7 @@ from stream_app.core.keyed import (
     decode_keyed_label,
     key_events,
 )
+from stream_app.core.keyed_batch import KeyedBatch
 from stream_app.core.keyed_events import KeyedEvents
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
@@ -92,7 +93,7 @@ HANDOVER: Final = "handover"
 ``keyed_events.PROMOTION`` or ``RESET``: a promoted or reset model, stored at once)."""
 
 
-class KeyedPath(KeyedEvents):
+class KeyedPath(KeyedEvents, KeyedBatch):
     """The keyed models of a :class:`~stream_app.core.pipeline.Pipeline`: serve, learn, store."""
 
     keys: KeyedModels | None = None
@@ -138,6 +139,8 @@ class KeyedPath(KeyedEvents):
         self.key_store = store
         self.keys = KeyedModels(self.settings, store.load, self._write_back)
         self._key_due: set[str] = set()
+        self._keys_learning: set[str] = set()
+        """Keys that learned since the last micro-batch: to flush (``inference.learn_many``)."""
         self._keys_scanned_at = time.time()
         self._fallback_answers = 0
         return self.keys
@@ -148,25 +151,39 @@ class KeyedPath(KeyedEvents):
         return self.learner if self.settings.model.key_fallback == "global" else None
 
     def keyed_features(self, records: Sequence[Record], received: float, out: Outputs) -> None:
-        """Serve one partition's keyed events in order (event by event, in either inference mode).
+        """Serve one partition's keyed events in order: event by event, or in micro-batches.
 
-        The caller (:meth:`Pipeline.features`) counts the batch and its latencies.
+        In batch mode (``inference.mode = "batch"``) each micro-batch of ``inference.max_batch``
+        events is answered first, grouped by the model that answers them, with one call per
+        group (:meth:`KeyedModels.answer_many`); then its events are emitted and their inline
+        labels learned in order, as without keys. The caller (:meth:`Pipeline.features`) counts
+        the batch and its latencies.
         """
-        for record in records:
-            self._serve_keyed(out, record, received)
+        inference = self.settings.inference
+        if inference.mode == "batch":
+            size = inference.max_batch
+            for start in range(0, len(records), size):
+                self._serve_keyed_batch(records[start : start + size], received, out)
+        else:
+            for record in records:
+                self._serve_keyed(out, record, received)
         if self._fallback_answers:
             self.metrics.key_fallback_answers.inc(self._fallback_answers)
             self._fallback_answers = 0
 
-    def _serve_keyed(self, out: Outputs, record: Record, received: float) -> None:
-        """Answer one keyed event at its key's home, or pass it there (join topic)."""
-        assert self.keys is not None and self.key_store is not None
+    def _take_keyed(self, out: Outputs, record: Record) -> tuple[FeatureEvent, str, int] | None:
+        """Decode a keyed event; return it with its key and home, or dead-letter or pass it on.
+
+        An event off its key's home, on a partition whose home this worker does not own, goes
+        there through the join topic (None is returned for it, as for a dead letter).
+        """
+        assert self.key_store is not None
         s = self.settings
         try:
             event = decode_keyed_event(record.value, s.limits, s.model.key_field)
         except RejectedMessage as rejected:
             self._dead_letter(out, record, rejected.reason, rejected.detail)
-            return
+            return None
         key = event.key
         assert key is not None
         home = home_partition(key, self.partitions)
@@ -174,10 +191,18 @@ class KeyedPath(KeyedEvents):
             self._note_mismatch("keyed feature events", record)
             value = encode_join_event(record.topic, record.partition, record.offset, record.value)
             out.to_partition(s.join_topic, home, key.encode(), value)
+            return None
+        return event, key, home
+
+    def _serve_keyed(self, out: Outputs, record: Record, received: float) -> None:
+        """Answer one keyed event at its key's home, or pass it there (join topic)."""
+        assert self.keys is not None
+        taken = self._take_keyed(out, record)
+        if taken is None:
             return
-        now = time.time()
+        event, key, home = taken
         try:
-            answer = self.keys.answer(key, event.features, home, now, self._fallback)
+            answer = self.keys.answer(key, event.features, home, time.time(), self._fallback)
         except Exception as exc:  # the estimator raised: dead-letter it, keep serving
             self._model_error(out, record, exc)
             return
@@ -202,19 +227,15 @@ class KeyedPath(KeyedEvents):
         received: float,
     ) -> None:
         """Emit a keyed prediction to the event's partition; then keep it or learn its label."""
-        assert self.keys is not None
         latency = time.perf_counter() - received
         now = time.time()
         served = given = answer.served
+        learner, model = answer.by, answer.model
+        given_by = model
         if answer.fallback:
             self._fallback_answers += 1
-            model = given_by = self.learner.answering
             shadow = None  # the global challenger's answer is not the key's challenger's
         else:
-            state = self.keys.peek(key)
-            assert state is not None
-            learner = state.learner
-            model = given_by = learner.answering
             shadow = answer.shadow
             if shadow is not None and learner.canary_takes(event.id):  # the canary's share
                 assert learner.challenger is not None  # a canary is the challenger answering
@@ -287,6 +308,8 @@ class KeyedPath(KeyedEvents):
             return
         if outcome.learned:
             keys.learned(key)
+            if learner.serving.deferred is not None:  # batch mode's learn_many: flushed after it
+                self._keys_learning.add(key)
             self._learned_count += 1
             if state.since_checkpoint >= s.registry.key_checkpoint_every_examples:
                 self._key_due.add(key)

@@ -145,6 +145,47 @@ async def test_each_keys_predictions_are_rivers_own_loop_and_nothing_is_forwarde
     assert scraped["stream_app_model_keys"] == keys
 
 
+async def test_batch_mode_answers_each_keys_events_as_rivers_loop_per_batch(
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+) -> None:
+    """Batch inference, one vectorised call per key: labels come after each phase's events, so
+    every answer of a phase is the key's model as it stood at the phase's start, whatever the
+    micro-batches the worker polled."""
+    batch_mode = "[inference]\nmode = 'batch'\nmany_min_rows = 1\n"
+    worker = worker_factory(partitions=PARTITIONS, extra_config=KEYED + batch_mode)
+    worker.wait_healthy()
+    keys, group, features = 20, f"{names.app_id}-serve", names.topics["features"]
+    rounds = traffic(keys, 6, seed=23, prefix="b")
+    phases = [rounds[0] + rounds[1], rounds[2] + rounds[3], rounds[4] + rounds[5]]
+    for n, phase in enumerate(phases, 1):
+        await produce(kafka.bootstrap, features, events(phase, inline=False))
+        await wait_consumed(kafka.bootstrap, group, features)
+        await produce(kafka.bootstrap, names.topics["labels"], labels(phase))
+
+        async def phase_learned(expected: int = n * 2 * keys) -> bool:
+            return await learned_total(worker) >= expected
+
+        await wait_for(phase_learned, what=f"phase {n} learned")
+    served = await predictions_by_id(kafka.bootstrap, names.topics["predictions"])
+    assert len(served) == keys * len(rounds)
+    models = {f"user-{k}": logistic_regression() for k in range(keys)}
+    compared = 0
+    for n, phase in enumerate(phases):
+        for event_id, key, x, _ in phase:
+            body = served[event_id]
+            assert body["model_key"] == key and "fallback" not in body, body
+            if n == 0:
+                assert body["prediction"] is None  # nothing learned yet
+                continue
+            proba = models[key].predict_proba_one(x)
+            assert abs(body["proba"]["true"] - proba[True]) <= 1e-9, (event_id, key)
+            compared += 1
+        for _, key, x, y in phase:
+            models[key].learn_one(x, y)
+    assert compared == keys * 4
+    assert worker.metrics().get("stream_app_labels_forwarded_total", 0) == 0
+
+
 async def test_events_without_a_valid_key_are_dead_lettered_with_their_reason(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
