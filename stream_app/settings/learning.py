@@ -96,7 +96,7 @@ class ModelSettings:
     recently used are written back (if they learned since their checkpoint) and dropped."""
     key_store: str = "memory"
     """Keyed models: where a worker keeps the stored state of its keys' newest versions (what a
-    key loads from when its first event comes): ``memory`` (about 5 KB per key with the shipped
+    key loads from when its first event comes): ``memory`` (2 x ~4.5 KB per key with the shipped
     model, for every key of its partitions) or ``disk`` (a RocksDB database under
     ``<app.data_dir>/keyed/<app.id>``, wiped at start and rebuilt from the keyed-models topic on
     assignment; memory then holds version numbers only, so a worker can hold more keys)."""

@@ -1,7 +1,7 @@
 """The keyed models' held values on the worker's disk (``model.key_store = "disk"``), in RocksDB.
 
 A worker holds, for every key of the partitions it owns, the encoded values of its newest
-versions (:class:`~stream_app.registry.keyed.KeyIndex`): about 2 x 2.6 KB per key with the
+versions (:class:`~stream_app.registry.keyed.KeyIndex`): about 2 x 4.5 KB per key with the
 shipped model, so memory grows with the number of keys. With this store the values live in one
 RocksDB database (through rocksdict) per worker, at ``<app.data_dir>/keyed/<app.id>``, and memory
 holds only version numbers per key.
