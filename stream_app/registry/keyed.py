@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -45,6 +45,8 @@ __all__ = [
     "VALUES_KEPT",
     "KeyIndex",
     "KeyVersions",
+    "MemoryValues",
+    "ValueStore",
     "decode_version",
     "encode_version",
     "key_row",
@@ -159,27 +161,65 @@ VALUES_KEPT: Final = 2
 """Raw values a :class:`KeyIndex` holds per key: the newest version, and one to fall back on."""
 
 
+class ValueStore(Protocol):
+    """Where a :class:`KeyIndex` keeps the encoded values it holds, by record key.
+
+    In memory (:class:`MemoryValues`, the default) or on the worker's disk (``model.key_store =
+    "disk"``: :mod:`stream_app.worker.key_disk`), so that memory holds version numbers only. What
+    is read back is still only decoded by :func:`decode_version` (checksum, signature, safe
+    unpickler), wherever it was kept.
+    """
+
+    def get(self, key: bytes) -> bytes | None:
+        """Return the value stored under ``key``, or None."""
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key`` (replacing any)."""
+
+    def delete(self, key: bytes) -> None:
+        """Forget ``key`` (nothing if it is not stored)."""
+
+
+class MemoryValues(dict[bytes, bytes]):
+    """A :class:`ValueStore` in a dict: the values stay in this process's memory.
+
+    >>> values = MemoryValues()
+    >>> values.put(b"k/1", b"v"); values.get(b"k/1"), len(values)
+    (b'v', 1)
+    >>> values.delete(b"k/1"); values.delete(b"k/1"); values.get(b"k/1")
+    """
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Store ``value`` under ``key``."""
+        self[key] = value
+
+    def delete(self, key: bytes) -> None:
+        """Forget ``key``."""
+        self.pop(key, None)
+
+
 @dataclasses.dataclass(slots=True)
 class KeyVersions:
-    """The versions of one key that a partition holds: every number, only the newest values.
+    """The versions of one key that a partition holds: every number, which values are held.
 
     The numbers are what ``registry.keep_last`` needs (which to tombstone); the values are what
     loading needs: the newest, and the one before it in case the newest does not load. Older
-    values are dropped as newer ones come, so memory grows with keys, not with versions.
+    values are dropped as newer ones come, so memory grows with keys, not with versions. The
+    values themselves are in the index's :class:`ValueStore`; this holds their numbers.
 
-    >>> held = KeyVersions()
-    >>> for number in (3, 1, 2, 4):
-    ...     held.add(number, b"v%d" % number)
-    >>> held.numbers, sorted(held.values)
+    >>> versions = KeyVersions()
+    >>> [versions.add(number) for number in (3, 1, 2, 4)]  # the numbers whose values go
+    [[], [], [1], [2]]
+    >>> versions.numbers, versions.held
     ([1, 2, 3, 4], [3, 4])
-    >>> held.remove(4); held.numbers, sorted(held.values), held.latest
-    ([1, 2, 3], [3], 3)
+    >>> versions.remove(4), versions.numbers, versions.held, versions.latest
+    (True, [1, 2, 3], [3], 3)
     """
 
     numbers: list[int] = dataclasses.field(default_factory=list)
     """Every stored version number, ascending."""
-    values: dict[int, bytes] = dataclasses.field(default_factory=dict)
-    """The raw values of at most ``kept`` of the newest versions."""
+    held: list[int] = dataclasses.field(default_factory=list)
+    """The numbers of the (at most ``kept``) newest versions whose values are held, ascending."""
     kept: int | None = VALUES_KEPT
     """How many of the newest values to hold (None: every one, for a one-off read)."""
 
@@ -188,21 +228,28 @@ class KeyVersions:
         """The newest version number (-1 if none is left)."""
         return self.numbers[-1] if self.numbers else -1
 
-    def add(self, number: int, value: bytes) -> None:
-        """Hold version ``number``; drop values beyond the ``kept`` newest."""
-        at = bisect.bisect_left(self.numbers, number)
-        if at == len(self.numbers) or self.numbers[at] != number:
-            self.numbers.insert(at, number)
-        self.values[number] = value
-        while self.kept is not None and len(self.values) > self.kept:
-            del self.values[min(self.values)]
+    def add(self, number: int) -> list[int]:
+        """Hold version ``number``; return the numbers whose values are no longer held."""
+        for numbers in (self.numbers, self.held):
+            at = bisect.bisect_left(numbers, number)
+            if at == len(numbers) or numbers[at] != number:
+                numbers.insert(at, number)
+        dropped = 0 if self.kept is None else max(0, len(self.held) - self.kept)
+        gone, self.held[:dropped] = self.held[:dropped], []
+        return gone
 
-    def remove(self, number: int) -> None:
-        """Forget version ``number`` (a tombstone); a value dropped before is not read back."""
+    def remove(self, number: int) -> bool:
+        """Forget version ``number`` (a tombstone); return whether its value was held.
+
+        A value dropped before is not read back.
+        """
         at = bisect.bisect_left(self.numbers, number)
         if at < len(self.numbers) and self.numbers[at] == number:
             del self.numbers[at]
-        self.values.pop(number, None)
+        if number in self.held:
+            self.held.remove(number)
+            return True
+        return False
 
 
 class KeyIndex:
@@ -210,13 +257,16 @@ class KeyIndex:
 
     Built by applying the partition's messages in order (a tombstone deletes a version). It keeps
     every version's number but the encoded values of the ``values_kept`` newest only (see
-    :class:`KeyVersions`; default :data:`VALUES_KEPT`, None for all); an older version's value
-    must then be read from the topic again.
+    :class:`KeyVersions`; default :data:`VALUES_KEPT`, None for all), in ``values`` (default: a
+    :class:`MemoryValues`); an older version's value must then be read from the topic again.
     """
 
-    def __init__(self, values_kept: int | None = VALUES_KEPT) -> None:
+    def __init__(
+        self, values_kept: int | None = VALUES_KEPT, values: ValueStore | None = None
+    ) -> None:
         self._keys: dict[str, KeyVersions] = {}
         self._kept = values_kept
+        self._values: ValueStore = MemoryValues() if values is None else values
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -230,17 +280,19 @@ class KeyIndex:
     def apply(self, raw_key: bytes, value: bytes | None) -> None:
         """Take one message of the topic (``value`` None: a tombstone)."""
         model_key, version = split_record_key(raw_key)
+        held = self._keys.get(model_key)
         if value is None:
-            held = self._keys.get(model_key)
             if held is not None:
-                held.remove(version)
+                if held.remove(version):
+                    self._values.delete(raw_key)
                 if not held.numbers:
                     del self._keys[model_key]
             return
-        held = self._keys.get(model_key)
         if held is None:
             held = self._keys[model_key] = KeyVersions(kept=self._kept)
-        held.add(version, value)
+        self._values.put(record_key(model_key, version), value)
+        for gone in held.add(version):
+            self._values.delete(record_key(model_key, gone))
 
     def versions(self, model_key: str) -> list[int]:
         """Return the stored versions of ``model_key``, oldest first."""
@@ -255,7 +307,8 @@ class KeyIndex:
         held = self._keys.get(model_key)
         if held is None:
             return None
-        return held.values.get(held.latest if version is None else version)
+        number = held.latest if version is None else version
+        return self._values.get(record_key(model_key, number)) if number in held.held else None
 
     def keys(self) -> Iterator[str]:
         """Every key with a stored version."""

@@ -23,6 +23,7 @@ __all__ = [
     "DRIFT_POLICIES",
     "FACTORY_CHANGE_ACTIONS",
     "INFERENCE_MODES",
+    "KEY_STORES",
     "PROMOTIONS",
     "RETRAIN_POLICIES",
     "TASKS",
@@ -39,6 +40,8 @@ TASKS: Final = ("auto", "classification", "regression")
 """What ``model.task`` may say."""
 FACTORY_CHANGE_ACTIONS: Final = ("challenger", "replace", "keep")
 """What ``model.on_factory_change`` may say."""
+KEY_STORES: Final = ("memory", "disk")
+"""What ``model.key_store`` may say."""
 INFERENCE_MODES: Final = ("event", "batch")
 """What ``inference.mode`` may say."""
 DRIFT_POLICIES: Final = ("none", "reset", "challenger")
@@ -91,10 +94,18 @@ class ModelSettings:
     key_cache: int = 10000
     """Keyed models: at most this many keys' models stay decoded in a worker's memory; the least
     recently used are written back (if they learned since their checkpoint) and dropped."""
+    key_store: str = "memory"
+    """Keyed models: where a worker keeps the stored state of its keys' newest versions (what a
+    key loads from when its first event comes): ``memory`` (2 x ~4.5 KB per key with the shipped
+    model, for every key of its partitions) or ``disk`` (a RocksDB database under
+    ``<app.data_dir>/keyed/<app.id>``, wiped at start and rebuilt from the keyed-models topic on
+    assignment; memory then holds version numbers only, so a worker can hold more keys)."""
 
     def __post_init__(self) -> None:
         if self.key_fallback not in ("global", "none"):
             raise ConfigError("model.key_fallback must be global or none")
+        if self.key_store not in KEY_STORES:
+            raise ConfigError("model.key_store must be memory or disk")
         if self.key_min_examples < 0 or self.key_cache < 1:
             raise ConfigError("model.key_min_examples must be >= 0 and model.key_cache >= 1")
         if self.task not in TASKS:

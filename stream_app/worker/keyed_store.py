@@ -4,11 +4,13 @@ A key's versions live on its home partition of a compacted topic partitioned lik
 (:mod:`stream_app.registry.keyed`), so the worker that serves partition *p* (range assignor) owns
 the keys whose home is *p*, and a rebalance moves them with it. On assignment the worker reads its
 new partitions of the topic to the end into a :class:`~stream_app.registry.keyed.KeyIndex` (values
-stay encoded) and decodes a key only when an event of it comes (:meth:`KeyedStore.load`). A saved
-version is applied to the index at once, so an evicted key that comes back in the same batch
-finds what it had, and queued on the serve loop's emitter with the batch's outputs, so it is
-durable before the batch's inputs are committed. On revoke, and at shutdown, the dirty keys of
-the partitions given up are checkpointed first (``handover``).
+stay encoded; with ``model.key_store = "disk"`` they are kept in a RocksDB database,
+:mod:`stream_app.worker.key_disk`, and memory holds version numbers only) and decodes a key only
+when an event of it comes (:meth:`KeyedStore.load`). A saved version is applied to the index at
+once, so an evicted key that comes back in the same batch finds what it had, and queued on the serve
+loop's emitter with the batch's outputs, so it is durable before the batch's inputs are committed.
+On revoke, and at shutdown, the dirty keys of the partitions given up are checkpointed first
+(``handover``).
 
 :class:`KeyedStore` is the :class:`~stream_app.core.ports.KeyStore` port of the pipeline;
 the serve loop calls its asynchronous half (:meth:`assign`, :meth:`queue`, :meth:`release`).
@@ -43,6 +45,7 @@ from stream_app.registry.keyed import (
 )
 from stream_app.settings import Settings
 from stream_app.worker.key_commands import carry_out, rollback_target
+from stream_app.worker.key_disk import DiskValues, store_path
 
 __all__ = ["COMPACTED", "KeyedStore"]
 
@@ -69,6 +72,8 @@ class KeyedStore:
         self._fetched: dict[tuple[str, int], bytes] = {}
         """Older versions read from the topic for this batch's rollbacks (see :meth:`commands`)."""
         """(partition, record key, value or None for a tombstone) saved since the last queue."""
+        self.disk: DiskValues | None = None
+        """Where the owned partitions' values are kept with ``model.key_store = "disk"``."""
 
     @classmethod
     async def start(cls, settings: Settings, pipeline: Pipeline, metrics: Metrics) -> KeyedStore:
@@ -81,6 +86,8 @@ class KeyedStore:
         )
         await ensure_topics(settings, [settings.key_commands_topic], partitions=pipeline.partitions)
         store = cls(settings, metrics, pipeline.partitions)
+        if settings.model.key_store == "disk":
+            store.disk = DiskValues(store_path(settings))
         pipeline.use_keys(store)
         return store
 
@@ -128,7 +135,9 @@ class KeyedStore:
 
     def save(self, key: str, partition: int, learner: Learner, reason: str, now: float) -> None:
         """Store ``learner`` as ``key``'s next version; tombstone what ``keep_last`` lets go."""
-        index = self._indexes.setdefault(partition, KeyIndex())
+        index = self._indexes.get(partition)
+        if index is None:
+            index = self._indexes[partition] = self._index(partition)
         stored = index.versions(key)
         version = learner.allocate_version(stored[-1] if stored else -1)
         learner.serving.model.version = version
@@ -217,6 +226,8 @@ class KeyedStore:
         wanted = set(partitions)
         for gone in set(self._indexes) - wanted:
             del self._indexes[gone]
+            if self.disk is not None:
+                self.disk.clear(gone)
         self._given_up -= wanted
         new = sorted(wanted - set(self._indexes))
         if new:
@@ -231,7 +242,9 @@ class KeyedStore:
         )
         await consumer.start()
         try:
-            indexes = await self.read_indexes(consumer, partitions, s.learn.restore_timeout_s)
+            indexes = await self.read_indexes(
+                consumer, partitions, s.learn.restore_timeout_s, local=True
+            )
         finally:
             await consumer.stop()
         self._indexes.update(indexes)
@@ -248,15 +261,19 @@ class KeyedStore:
         partitions: list[int],
         timeout_s: float,
         values_kept: int | None = VALUES_KEPT,
+        local: bool = False,
     ) -> dict[int, KeyIndex]:
         """Return an index of each of ``partitions``, read from its beginning to its end now.
+
+        ``local``: the indexes of partitions this worker now owns, kept where ``model.key_store``
+        says (their range of the disk store is wiped first); otherwise in memory (a one-off read).
 
         A read that runs past ``timeout_s`` keeps what it read (its keys may resume from older
         versions) and says so. It starts at each partition's first offset as the broker reports
         it (compaction and retention move it).
         """
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        indexes = {p: KeyIndex(values_kept) for p in partitions}
+        indexes = {p: self._index(p) if local else KeyIndex(values_kept) for p in partitions}
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         try:
@@ -272,6 +289,22 @@ class KeyedStore:
                 exc,
             )
         return indexes
+
+    def _index(self, partition: int) -> KeyIndex:
+        """Return an empty index of an owned ``partition``, its values where the setting says."""
+        if self.disk is None:
+            return KeyIndex()
+        self.disk.clear(partition)
+        return KeyIndex(values=self.disk.partition(partition))
+
+    async def stop(self, pipeline: Pipeline, emitter: Emitter) -> None:
+        """At shutdown: checkpoint every dirty key (:meth:`release`), then close the disk store."""
+        try:
+            await self.release(pipeline, range(self.partitions), emitter)
+        finally:
+            if self.disk is not None:
+                self.disk.close()
+                self.disk = None
 
     def _apply(self, index: KeyIndex, key: bytes | None, value: bytes | None) -> None:
         """Apply one record of the topic; one that is not a keyed version is logged and skipped."""

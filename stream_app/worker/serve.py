@@ -239,9 +239,7 @@ class ServeLoop(mode.Service):
                 await self._settle_log()
                 await self.keeper.checkpoint("shutdown")
             if self.keyed is not None and self._emitter is not None:
-                await self.keyed.release(
-                    self.pipeline, range(self.pipeline.partitions), self._emitter
-                )
+                await self.keyed.stop(self.pipeline, self._emitter)
             await self._commit(force=True)
         if self._consumer is not None:
             await self._consumer.stop()

@@ -9,9 +9,11 @@ a restart resumes every key from its last checkpoint; with two workers each lear
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from stream_app import reasons
 from stream_app.core.messages import decode_dead_letter
@@ -222,14 +224,19 @@ async def test_events_without_a_valid_key_are_dead_lettered_with_their_reason(
     assert scraped[f'stream_app_dead_letters_total{{reason="{reasons.INVALID_MODEL_KEY}"}}'] == 4
 
 
+@pytest.mark.parametrize("store", ["memory", "disk"])
 async def test_a_restart_resumes_every_key_from_its_last_checkpoint(
-    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory, store: str
 ) -> None:
-    """Stop (checkpoints every dirty key), start again: each key goes on where it stood."""
+    """Stop (checkpoints every dirty key), start again: each key goes on where it stood.
+
+    With ``model.key_store = "disk"`` the restarted worker rebuilds its RocksDB store of the
+    keys' newest values from the topic and loads every key from it."""
     keys = 20
     rounds = traffic(keys, 30, seed=23)
     group, features = f"{names.app_id}-serve", names.topics["features"]
-    first = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    config = KEYED + f"key_store = '{store}'\n"
+    first = worker_factory(partitions=PARTITIONS, extra_config=config)
     first.wait_healthy()
     for batch in rounds[:20]:
         await produce(kafka.bootstrap, features, events(batch, inline=True))
@@ -239,8 +246,10 @@ async def test_a_restart_resumes_every_key_from_its_last_checkpoint(
     assert {key: h["examples_learned"] for key, h in before.items()} == {
         f"user-{k}": 20 for k in range(keys)
     }
-    second = worker_factory(partitions=PARTITIONS, extra_config=KEYED)
+    second = worker_factory(partitions=PARTITIONS, extra_config=config)
     second.wait_healthy()
+    on_disk = Path(second.env["STREAM_APP_DATA_DIR"]) / "keyed" / names.app_id
+    assert on_disk.is_dir() == (store == "disk")
     for batch in rounds[20:]:
         await produce(kafka.bootstrap, features, events(batch, inline=True))
     await wait_consumed(kafka.bootstrap, group, features)

@@ -20,9 +20,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from stream_app.core.route import home_partition
 from stream_app.models import logistic_regression
@@ -290,11 +292,16 @@ async def test_scaling_out_and_in_moves_keys_and_each_stays_rivers_own_loop(
     print(f"\nscale out and in: {sent} rounds of {keys} keys, {len(records)} predictions")
 
 
+@pytest.mark.parametrize("store", ["memory", "disk"])
 async def test_lru_eviction_and_reload_through_kafka_keep_rivers_own_loop(
-    kafka: Kafka, names: Names, worker_factory: WorkerFactory
+    kafka: Kafka, names: Names, worker_factory: WorkerFactory, store: str
 ) -> None:
-    worker = worker_factory(partitions=PARTITIONS, extra_config=KEYED + f"key_cache = {CACHE}\n")
+    """With ``model.key_store = "disk"`` every reload reads the key's value from RocksDB."""
+    config = KEYED + f"key_cache = {CACHE}\nkey_store = '{store}'\n"
+    worker = worker_factory(partitions=PARTITIONS, extra_config=config)
     worker.wait_healthy()
+    on_disk = Path(worker.env["STREAM_APP_DATA_DIR"]) / "keyed" / names.app_id
+    assert on_disk.is_dir() == (store == "disk")
     keys = 30
     homes = Counter(home_partition(f"user-{k}", PARTITIONS) for k in range(keys))
     assert min(homes.values()) > CACHE  # so each key leaves memory between two of its events

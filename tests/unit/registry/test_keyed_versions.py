@@ -139,7 +139,7 @@ def test_the_index_holds_the_newest_values_only_however_many_versions_it_reads()
     for version in range(1, 1001):
         index.apply(record_key("k", version), bytes(1000))
         index.apply(record_key("other", version), bytes(1000))
-    held = sum(len(v) for versions in index._keys.values() for v in versions.values.values())
+    held = sum(len(v) for v in index._values.values())  # type: ignore[attr-defined]
     assert held == 2 * VALUES_KEPT * 1000  # not 2 MB
     assert index.versions("k") == list(range(1, 1001))
     assert [index.value("k", v) is not None for v in (999, 1000, 998)] == [True, True, False]
