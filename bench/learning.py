@@ -49,7 +49,7 @@ from river.datasets import synth
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_log_entry
+from stream_app.core.learning_log import encode_log_entry
 from stream_app.settings import Settings
 from stream_app.worker import retrain
 

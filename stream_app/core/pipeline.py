@@ -34,13 +34,8 @@ from stream_app.core.join import EarlyLabels, PendingStore, RecentIds, Served
 from stream_app.core.keyed_path import KeyedPath
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
-from stream_app.core.messages import (
-    LogBuffer,
-    encode_dead_letter,
-    encode_log_entry,
-    encode_model_event,
-    encode_prediction,
-)
+from stream_app.core.learning_log import LogBuffer, encode_log_entry
+from stream_app.core.messages import encode_dead_letter, encode_model_event, encode_prediction
 from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
 from stream_app.core.ports import Forwarded, Outputs, Record

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app.core.example import LabeledExample
 from stream_app.core.factory import parse_spec
 from stream_app.core.learn import Learner
-from stream_app.core.messages import decode_log_entries
+from stream_app.core.learning_log import decode_log_entries
 from stream_app.errors import CorruptVersion, RejectedMessage, StreamAppError
 from stream_app.kafka.read import read_to_end
 from stream_app.kafka.security import client_kwargs
@@ -77,7 +77,7 @@ class Replayed(NamedTuple):
 def replay(learner: Learner, records: Iterable[LogRecord]) -> Replayed:
     """Learn ``records``' examples in order, as the writer did; move ``learned_through`` along.
 
-    >>> from stream_app.core.messages import encode_log_batch, encode_log_entry
+    >>> from stream_app.core.learning_log import encode_log_batch, encode_log_entry
     >>> from stream_app.core.predict import NO_ANSWER
     >>> from stream_app.settings import Settings
     >>> class Rec(NamedTuple):
@@ -118,7 +118,7 @@ class Logged(NamedTuple):
 def logged_examples(records: Iterable[LogRecord]) -> list[Logged]:
     """Return the examples ``records`` hold, in log order (a record that holds none: logged).
 
-    >>> from stream_app.core.messages import encode_log_batch
+    >>> from stream_app.core.learning_log import encode_log_batch
     >>> from stream_app.core.predict import NO_ANSWER
     >>> class Rec(NamedTuple):
     ...     offset: int

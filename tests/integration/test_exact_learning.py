@@ -17,7 +17,8 @@ import orjson
 
 from stream_app import artifact
 from stream_app.core.example import LabeledExample
-from stream_app.core.messages import decode_dead_letter, decode_log_entries, encode_log_entry
+from stream_app.core.learning_log import decode_log_entries, encode_log_entry
+from stream_app.core.messages import decode_dead_letter
 from stream_app.core.predict import Prediction
 from stream_app.models import logistic_regression
 from tests.integration.conftest import Kafka, Names, WorkerFactory

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from stream_app.core.messages import decode_log_entries
+from stream_app.core.learning_log import decode_log_entries
 from tests.integration.conftest import Kafka, Names, WorkerFactory
 from tests.integration.support import produce, read_all, read_registry, wait_consumed, wait_for
 from tests.integration.test_learning import feature_messages, sea

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from stream_app.core.messages import decode_log_entries
+from stream_app.core.learning_log import decode_log_entries
 from stream_app.core.predict import predict_one
 from stream_app.registry.checkpoint import load_model
 from stream_app.registry.records import changelog_topic

@@ -5,15 +5,17 @@ from __future__ import annotations
 import orjson
 
 from stream_app.core.example import LabeledExample
+from stream_app.core.learning_log import (
+    decode_log_entries,
+    decode_log_entry,
+    encode_log_batch,
+    encode_log_entry,
+)
 from stream_app.core.messages import (
     decode_dead_letter,
     decode_example,
-    decode_log_entries,
-    decode_log_entry,
     encode_dead_letter,
     encode_example,
-    encode_log_batch,
-    encode_log_entry,
     encode_model_event,
     encode_prediction,
 )

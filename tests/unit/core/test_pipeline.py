@@ -11,7 +11,8 @@ import pytest
 
 from stream_app import reasons
 from stream_app.core.learn import Learner
-from stream_app.core.messages import decode_dead_letter, decode_log_entries
+from stream_app.core.learning_log import decode_log_entries
+from stream_app.core.messages import decode_dead_letter
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.core.role import WriterRole

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_log_batch, encode_log_entry
+from stream_app.core.learning_log import encode_log_batch, encode_log_entry
 from stream_app.core.predict import NO_ANSWER
 from stream_app.registry.replay import replay
 from stream_app.settings import Settings

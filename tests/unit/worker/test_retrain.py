@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
-from stream_app.core.messages import encode_log_batch, encode_log_entry
+from stream_app.core.learning_log import encode_log_batch, encode_log_entry
 from stream_app.core.predict import NO_ANSWER, Prediction, fresh_model
 from stream_app.models import logistic_regression
 from stream_app.registry.replay import logged_examples
