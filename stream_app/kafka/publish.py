@@ -9,13 +9,19 @@ construction; the serve loop attaches its producer when it starts.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from stream_app.errors import StreamAppError
 
-__all__ = ["Publish", "Publisher"]
+__all__ = ["Publish", "Publisher", "all_taken"]
+
+log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bytes], Awaitable[None]]
 """What publishing is to its users: ``await publish(topic, key, value)`` (a test keeps a list)."""
@@ -43,3 +49,19 @@ class Publisher:
             raise StreamAppError("the worker's producer has not started yet")
         meta = await self._producer.send_and_wait(topic, value, key=key, partition=partition)
         return int(meta.partition), int(meta.offset)
+
+
+async def all_taken(sends: Iterable[Awaitable[Any]], what: str) -> bool:
+    """Await ``sends`` together; True if Kafka took them all.
+
+    A send Kafka refused (or a publisher without a producer) is logged with ``what`` and gives
+    False; any other failure is a bug and is raised.
+    """
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is None:
+        return True
+    if not isinstance(failure, StreamAppError | KafkaError):
+        raise failure
+    log.warning("Kafka did not take %s: %r", what, failure)
+    return False

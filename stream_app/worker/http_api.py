@@ -28,7 +28,6 @@ b'{"reason":"invalid_features","detail":"features is empty; send at least one"}'
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -51,6 +50,7 @@ from stream_app.core.pipeline import Pipeline
 from stream_app.core.predict import Prediction
 from stream_app.core.route import home_partition
 from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.kafka.publish import all_taken
 from stream_app.settings import Settings
 from stream_app.worker.key_api import MISDIRECTED, KeyedHttp
 from stream_app.worker.rollout import answering
@@ -238,14 +238,7 @@ class HttpApi:
             home = home_partition(event.id, pipeline.partitions)
             topic, partition, key, value = pipeline.served_message(event.id, kept, home)
             sends.append(self.send(topic, key, value, partition))
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is None:
-            return True
-        if not isinstance(failure, StreamAppError | KafkaError):
-            raise failure
-        log.warning("Kafka did not take HTTP predictions for joining: %r", failure)
-        return False
+        return await all_taken(sends, "HTTP predictions for joining")
 
     async def predict_batch(self, raw: bytes, started: float) -> Answer:
         """Predict ``{"events": [...]}`` with one batch call; any bad event refuses the batch."""

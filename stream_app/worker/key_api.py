@@ -18,7 +18,6 @@ model key) teaches the key's model.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -26,7 +25,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import orjson
-from aiokafka.errors import KafkaError
 
 from stream_app.core.decode import FeatureEvent, expect_object, parse_json, validate_event
 from stream_app.core.join import Served
@@ -35,7 +33,8 @@ from stream_app.core.messages import encode_keyed_prediction
 from stream_app.core.metrics import Metrics
 from stream_app.core.owners import Route, route
 from stream_app.core.pipeline import Pipeline
-from stream_app.errors import RejectedMessage, StreamAppError
+from stream_app.errors import RejectedMessage
+from stream_app.kafka.publish import all_taken
 from stream_app.settings import Settings
 
 __all__ = ["MISDIRECTED", "MISDIRECTED_STATUS", "KeyedHttp", "misdirected"]
@@ -159,14 +158,7 @@ class KeyedHttp:
         for event_id, kept, home in answered:
             topic, partition, key, value = self.pipeline.served_message(event_id, kept, home)
             sends.append(self.send(topic, key, value, partition))
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is None:
-            return True
-        if not isinstance(failure, StreamAppError | KafkaError):
-            raise failure
-        log.warning("Kafka did not take keyed HTTP predictions for joining: %r", failure)
-        return False
+        return await all_taken(sends, "keyed HTTP predictions for joining")
 
     def _event(self, obj: Any, index: int | None = None) -> FeatureEvent:
         """Validate one event and its model key like the stream; give it an id if it has none."""
