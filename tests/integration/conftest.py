@@ -113,9 +113,21 @@ def make_names(prefix: str = "t") -> Names:
 
 WorkerFactory = Callable[..., WorkerProcess]
 
+FAILED_LOG_CHARS = 6000  # how much of each worker's log a failed test prints
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test item, so that fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
 
 @pytest.fixture
-def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[WorkerFactory]:
+def worker_factory(
+    kafka: Kafka, names: Names, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[WorkerFactory]:
     """Start workers for this test (same app id: one consumer group); stop them all afterwards."""
     started: list[WorkerProcess] = []
 
@@ -141,5 +153,9 @@ def worker_factory(kafka: Kafka, names: Names, tmp_path: Path) -> Iterator[Worke
         return worker
 
     yield start
-    for worker in started:
+    call = getattr(request.node, "report_call", None)
+    for number, worker in enumerate(started):
         worker.stop()
+        if call is not None and call.failed:  # the workers' own account, beside the failure
+            print(f"--- worker {number} log, last {FAILED_LOG_CHARS} characters ---")
+            print(worker.log_text()[-FAILED_LOG_CHARS:])

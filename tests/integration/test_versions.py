@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from stream_app.core.learning_log import decode_log_entries
@@ -187,7 +189,10 @@ async def test_pin_unpin_and_rollback_by_cli_and_http(
 async def test_two_workers_both_serve_one_learns_and_versions_propagate(
     kafka: Kafka, names: Names, worker_factory: WorkerFactory
 ) -> None:
-    config = "[guard]\nenabled = false\n[registry]\ncheckpoint_every_examples = 300\n"
+    config = (  # checkpoints by count only: none due to the clock while the test reads them
+        "[guard]\nenabled = false\n[registry]\ncheckpoint_every_examples = 300\n"
+        "checkpoint_every_s = 3600.0\n"
+    )
     a = worker_factory(partitions=4, extra_config=config)
     a.wait_healthy()
     b = worker_factory(partitions=4, extra_config=config)
@@ -217,19 +222,26 @@ async def test_two_workers_both_serve_one_learns_and_versions_propagate(
     assert f["stream_app_labels_forwarded_total"] == on_follower
     assert f["stream_app_predictions_total"] == on_follower
 
-    events = await read_all(kafka.bootstrap, names.topics["model_events"])
-    checkpoints = [(r.timestamp / 1000, orjson.loads(r.value)) for r in events]
-    checkpoints = [
-        (t, e) for t, e in checkpoints if e["type"] == "checkpoint" and e["status"] == "serving"
-    ]
-    assert checkpoints, "the writer made no checkpoint"
-    made_at, newest = checkpoints[-1]
+    async def newest_checkpoint() -> tuple[float, dict[str, Any]]:
+        events = await read_all(kafka.bootstrap, names.topics["model_events"])
+        checkpoints = [(r.timestamp / 1000, orjson.loads(r.value)) for r in events]
+        serving = [
+            (t, e) for t, e in checkpoints if e["type"] == "checkpoint" and e["status"] == "serving"
+        ]
+        assert serving, "the writer made no checkpoint"
+        return serving[-1]
 
+    # The writer checkpoints in the background after the batch that crossed 300 examples, so
+    # its last checkpoint may reach model-events after the examples are consumed: read again
+    # on every poll, and wait for the follower to serve whatever is newest then.
     async def propagated() -> object:
+        made_at, newest = await newest_checkpoint()
         health = follower.wait_healthy()
-        return health if health["serving"] == newest["model_version"] else None
+        return (made_at, newest, health) if health["serving"] == newest["model_version"] else None
 
-    health = await wait_for(propagated, timeout=10, what="the follower to take the newest version")
+    made_at, newest, health = await wait_for(
+        propagated, timeout=10, what="the follower to take the newest version"
+    )
     # From the moment the writer's version record reached Kafka to the moment the other worker
     # had loaded that version and serves it.
     key = f"default/v{newest['model_version']:08d}".encode()
