@@ -154,6 +154,8 @@ def worker_factory(
 
     yield start
     call = getattr(request.node, "report_call", None)
+    for worker in started:  # all at once: each clean stop takes seconds
+        worker.ask_to_stop()
     for number, worker in enumerate(started):
         worker.stop()
         if call is not None and call.failed:  # the workers' own account, beside the failure

@@ -45,6 +45,7 @@ class WorkerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes]
     env: dict[str, str] = field(repr=False)
+    stopping: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -89,9 +90,15 @@ class WorkerProcess:
                 out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return out
 
+    def ask_to_stop(self) -> None:
+        """Send SIGTERM once (a clean stop), without waiting: stop several workers at a time."""
+        if self.proc.poll() is None and not self.stopping:
+            self.proc.send_signal(signal.SIGTERM)
+            self.stopping = True
+
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.ask_to_stop()
             try:
                 return self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
