@@ -178,18 +178,8 @@ class KeyedStore:
 
     async def _fetch(self, wanted: list[tuple[str, int]]) -> None:
         """Read the values of ``wanted`` (key, version) from their partitions into ``_fetched``."""
-        s = self.settings
         partitions = sorted({home_partition(key, self.partitions) for key, _ in wanted})
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-keyed-fetch"
-        )
-        await consumer.start()
-        try:
-            read = await self.read_indexes(
-                consumer, partitions, s.learn.restore_timeout_s, values_kept=None
-            )
-        finally:
-            await consumer.stop()
+        read = await self._read_once("keyed-fetch", partitions, values_kept=None)
         for key, version in wanted:
             value = read[home_partition(key, self.partitions)].value(key, version)
             if value is not None:
@@ -235,18 +225,8 @@ class KeyedStore:
 
     async def _read(self, partitions: list[int]) -> None:
         """Read ``partitions`` of the topic from the beginning to their end into fresh indexes."""
-        s = self.settings
         started = time.monotonic()
-        consumer = AIOKafkaConsumer(
-            **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-keyed-restore"
-        )
-        await consumer.start()
-        try:
-            indexes = await self.read_indexes(
-                consumer, partitions, s.learn.restore_timeout_s, local=True
-            )
-        finally:
-            await consumer.stop()
+        indexes = await self._read_once("keyed-restore", partitions, local=True)
         self._indexes.update(indexes)
         log.info(
             "partitions %s: %d keyed models stored, read in %.2fs",
@@ -254,6 +234,22 @@ class KeyedStore:
             sum(len(index) for index in indexes.values()),
             time.monotonic() - started,
         )
+
+    async def _read_once(
+        self, purpose: str, partitions: list[int], **options: Any
+    ) -> dict[int, KeyIndex]:
+        """:meth:`read_indexes` on a consumer of its own, opened for this read and closed after."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            **client_kwargs(s), enable_auto_commit=False, client_id=f"{s.app.id}-{purpose}"
+        )
+        await consumer.start()
+        try:
+            return await self.read_indexes(
+                consumer, partitions, s.learn.restore_timeout_s, **options
+            )
+        finally:
+            await consumer.stop()
 
     async def read_indexes(
         self,
