@@ -6,11 +6,13 @@ the Faust CLI; tests call it with their own settings and metrics registry.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from stream_app.core.factory import warm_up
 from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
@@ -22,6 +24,8 @@ from stream_app.settings import Settings
 from stream_app.worker.serve import ServeLoop
 from stream_app.worker.versions import VersionKeeper
 from stream_app.worker.web import add_views
+
+log = logging.getLogger(__name__)
 
 __all__ = ["StreamApp", "build_app"]
 
@@ -83,9 +87,14 @@ def build_app(settings: Settings, metrics: Metrics | None = None) -> StreamApp:
     add_views(app)
 
     async def start_serving(*_: Any) -> None:
-        """Once Faust is up: follow the registry, restore the model, then serve."""
+        """Once Faust is up: follow the registry, restore the model, warm River up, then serve."""
         await app.add_runtime_dependency(app.store)
         await app.keeper.restore()
+        model = app.keeper.settings.model  # (the restored version's factory, if kept)
+        try:
+            warm_up(model.factory, model.factory_params)
+        except Exception as exc:  # a user's model may refuse a made-up example: serve anyway
+            log.info("no warm-up for model %s (%s: %s)", model.name, type(exc).__name__, exc)
         await app.add_runtime_dependency(app.serve_loop)
 
     app.task(start_serving)
