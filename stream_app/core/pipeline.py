@@ -34,7 +34,7 @@ from stream_app.core.join import EarlyLabels, PendingStore, RecentIds, Served
 from stream_app.core.keyed_path import KeyedPath
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
-from stream_app.core.learning_log import LogBuffer, encode_log_entry
+from stream_app.core.learning_log import LogBuffer
 from stream_app.core.messages import encode_dead_letter, encode_model_event, encode_prediction
 from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
@@ -87,8 +87,8 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
         self._log = LogBuffer(settings.serve.log_message_max_bytes)
-        """Entries (encoded examples) learned and not yet queued, in order: one learning-log
-        message holds them (:meth:`close_log`), not one message per example."""
+        """Examples learned and not yet logged, in order: one learning-log message holds them
+        (:meth:`close_log`), not one message per example."""
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
@@ -262,10 +262,8 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self._model_event(out, model_event)
 
     def _log_example(self, out: Outputs, example: LabeledExample) -> None:
-        """Encode one example the learner took for the learning log; queue a message when full."""
-        full = self._log.add(encode_log_entry(example))
-        if full is not None:
-            out.to_partition(self.settings.learning_log_topic, 0, None, full)
+        """Keep one example the learner took for the learning log (encoded at the batch's end)."""
+        self._log.add(example)
 
     def close_log(self, out: Outputs) -> None:
         """Queue the entries not yet queued as one learning-log message, in order.
@@ -275,8 +273,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         checkpoint is taken only between batches once the log has acknowledged them, so a
         message's offset is a clean ``learned_through`` boundary.
         """
-        message = self._log.take()
-        if message is not None:
+        for message in self._log.take():
             out.to_partition(self.settings.learning_log_topic, 0, None, message)
 
     def _shadow(
