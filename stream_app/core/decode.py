@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from math import fsum, isfinite
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -77,7 +78,10 @@ def decode_event(raw: bytes | None, limits: LimitSettings) -> FeatureEvent:
     ...
     stream_app.errors.RejectedMessage: not_an_object: the message is a JSON array; ...
     """
-    return validate_event(expect_object(parse_json(raw, limits)), limits)
+    obj = parse_json(raw, limits)
+    if type(obj) is not dict:
+        expect_object(obj)  # (raises, naming what came)
+    return validate_event(obj, limits)
 
 
 def expect_object(obj: Any) -> dict[str, Any]:
@@ -149,9 +153,27 @@ def validate_event(obj: dict[str, Any], limits: LimitSettings) -> FeatureEvent:
     ...
     stream_app.errors.RejectedMessage: invalid_features: features is empty; send at least one
     """
-    event_id = check_id(obj, limits)
-    features = obj.get("features", _MISSING)
-    if features is _MISSING or features is None:
+    event_id = obj.get("id")
+    if type(event_id) is not str or not 0 < len(event_id) <= limits.max_id_chars:
+        event_id = check_id(obj, limits)  # (raises, naming what is wrong)
+    features: Any = obj.get("features")
+    if type(features) is not dict or not 0 < len(features) <= limits.max_features:
+        _check_shape(features, limits)  # (raises)
+    if not _plainly_numeric(features, limits.max_string_chars):
+        _check_features(features, limits.max_string_chars)
+    ts = obj.get("ts")
+    if ts is not None and (
+        type(ts) not in (int, float) or not math.isfinite(ts) or abs(ts) > _MAX_FLOAT
+    ):
+        raise RejectedMessage(
+            reasons.INVALID_TS, f"ts must be a finite number of epoch seconds, got {ts!r:.40}"
+        )
+    return FeatureEvent(event_id, features, ts, obj.get("label", NO_LABEL))
+
+
+def _check_shape(features: Any, limits: LimitSettings) -> None:
+    """Raise ``RejectedMessage`` for ``features`` that is no object of 1 to ``max_features``."""
+    if features is None:
         raise RejectedMessage(reasons.MISSING_FEATURES, "the event has no features")
     if type(features) is not dict:
         raise RejectedMessage(
@@ -165,15 +187,6 @@ def validate_event(obj: dict[str, Any], limits: LimitSettings) -> FeatureEvent:
             reasons.TOO_MANY_FEATURES,
             f"{len(features)} features; the limit is {limits.max_features}",
         )
-    _check_features(features, limits.max_string_chars)
-    ts = obj.get("ts")
-    if ts is not None and (
-        type(ts) not in (int, float) or not math.isfinite(ts) or abs(ts) > _MAX_FLOAT
-    ):
-        raise RejectedMessage(
-            reasons.INVALID_TS, f"ts must be a finite number of epoch seconds, got {ts!r:.40}"
-        )
-    return FeatureEvent(event_id, features, ts, obj.get("label", NO_LABEL))
 
 
 def check_id(obj: dict[str, Any], limits: LimitSettings) -> str:
@@ -199,34 +212,48 @@ def check_id(obj: dict[str, Any], limits: LimitSettings) -> str:
     return event_id
 
 
-_NUMERIC: Final = frozenset({float, int, bool})
+_KNOWN_NAMES_MAX: Final = 4096
+"""Most feature names :func:`_plainly_numeric` remembers as valid, per name-length limit (it
+forgets them all past this, so names that never repeat cannot grow it without bound)."""
+_known_names: dict[int, set[str]] = {}
+"""Feature names seen valid (1 to ``max_chars`` characters), by ``max_chars``: most streams
+send the same few names in every event, so checking them again is a set lookup each."""
 
 
 def _plainly_numeric(features: dict[str, Any], max_chars: int) -> bool:
     """Tell, at C speed, that every value is a finite number or boolean and every name fits.
 
-    The common case on the hot path; anything else (strings, a sum that overflows) gets the
-    exact check, which names the offending feature.
+    The common case on the hot path; anything else (strings, a value beyond a double's range,
+    a sum that overflows) gets the exact check, which names the offending feature.
+    ``math.fsum`` takes only numbers (and booleans), turns each into a double (refusing an
+    integer beyond a double's range) and comes out non-finite, or raises, if any value is NaN or
+    infinite: one pass in C checks every value. A name is checked once, then remembered.
 
     >>> _plainly_numeric({"a": 1.5, "b": 2, "c": True}, 256), _plainly_numeric({"a": "x"}, 256)
     (True, False)
     >>> _plainly_numeric({"a": float("nan")}, 256), _plainly_numeric({"a": 10**400}, 256)
     (False, False)
+    >>> _plainly_numeric({"a": 10**400, "b": -(10**400)}, 256), _plainly_numeric({"": 1}, 256)
+    (False, False)
     """
-    values = features.values()
-    if not set(map(type, values)) <= _NUMERIC:
-        return False
     try:
-        total = sum(values)  # NaN or infinity anywhere makes the sum non-finite
-        return math.isfinite(total) and "" not in features and max(map(len, features)) <= max_chars
-    except OverflowError:  # an int beyond a double's range: the exact check reports it
+        if not isfinite(fsum(features.values())):
+            return False
+    except (TypeError, ValueError, OverflowError):  # not a number; inf - inf; beyond a double
         return False
+    known = _known_names.get(max_chars)
+    if known is not None and known.issuperset(features):
+        return True
+    if "" in features or max(map(len, features)) > max_chars:
+        return False
+    if known is None or len(known) + len(features) > _KNOWN_NAMES_MAX:
+        known = _known_names[max_chars] = set()
+    known.update(features)
+    return True
 
 
 def _check_features(features: dict[str, Any], max_chars: int) -> None:
     """Raise ``RejectedMessage`` for the first feature name or value that breaks the contract."""
-    if _plainly_numeric(features, max_chars):
-        return
     for name, value in features.items():
         kind = type(value)
         if kind is float:

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -164,6 +165,11 @@ class RecentIds:
     False
     """
 
+    _first = -math.inf
+    """When the oldest id remembered was seen (or -inf: not known): while the TTL's horizon is
+    before it and the count is within bound, :meth:`add` has nothing to forget and looks no
+    further. (A class default: an instance pickled before it existed checks at its first add.)"""
+
     def __init__(self, ttl_s: float, max_items: int) -> None:
         self.ttl_s = ttl_s
         self.max_items = max_items
@@ -178,11 +184,19 @@ class RecentIds:
     def add(self, event_id: str, now: float) -> None:
         """Remember ``event_id`` as seen at ``now``; forget what is too old or too many."""
         seen = self._seen
+        if event_id in seen:  # (rare: it may have been the oldest; look at the new oldest)
+            seen.move_to_end(event_id)
+            self._first = -math.inf
         seen[event_id] = now
-        seen.move_to_end(event_id)
-        horizon = now - self.ttl_s
+        if len(seen) > self.max_items or self._first < now - self.ttl_s:
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Forget the oldest ids while too many are kept or the oldest is older than the TTL."""
+        seen, horizon = self._seen, now - self.ttl_s
         while seen and (len(seen) > self.max_items or next(iter(seen.values())) < horizon):
             seen.popitem(last=False)
+        self._first = next(iter(seen.values())) if seen else -math.inf
 
 
 class PendingStore:

@@ -57,8 +57,8 @@ def encode_log_batch(examples: Sequence[LabeledExample], max_bytes: int) -> list
     """Encode the examples a batch learned, in order, as few learning-log messages as fit.
 
     One message ``{"entries": [...]}`` holds them all, one entry per example, each entry the
-    bytes of :func:`encode_log_entry` (see :func:`join_log_entries`). One message per batch
-    instead of one per example is most of what logging costs.
+    bytes of :func:`encode_log_entry` (see :class:`LogBuffer`). One message per batch instead of
+    one per example is most of what logging costs.
 
     >>> from stream_app.core.predict import Prediction
     >>> done = [LabeledExample(f"e{i}", {"x": 1.0}, True, Prediction(1, {}), None, 5.0)
@@ -68,7 +68,10 @@ def encode_log_batch(examples: Sequence[LabeledExample], max_bytes: int) -> list
     >>> [e for m in encode_log_batch(done, 1) for e in decode_log_entries(m)] == done
     True
     """
-    return join_log_entries([encode_log_entry(example) for example in examples], max_bytes)
+    buffer = LogBuffer(max_bytes)
+    for example in examples:
+        buffer.add(example)
+    return buffer.take()
 
 
 def join_log_entries(entries: Iterable[bytes], max_bytes: int) -> list[bytes]:
@@ -81,56 +84,76 @@ def join_log_entries(entries: Iterable[bytes], max_bytes: int) -> list[bytes]:
     >>> join_log_entries([], 30)
     []
     """
-    buffer, messages = LogBuffer(max_bytes), []
+    messages: list[bytes] = []
+    buffer = bytearray(_OPEN)
     for entry in entries:
-        full = buffer.add(entry)
-        if full is not None:
-            messages.append(full)
-    last = buffer.take()
-    return messages if last is None else [*messages, last]
-
-
-class LogBuffer:
-    """Learning-log entries joined as bytes as they come, one message of them at a time.
-
-    One growing buffer: the path keeps no object per learned example until its batch ends.
-
-    >>> buffer = LogBuffer(max_bytes=30)
-    >>> buffer.add(b'{"a":1}'), buffer.add(b'{"b":2}')
-    (None, None)
-    >>> buffer.add(b'{"c":3}')  # it would not fit: the full message comes back
-    b'{"entries":[{"a":1},{"b":2}]}'
-    >>> buffer.take(), buffer.take()
-    (b'{"entries":[{"c":3}]}', None)
-    """
-
-    __slots__ = ("_buffer", "max_bytes")
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._buffer = bytearray(_OPEN)
-
-    def add(self, entry: bytes) -> bytes | None:
-        """Add an entry; return the message of the entries before it if it did not fit."""
-        buffer, full = self._buffer, None
-        if len(buffer) + len(entry) + len(_CLOSE) + 1 > self.max_bytes and len(buffer) > _EMPTY:
-            full = self.take()
-            buffer = self._buffer
+        if len(buffer) + len(entry) + len(_CLOSE) + 1 > max_bytes and len(buffer) > _EMPTY:
+            messages.append(bytes(buffer + _CLOSE))
+            buffer = bytearray(_OPEN)
         if len(buffer) > _EMPTY:
             buffer += b","
         buffer += entry
-        return full
-
-    def take(self) -> bytes | None:
-        """Return the message of the entries added since the last one, or None if none were."""
-        buffer = self._buffer
-        if len(buffer) == _EMPTY:
-            return None
-        buffer += _CLOSE
-        self._buffer = bytearray(_OPEN)
-        return bytes(buffer)
+    return messages if len(buffer) == _EMPTY else [*messages, bytes(buffer + _CLOSE)]
 
 
+class LogBuffer:
+    """The examples a batch learned, encoded at its end: one ``orjson.dumps`` per message.
+
+    The path only appends each example (no encoding per example); :meth:`take` encodes them in
+    chunks of as many entries as fit ``max_bytes``, its guess taken from the size of the entries
+    it encoded last (a chunk that comes out too big is encoded again, smaller). The bytes are
+    those :func:`join_log_entries` makes of :func:`encode_log_entry`'s entries.
+
+    >>> from stream_app.core.predict import Prediction
+    >>> buffer = LogBuffer(max_bytes=200)
+    >>> for i in range(5):
+    ...     buffer.add(LabeledExample(f"e{i}", {"x": 1.0}, 1, Prediction(1, {}), None, 5.0))
+    >>> [len(decode_log_entries(message)) for message in buffer.take()], buffer.take()
+    ([2, 2, 1], [])
+    """
+
+    __slots__ = ("_entry_bytes", "_examples", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._examples: list[LabeledExample] = []
+        self._entry_bytes = 0.0
+        """Bytes per entry in the message encoded last (0: none yet, try the whole batch)."""
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def add(self, example: LabeledExample) -> None:
+        """Keep ``example`` (learned, in this order) for the next message."""
+        self._examples.append(example)
+
+    def take(self) -> list[bytes]:
+        """Return the messages of the examples added since the last call, in order (maybe none)."""
+        examples, self._examples = self._examples, []
+        messages: list[bytes] = []
+        start, limit = 0, self.max_bytes
+        while start < len(examples):
+            left = len(examples) - start
+            count = left if not self._entry_bytes else int(limit * _FILL / self._entry_bytes)
+            count = max(1, min(left, count))
+            message = _encode_entries(examples[start : start + count])
+            while len(message) > limit and count > 1:  # the guess was too big: fewer entries
+                count = max(1, min(count - 1, int(count * limit * _FILL / len(message))))
+                message = _encode_entries(examples[start : start + count])
+            self._entry_bytes = len(message) / count
+            messages.append(message)
+            start += count
+        return messages
+
+
+def _encode_entries(examples: Sequence[LabeledExample]) -> bytes:
+    """One learning-log message of ``examples``: the bytes of their entries, joined."""
+    return orjson.dumps({"entries": [_log_fields(example) for example in examples]})
+
+
+_FILL: Final = 0.9
+"""Share of ``max_bytes`` a message is aimed at from the last entries' size: the entries of a
+stream vary little in size, so a chunk rarely comes out too big and is encoded twice."""
 _OPEN = b'{"entries":['
 _CLOSE = b"]}"
 _EMPTY: Final = len(_OPEN)

@@ -20,9 +20,10 @@ forwarding from :mod:`stream_app.core.forward`, one step per module, and its por
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from typing import Any
+from time import perf_counter
+from time import time as wall_clock
+from typing import Any, Final
 
 from stream_app import reasons
 from stream_app.core.decode import NO_LABEL, FeatureEvent, decode_event
@@ -34,7 +35,7 @@ from stream_app.core.join import EarlyLabels, PendingStore, RecentIds, Served
 from stream_app.core.keyed_path import KeyedPath
 from stream_app.core.label import check_label
 from stream_app.core.learn import Learner, Outcome
-from stream_app.core.learning_log import LogBuffer, encode_log_entry
+from stream_app.core.learning_log import LogBuffer
 from stream_app.core.messages import encode_dead_letter, encode_model_event, encode_prediction
 from stream_app.core.metrics import Metrics, observe_many
 from stream_app.core.model_size import SizeWatch
@@ -50,6 +51,10 @@ __all__ = ["Forwarded", "Outputs", "Pipeline", "Record"]  # (the ports: named he
 
 _UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL})
 """Outcomes that leave the learner as it was: nothing to log."""
+
+_US_PER_S: Final = 1e6
+_US_PER_MS: Final = 1e3
+"""A prediction's ``latency_ms`` is rounded to the microsecond."""
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +92,8 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         """Latencies of the batch being served, observed at once at its end (per batch)."""
         self._learned_count = 0
         self._log = LogBuffer(settings.serve.log_message_max_bytes)
-        """Entries (encoded examples) learned and not yet queued, in order: one learning-log
-        message holds them (:meth:`close_log`), not one message per example."""
+        """Examples learned and not yet logged, in order: one learning-log message holds them
+        (:meth:`close_log`), not one message per example."""
         self._rerouted = 0
         self._mismatch_logged: set[str] = set()
         self._size = SizeWatch()
@@ -177,24 +182,25 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         received: float,
     ) -> None:
         """Emit one prediction (and the shadow one) to the event's partition; then keep or learn."""
-        latency = time.perf_counter() - received
-        now = time.time()
+        latency = perf_counter() - received
+        now = wall_clock()
         learner = self._learner
         model = incumbent = learner.answering
         answer = served
-        if learner.canary is not None and shadow is not None and learner.canary_takes(event.id):
+        if shadow is not None and learner.canary is not None and learner.canary_takes(event.id):
             assert learner.challenger is not None  # a canary is the challenger answering
             answer, model = shadow, learner.challenger.model
+        event_id = event.id
         value = encode_prediction(
-            event.id,
+            event_id,
             answer.prediction,
             answer.proba,
             model.name,
             model.version,
             now,
-            round(latency * 1000.0, 3),
+            round(latency * _US_PER_S) / _US_PER_MS,  # (ms to the microsecond: round(, 3) is slow)
         )
-        partition, key = record.partition, event.id.encode()
+        partition, key = record.partition, event_id.encode()
         out_partition = partition if partition < self.output_partitions else None
         if out_partition is None:
             out.keyed(self.settings.topics.predictions, key, value)
@@ -203,34 +209,35 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         if shadow is not None and learner.challenger is not None:
             # (In a micro-batch the challenger that answered may have been promoted or dropped
             # by a label learned earlier in the batch: then its answer has no shadow to go to.)
-            self._shadow(out, out_partition, event.id, shadow, now)
+            self._shadow(out, out_partition, event_id, shadow, now)
         self._latencies.append(latency)
-        if not self.settings.learn.enabled:
-            return
-        if event.label is NO_LABEL:
+        label = event.label
+        if label is not NO_LABEL:
+            if self.settings.learn.enabled:
+                self._learn(
+                    out,
+                    record,
+                    LabeledExample(event_id, event.features, label, served, shadow, now),
+                )
+        elif self.settings.learn.enabled:
             version = incumbent.version  # of ``served``, even where a canary answered
             kept = Served(event.features, served.prediction, served.proba, shadow, version, now)
-            home = home_partition(event.id, self.partitions)
+            home = home_partition(event_id, self.partitions)
             if home == partition:
-                self._arrive(out, home, event.id, kept, now)
+                self._arrive(out, home, event_id, kept, now)
             else:
                 self._note_mismatch("feature events", record)
-                out.to_partition(*self.served_message(event.id, kept, home))
-        else:
-            example = LabeledExample(event.id, event.features, event.label, served, shadow, now)
-            self._learn(out, record, example)
+                out.to_partition(*self.served_message(event_id, kept, home))
 
     def _learn(self, out: Outputs, record: Record, example: LabeledExample) -> None:
         """Label: validate it, then learn here (the writer) or forward it to the writer."""
-        s = self.settings
+        s, raw = self.settings, example.label
         try:
-            label = check_label(
-                example.label, self._learner.task, s.model.classes, s.limits.max_string_chars
-            )
+            label = check_label(raw, self._learner.task, s.model.classes, s.limits.max_string_chars)
         except RejectedMessage as rejected:
             self._reject_label(out, record, rejected.reason, rejected.detail)
             return
-        if label is not example.label:  # a regression label is learned as a float
+        if label is not raw:  # a regression label is learned as a float
             example = example.with_label(label)
         if self.role.is_writer:  # it remembers the ids it learned: a second label is a duplicate
             self._apply(out, record, example)
@@ -252,20 +259,21 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
             self._log_example(out, example)
             self._model_error(out, record, exc)
             return
-        if outcome.learned or outcome.reason not in _UNLEARNED:
-            self._log_example(out, example)
         if outcome.learned:
+            self._log.add(example)  # (what _log_example does)
             self._learned_count += 1
-        elif outcome.reason is not None:
-            self._reject_label(out, record, outcome.reason, outcome.detail)
-        for model_event in outcome.events:
-            self._model_event(out, model_event)
+        else:
+            if outcome.reason not in _UNLEARNED:
+                self._log.add(example)
+            if outcome.reason is not None:
+                self._reject_label(out, record, outcome.reason, outcome.detail)
+        if outcome.events:
+            for model_event in outcome.events:
+                self._model_event(out, model_event)
 
     def _log_example(self, out: Outputs, example: LabeledExample) -> None:
-        """Encode one example the learner took for the learning log; queue a message when full."""
-        full = self._log.add(encode_log_entry(example))
-        if full is not None:
-            out.to_partition(self.settings.learning_log_topic, 0, None, full)
+        """Keep one example the learner took for the learning log (encoded at the batch's end)."""
+        self._log.add(example)
 
     def close_log(self, out: Outputs) -> None:
         """Queue the entries not yet queued as one learning-log message, in order.
@@ -275,8 +283,7 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         checkpoint is taken only between batches once the log has acknowledged them, so a
         message's offset is a clean ``learned_through`` boundary.
         """
-        message = self._log.take()
-        if message is not None:
+        for message in self._log.take():
             out.to_partition(self.settings.learning_log_topic, 0, None, message)
 
     def _shadow(

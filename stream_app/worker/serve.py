@@ -34,6 +34,7 @@ from stream_app.kafka.publish import Publisher
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
 from stream_app.worker.clients import Rebalance, consumer_config, producer_config
+from stream_app.worker.collector import tune_collector
 from stream_app.worker.keyed_store import KeyedStore
 from stream_app.worker.owners import OwnersAssignor
 from stream_app.worker.restore import restore_home
@@ -142,6 +143,7 @@ class ServeLoop(mode.Service):
         self._consumer.subscribe(topics, listener=Rebalance(self))
         await self._consumer.start()
         self._last_contact = time.monotonic()
+        tune_collector(s.serve.gc_threshold)  # (once all that the worker holds while it runs is)
         model = self.pipeline.learner.serving.model
         log.info(
             "serving %s -> %s as group %s (model %s v%d, %s, learning %s)",

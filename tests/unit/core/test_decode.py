@@ -113,3 +113,39 @@ def test_limits_are_inclusive() -> None:
     assert decode_event(exact, LimitSettings(max_message_bytes=len(exact))).id == "e"
     with pytest.raises(RejectedMessage, match="oversized"):
         decode_event(exact, LimitSettings(max_message_bytes=len(exact) - 1))
+
+
+def test_a_name_valid_under_one_limit_is_checked_again_under_a_shorter_one() -> None:
+    """Feature names checked once are remembered per limit: a shorter limit still refuses them."""
+    long_name = {"long_name": 1.0}
+    assert decode_event(good(features=long_name), LimitSettings()).features == long_name
+    with pytest.raises(RejectedMessage) as caught:
+        decode_event(good(features=long_name), LIMITS)
+    assert caught.value.reason == reasons.INVALID_FEATURES
+
+
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [
+        ({"x": 1.0, "y": 10**400}, reasons.NON_FINITE_FEATURE),
+        ({"x": 10**400, "y": -(10**400)}, reasons.NON_FINITE_FEATURE),  # a sum of 0 is no proof
+        ({"x": 1e308, "y": 1e308}, None),  # each finite: the sum's overflow is no fault
+        ({"x": True, "y": 3}, None),
+        ({"x": 1.0, "y": None}, reasons.INVALID_FEATURES),
+        ({"x": 1.0, "": 2.0}, reasons.INVALID_FEATURES),
+    ],
+)
+def test_numeric_features_are_checked_one_by_one(features: dict[str, object], reason: str) -> None:
+    raw = b'{"id":"e","features":' + _plain_json(features) + b"}"
+    if reason is None:
+        assert decode_event(raw, LIMITS).features == features
+        return
+    with pytest.raises(RejectedMessage) as caught:
+        decode_event(raw, LIMITS)
+    assert caught.value.reason == reason
+
+
+def _plain_json(features: dict[str, object]) -> bytes:
+    """JSON of ``features`` with integers beyond 64 bits, which orjson does not write."""
+    body = ",".join(f'"{k}":{"null" if v is None else str(v).lower()}' for k, v in features.items())
+    return ("{" + body + "}").encode()

@@ -6,10 +6,12 @@ import orjson
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learning_log import (
+    LogBuffer,
     decode_log_entries,
     decode_log_entry,
     encode_log_batch,
     encode_log_entry,
+    join_log_entries,
 )
 from stream_app.core.messages import (
     decode_dead_letter,
@@ -106,3 +108,31 @@ def test_a_batch_is_one_message_of_the_same_entries_split_only_past_the_limit() 
     assert encode_log_batch([], limit) == []
     big = LabeledExample("big", {"x": 1.0}, "y" * limit, Prediction(None, {}), None, 1.0)
     assert decode_log_entries(encode_log_batch([big], limit)[0]) == [big]  # alone, whatever size
+
+
+def test_batches_of_varied_entries_are_the_joined_entries_byte_for_byte_within_the_limit() -> None:
+    """The buffer guesses a message's entries from the last batch: never past the limit, and
+    each message is exactly what joining :func:`encode_log_entry`'s bytes gives (old readers)."""
+    limit = 700
+    buffer = LogBuffer(limit)
+    for batch in range(4):  # entries grow from batch to batch: the old guess is too big
+        examples = [
+            LabeledExample(
+                f"e{batch}-{i}",
+                {"x": i * 0.1},
+                "y" * (batch * 40 + i % 7),
+                Prediction(True, {}),
+                None,
+                5.0,
+            )
+            for i in range(25)
+        ]
+        for example in examples:
+            buffer.add(example)
+        messages = buffer.take()
+        assert all(len(m) <= limit for m in messages) and len(messages) > 1
+        decoded = [decode_log_entries(m) for m in messages]
+        assert [e for part in decoded for e in part] == examples
+        for message, part in zip(messages, decoded, strict=True):
+            assert join_log_entries([encode_log_entry(e) for e in part], 1 << 20) == [message]
+    assert buffer.take() == [] and len(buffer) == 0
