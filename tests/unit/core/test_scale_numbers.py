@@ -141,3 +141,21 @@ def test_the_shipped_pipeline_predicts_as_one_with_the_former_step() -> None:
         assert all(math.isclose(p[c], q[c], abs_tol=TOLERANCE) for c in p)
         model.learn_one(x, y)
         oracle.learn_one(x, y)
+
+
+def test_batch_learning_and_scaling_match_the_standard_scaler() -> None:
+    import pandas as pd
+
+    rng = random.Random(6)
+    new, old = ScaleNumbers(), Before(2**16)
+    for _ in range(30):
+        x = {f"n{k}": rng.gauss(k, 2.0) for k in range(4)}
+        new.learn_one(x)
+        old.learn_one(x)
+    for _ in range(5):
+        frame = pd.DataFrame([{f"n{k}": rng.gauss(k, 2.0) for k in range(5)} for _ in range(40)])
+        new.learn_many(frame)
+        old.scaler.learn_many(frame)
+        assert new.transform_many(frame).equals(old.scaler.transform_many(frame))
+        x = {f"n{k}": rng.gauss(k, 2.0) for k in range(5)}
+        assert close(new.transform_one(x), old.transform_one(x))
