@@ -103,14 +103,15 @@ class ScaleNumbers(base.Transformer):
         """
         slots = self._slots
         if x.keys() <= slots.keys():  # known names only: the common case
+            out: dict[Hashable, Any] = {}
             try:
-                return {
-                    name: (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
-                    for name, value in x.items()
-                    for slot in (slots[name],)
-                }
+                for name, value in x.items():
+                    slot = slots[name]
+                    out[name] = (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
             except TypeError:  # a string under a scaled name: it passes through, below
                 pass
+            else:
+                return out
         return self._transform_mixed(x)
 
     def _transform_mixed(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:

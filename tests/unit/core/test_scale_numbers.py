@@ -71,7 +71,7 @@ class Before(base.Transformer):
 
 
 def row(rng: random.Random, names: int) -> dict[Hashable, Any]:
-    """A random row: some of ``names`` numeric names, maybe a string, a boolean, an int."""
+    """A random row: some of ``names`` numeric names, maybe strings, a boolean, an int."""
     x: dict[Hashable, Any] = {}
     for k in rng.sample(range(names), rng.randint(1, names)):
         x[f"n{k}"] = rng.gauss(k, 1.0 + k) * (10.0 ** rng.randint(-3, 3))
@@ -83,6 +83,8 @@ def row(rng: random.Random, names: int) -> dict[Hashable, Any]:
         x["count"] = rng.randint(-5, 5)
     if rng.random() < 0.1:
         x["constant"] = 1.0
+    if rng.random() < 0.05:  # a string under a name that is scaled as a number elsewhere
+        x[f"n{rng.randrange(names)}"] = "text"
     return x
 
 
