@@ -86,9 +86,10 @@ class ScaleNumbers(base.Transformer):
                 slot = slots[name] = [0, 0.0, 0.0, 0.0]
             count = slot[_COUNT] + 1
             old_mean = slot[_MEAN]
-            mean = old_mean + (value - old_mean) / count
+            step = value - old_mean  # (StandardScaler computes it twice: the same float)
+            mean = old_mean + step / count
             var = slot[_VAR]
-            var += ((value - old_mean) * (value - mean) - var) / count
+            var += (step * (value - mean) - var) / count
             slot[_COUNT] = count
             slot[_MEAN] = mean
             slot[_VAR] = var
