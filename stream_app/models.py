@@ -125,6 +125,8 @@ class BoundedOneHot(base.Transformer):
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         """Admit the new inputs of ``x`` while there is room; count the buckets the rest take."""
         known = self._known
+        if known.issuperset(x) and str not in map(type, x.values()):
+            return  # known numbers only (checked in C): the common case
         for name, value in x.items():
             key = f"{name}={value}" if value.__class__ is str else name
             if key in known:
@@ -145,11 +147,8 @@ class BoundedOneHot(base.Transformer):
     def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
         """Return ``x`` with strings as 1.0 indicators and inputs beyond the bound hashed."""
         known = self._known
-        for name, value in x.items():
-            if value.__class__ is str or name not in known:
-                break
-        else:
-            return x  # known numbers only: no copy (the common case, and most of this step's cost)
+        if known.issuperset(x) and str not in map(type, x.values()):
+            return x  # known numbers only (checked in C): no copy, the common case
         full = len(known) >= self.max_indicators
         out: dict[Hashable, Any] = {}
         for name, value in x.items():

@@ -8,6 +8,13 @@ state is bounded like :class:`stream_app.models.BoundedOneHot`'s: the first ``ma
 names are scaled; a name first seen after that passes as it comes (the one-hot step then hashes
 it into a bucket), so a stream whose feature names churn cannot grow it without end.
 
+It keeps one slot per name (count, mean, variance, standard deviation) and does the Welford update
+and the scaling itself, with the very floating-point operations of ``StandardScaler``, in order:
+the answers are the same to the bit, for a fraction of the cost (one dictionary lookup per name
+instead of six, no intermediate dictionary, the square root taken once per update instead of once
+per transform). Versions stored when it wrapped a ``StandardScaler`` load into slots
+(:meth:`ScaleNumbers.__setstate__`).
+
 This module imports River and the standard library only: pickled models that use it load without
 any Kafka code.
 
@@ -30,6 +37,9 @@ __all__ = ["DEFAULT_MAX_NAMES", "ScaleNumbers"]
 DEFAULT_MAX_NAMES: Final = 2**16
 """Numeric names scaled by a step built without a bound (``model.max_indicators`` sets it)."""
 
+_COUNT, _MEAN, _VAR, _STD = 0, 1, 2, 3
+"""Places in a name's slot: examples counted, running mean, running variance, its square root."""
+
 
 class ScaleNumbers(base.Transformer):
     """Standardise numbers as River's ``StandardScaler`` does; strings pass through.
@@ -45,58 +55,109 @@ class ScaleNumbers(base.Transformer):
 
     def __init__(self, max_names: int = DEFAULT_MAX_NAMES) -> None:
         self.max_names = max_names
-        self.scaler: Any = preprocessing.StandardScaler()  # River is untyped
+        self._slots: dict[Hashable, list[Any]] = {}
+        """Per scaled name: [count, mean, variance, standard deviation], in order first seen."""
 
-    def _numbers(self, x: dict[Hashable, Any]) -> dict[Hashable, Any] | None:
-        """Return the part of ``x`` the scaler takes, or None if that is all of ``x`` (no copy)."""
-        counts = self.scaler.counts
-        for name, value in x.items():
-            if value.__class__ is str or name not in counts:
-                break
-        else:
-            return None  # known numbers only: the common case
-        room = self.max_names - len(counts)
-        numbers: dict[Hashable, Any] = {}
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a step stored when it kept River's ``StandardScaler`` (``scaler``)."""
+        scaler = state.pop("scaler", None)
+        if scaler is not None:
+            state["_slots"] = _slots_of(scaler)
+        self.__dict__.update(state)
+
+    @property
+    def names(self) -> int:
+        """How many numeric names are scaled (at most ``max_names``)."""
+        return len(self._slots)
+
+    def learn_one(self, x: dict[Hashable, Any]) -> None:
+        """Update the running mean and variance of each scaled number in ``x``.
+
+        The operations are ``StandardScaler.learn_one``'s, in its order (Welford's update).
+        """
+        slots = self._slots
         for name, value in x.items():
             if value.__class__ is str:
                 continue
-            if name in counts:
-                numbers[name] = value
-            elif room > 0:
-                numbers[name] = value
-                room -= 1
-        return numbers
-
-    def learn_one(self, x: dict[Hashable, Any]) -> None:
-        """Update the running mean and variance of each scaled number in ``x``."""
-        numbers = self._numbers(x)
-        self.scaler.learn_one(x if numbers is None else numbers)
+            slot = slots.get(name)
+            if slot is None:
+                if len(slots) >= self.max_names:
+                    continue
+                slot = slots[name] = [0, 0.0, 0.0, 0.0]
+            count = slot[_COUNT] + 1
+            old_mean = slot[_MEAN]
+            step = value - old_mean  # (StandardScaler computes it twice: the same float)
+            mean = old_mean + step / count
+            var = slot[_VAR]
+            var += (step * (value - mean) - var) / count
+            slot[_COUNT] = count
+            slot[_MEAN] = mean
+            slot[_VAR] = var
+            slot[_STD] = var**0.5
 
     def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
         """Return ``x`` with its scaled numbers standardised; strings and the rest unchanged.
 
-        An admitted name not learned yet gives 0.0, as ``StandardScaler`` gives (its variance is
-        0), without touching the scaler's state: predictions alone never grow it.
+        A scaled name gives ``(value - mean) / std``, or 0.0 while its variance is 0, as
+        ``StandardScaler`` does. An admitted name not learned yet gives 0.0 too, without touching
+        the state: predictions alone never grow it.
         """
-        numbers = self._numbers(x)
-        if numbers is None:
-            return self.scaler.transform_one(x)  # type: ignore[no-any-return]
-        counts = self.scaler.counts
-        scaled = self.scaler.transform_one({k: v for k, v in numbers.items() if k in counts})
+        slots = self._slots
+        if x.keys() <= slots.keys():  # known names only: the common case
+            out: dict[Hashable, Any] = {}
+            try:
+                for name, value in x.items():
+                    slot = slots[name]
+                    out[name] = (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
+            except TypeError:  # a string under a scaled name: it passes through, below
+                pass
+            else:
+                return out
+        return self._transform_mixed(x)
+
+    def _transform_mixed(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        """:meth:`transform_one` of an ``x`` with strings or names not scaled yet."""
+        slots = self._slots
+        room = self.max_names - len(slots)
         out: dict[Hashable, Any] = {}
         for name, value in x.items():
-            if name in scaled:
-                out[name] = scaled[name]
-            elif name in numbers:
-                out[name] = 0.0
+            slot = None if value.__class__ is str else slots.get(name)
+            if slot is not None:
+                out[name] = (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
+            elif value.__class__ is not str and room > 0:
+                out[name] = 0.0  # admitted, not learned yet
+                room -= 1
             else:
                 out[name] = value
         return out
 
     def learn_many(self, X: Any) -> None:
-        """Learn a numeric frame's columns (batch mode sends only numeric features)."""
-        self.scaler.learn_many(X)
+        """Learn a numeric frame's columns (batch mode sends only numeric features).
+
+        ``StandardScaler.learn_many`` merges the batch's statistics into the running ones.
+        """
+        scaler = self._scaler()
+        scaler.learn_many(X)
+        self._slots = _slots_of(scaler)
 
     def transform_many(self, X: Any) -> Any:
-        """Standardise a numeric frame's columns."""
-        return self.scaler.transform_many(X)
+        """Standardise a numeric frame's columns, as ``StandardScaler.transform_many`` does."""
+        return self._scaler().transform_many(X)
+
+    def _scaler(self) -> Any:
+        """Return a River ``StandardScaler`` holding this step's statistics (for batch methods)."""
+        scaler = preprocessing.StandardScaler()
+        for name, slot in self._slots.items():
+            scaler.counts[name] = slot[_COUNT]
+            scaler.means[name] = slot[_MEAN]
+            scaler.vars[name] = slot[_VAR]
+        return scaler
+
+
+def _slots_of(scaler: Any) -> dict[Hashable, list[Any]]:
+    """Return slots holding a River ``StandardScaler``'s statistics, for the names it counted."""
+    means, variances = scaler.means, scaler.vars
+    return {
+        name: [count, means[name], variances[name], variances[name] ** 0.5]
+        for name, count in scaler.counts.items()
+    }

@@ -71,6 +71,12 @@ class Outcome(NamedTuple):
     events: tuple[ModelEvent, ...] = ()
 
 
+_PASS = Verdict(None)
+"""Learn it: the verdict of a guard that is off (given without asking it)."""
+_LEARNED = Outcome(True, None, _PASS.detail)
+"""The outcome of most labels: learned, nothing else happened (one shared value, no allocation)."""
+
+
 @dataclasses.dataclass
 class Contender:
     """A model with its own guard and rolling quality: the serving one, or a challenger."""
@@ -117,22 +123,27 @@ class Contender:
         if error is not None:
             self.quality.add(error)
         self.labels += 1
-        answer = served.proba if self.model.task == "classification" else served.prediction
-        verdict = self.guard.review(features, label, answer)
+        model = self.model
+        guard = self.guard
+        if guard.settings.enabled:
+            answer = served.proba if model.task == "classification" else served.prediction
+            verdict = guard.review(features, label, answer)
+        else:
+            verdict = _PASS
         if verdict.reason is None:
-            self.model.note_names(features)
+            model.note_names(features)
             if self.deferred is None:
-                self.model.estimator.learn_one(features, y)
+                model.estimator.learn_one(features, y)
             else:
                 self.deferred.append((features, y))
-            self.model.examples_learned += 1
+            model.examples_learned += 1
         witness = self.witness
         if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
             witness.record(features, y)
-            if self.guard.witness_ahead:
+            if guard.witness_ahead:
                 self._adopt_witness(witness)
             elif witness.due:
-                witness.turn(self.model.estimator, self.model.examples_learned, self.deferred)
+                witness.turn(model.estimator, model.examples_learned, self.deferred)
         return verdict
 
     def _adopt_witness(self, witness: Witness) -> None:
@@ -278,7 +289,7 @@ class Learner(Challenging):
 
     def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
         """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
-        served = predict_one(self.answering, features)
+        served = predict_one(self.pinned or self.serving.model, features)  # (self.answering)
         if self.challenger is None:
             return served, None
         try:
@@ -324,23 +335,30 @@ class Learner(Challenging):
     def learn(self, example: LabeledExample) -> Outcome:
         """Learn one labeled example at most once; raise ``RejectedMessage`` for an unfit label."""
         event_id, label, served = example.event_id, example.label, example.served
-        if event_id in self._learned:
+        learned = self._learned
+        if event_id in learned:
             return Outcome(
                 False, reasons.DUPLICATE_LABEL, f"event {event_id!r:.60} was learned already"
             )
-        y = self.serving.model.labels.to_model(label)  # a binary model refuses a third class here
-        self._learned.add(event_id, example.at)
+        serving = self.serving
+        model = serving.model
+        y = model.labels.to_model(label)  # a binary model refuses a third class here
+        learned.add(event_id, example.at)
         self.examples_seen += 1
-        error = error_of(self.task, served.prediction, label)
-        reason, detail = self.serving.learn_coded(example.features, label, y, error, served)
+        error = error_of(model.task, served.prediction, label)
+        verdict = serving.learn_coded(example.features, label, y, error, served)
         if self._floor is not None:
             self._watch_floor(self._floor)
-        events: list[ModelEvent] = []
+        events: list[ModelEvent] | None = None
         if self.challenger is not None:
-            events += self._challenge(example, error)
+            events = self._challenge(example, error)
         if error is not None and self.monitor.update(error):
-            events += self._on_drift(example.at)
-        return Outcome(reason is None, reason, detail, tuple(events))
+            events = (events or []) + self._on_drift(example.at)
+        if not events:
+            if verdict.reason is None and verdict.detail == _PASS.detail:
+                return _LEARNED
+            return Outcome(verdict.reason is None, verdict.reason, verdict.detail)
+        return Outcome(verdict.reason is None, verdict.reason, verdict.detail, tuple(events))
 
     def _watch_floor(self, floor: float) -> None:
         """Count the labels in a row after which the rolling quality was beyond ``floor``."""

@@ -128,14 +128,17 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
     proba = model.estimator.predict_proba_one(features)
     if not proba:
         return NO_ANSWER
-    # River's predict_one is the argmax of predict_proba_one; take it from the same call.
+    # River's predict_one is the argmax of predict_proba_one: take it from the same call, in the
+    # same pass that names the classes (the first of equals wins, as in River's ``max``).
     name = model.labels.name
-    best = name(max(proba, key=proba.__getitem__))[0]  # the first of equals, as River's argmax
     answer = {}
+    best = top = None
     for c, p in proba.items():
-        key = name(c)[1]
+        user, key = name(c)
+        if top is None or p > top:
+            best, top = user, p
         if key is not None:
-            answer[key] = float(p)
+            answer[key] = p if p.__class__ is float else float(p)
     return Prediction(best, answer)
 
 
