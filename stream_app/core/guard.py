@@ -18,19 +18,21 @@ Three rules, each switchable (see ``[guard]`` in config/default.toml):
    than ``witness_lead`` of the last ``witness_window`` such labels, the held-out labels were right
    (a change the cap could not see through the noise, or a model that talked itself into an
    error) and :attr:`NoiseGuard.witness_ahead` tells the owner to learn the labels it held out.
-   Under steady noise the guarded twin wins: it learned fewer flipped labels. The twins cost a
-   few multiplications per feature, where an unguarded copy of the model (the witness before them)
-   cost a second predict and learn per label: the same duel, fought by stand-ins.
+   Under steady noise the guarded twin wins: it learned fewer flipped labels. The twins answer and
+   learn ``witness_batch`` labels at a time, with a few matrix operations
+   (:mod:`stream_app.core.twins`): a change is scored at most a batch later.
 
 Statistics learn only from examples that are learned, so outliers do not widen them; after a
-feature's warm-up, one learned example in ``stats_every`` (a mean and a spread move slowly).
+feature's warm-up, one learned example in ``stats_every`` (a mean and a spread move slowly). They
+live in slots (:mod:`stream_app.core.watch`): a review reads an example's watched values once, in
+slot order, and compares them with the bounds by C-level passes, no Python loop per feature.
 
 >>> from stream_app.settings import GuardSettings
 >>> guard = NoiseGuard(GuardSettings(warmup=3, outlier_z=4.0), "classification")
 >>> for x in (1.0, 2.0, 3.0, 2.0):
 ...     guard.review({"x": x}, "a", {"a": 0.9, "b": 0.1}).reason
 >>> guard.review({"x": 100.0}, "a", {"a": 0.9, "b": 0.1})  # doctest: +ELLIPSIS
-Verdict(reason='feature_outlier', detail="feature 'x' is 120.0 standard deviations from ...")
+Verdict(reason='feature_outlier', detail="feature 'x' is 98.0 standard deviations from ...")
 """
 
 from __future__ import annotations
@@ -39,17 +41,18 @@ import math
 from collections import deque
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from stream_app import reasons
 from stream_app.core.predict import class_key
-from stream_app.core.twins import COUNT, HI, LO, M2, MEAN, SCALE, WEIGHTS, Inputs, Twins
+from stream_app.core.twins import Twins
+from stream_app.core.watch import NUMBERS, Watch, outside
 from stream_app.models import DEFAULT_MAX_INDICATORS
 from stream_app.settings import GuardSettings
 
 __all__ = ["NoiseGuard", "Verdict"]
 
 PASS_DETAIL = ""
-
-_NUMBERS = (int, float)
 
 
 class Verdict(NamedTuple):
@@ -62,7 +65,7 @@ class Verdict(NamedTuple):
 _LEARN = Verdict(None)
 
 
-class NoiseGuard(Twins):
+class NoiseGuard(Watch, Twins):
     """Running statistics and rules deciding which labeled examples are learned."""
 
     def __init__(
@@ -74,9 +77,6 @@ class NoiseGuard(Twins):
         self.max_features = max_features
         """Most feature names with running statistics (``model.max_indicators``): names that
         churn would otherwise grow the guard, and every checkpoint, without end."""
-        self._stats: dict[str, list[float]] = {}  # feature -> its list (see COUNT ... WEIGHTS)
-        self._derived_for: tuple[float, int] | None = None  # (outlier_z, warmup) of the bounds
-        self._warming = 0  # watched features whose count is below the warm-up
         self._abs_residual = 0.0  # running mean absolute residual (regression)
         self._flags: deque[bool] = deque(maxlen=settings.cap_window)
         self._flagged = 0
@@ -84,24 +84,33 @@ class NoiseGuard(Twins):
         self._reviewed = 0
         self.standing_down = False
         self._classes: dict[str, int] = {}  # class key -> its index, in the order first seen
-        self._bias: list[float] = [0.0, 0.0]  # the twins' intercepts, laid out as the weights
+        self._start_watch()
+        self._start_twins()
         self._duel: deque[bool]  # True where the unguarded twin won
         self._witness_wins: int
         self.restart_duel_window()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the twins' weights as lists: stored state holds no NumPy object."""
+        state = self.__dict__.copy()
+        state["_twins"] = self._twins.tolist()
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickle, also guards stored before the witness rule or before the twins existed."""
+        """Unpickle, also guards stored before slots, before the witness rule or the twins."""
         state.setdefault("max_features", DEFAULT_MAX_INDICATORS)
-        state.setdefault("_derived_for", None)  # bounds and scales are derived on next review
-        state.setdefault("_warming", 0)
         state.setdefault("_classes", {})
-        state.setdefault("_bias", [0.0, 0.0])
+        stats = state.pop("_stats", None)  # before slots: {name: [count, mean, M2, ...]}
+        bias = state.pop("_bias", [0.0, 0.0])  # before the twins' matrix: their intercepts
+        twins = state.pop("_twins", None)
         self.__dict__.update(state)
-        width = WEIGHTS + len(self._bias)
-        for stats in self._stats.values():
-            if len(stats) < width:  # a guard from before the twins: [count, mean, M2]
-                stats.extend([-math.inf, math.inf, 0.0])
-                stats.extend([0.0] * (width - len(stats)))
+        if stats is not None:
+            self._slots_from(stats)
+            self._twins_from(bias, list(stats.values()))
+        else:
+            self._twins = np.array(twins, dtype=float).reshape(len(twins), 1 + len(self._names))
+            if "_rows" not in state:
+                self._wait()
         if "_duel" not in state:
             self.restart_duel_window()
 
@@ -109,13 +118,12 @@ class NoiseGuard(Twins):
         """Start the score afresh, sized by the current settings.
 
         The guarded twin takes the unguarded one's weights: the owner took the witness's state.
+        The labels waiting for the twins are learned first (their score is forgotten).
         """
+        self._twins_flush()
         self._duel = deque(maxlen=self.settings.witness_window)
         self._witness_wins = 0
-        bias = self._bias
-        bias[1::2] = bias[0::2]
-        for stats in self._stats.values():
-            stats[WEIGHTS + 1 :: 2] = stats[WEIGHTS::2]
+        self._twins[1::2] = self._twins[0::2]
 
     @property
     def flagged_share(self) -> float:
@@ -134,117 +142,54 @@ class NoiseGuard(Twins):
         """Judge one example; learn from its statistics if it passes.
 
         ``served_proba_or_pred`` is what the model answered when the event was served: the
-        probabilities by class key (classification) or the predicted number (regression).
+        probabilities by class key (classification) or the predicted number (regression). This
+        runs for every label: the rules read the example's watched values once, in slot order,
+        and the cap's bookkeeping is written out here.
         """
         s = self.settings
         if not s.enabled:
             return _LEARN
         if self._derived_for != (s.outlier_z, s.warmup):
             self._rederive()
-        index = -1  # the label's class for the twins; -1: no twins
-        if s.witness and s.noisy_labels and self.task == "classification":
-            key = class_key(label)
-            index = self._classes.get(key, -1)
-            if index < 0:
-                index = self._add_class(key)
-        beyond, inputs, logits = self._look(features, index >= 0)
-        if logits:
-            self._score(index, logits)
+        classifying = self.task == "classification"
+        key = class_key(label) if classifying else ""
+        values = list(map(features.get, self._names))  # in slot order, None where missing
         verdict = _LEARN
         if self.learned >= s.warmup:
-            if s.outliers and beyond:
+            if s.outliers and outside(values, self._lo, self._hi):
                 verdict = self._outlier(features)
             if verdict.reason is None and s.noisy_labels:
-                verdict = self._noisy(label, served_proba_or_pred)
+                verdict = self._noisy(label, key, served_proba_or_pred)
         flagged = verdict.reason is not None
-        if len(self._flags) == self._flags.maxlen and self._flags[0]:
+        flags = self._flags  # the cap: the flagged share of the recent window, and the long run
+        if len(flags) == flags.maxlen and flags[0]:
             self._flagged -= 1
-        self._flags.append(flagged)
+        flags.append(flagged)
         self._flagged += flagged
-        share = self.flagged_share
-        baseline_known = self._reviewed >= s.cap_window
+        share = self._flagged / len(flags)
         self.standing_down = share > s.cap_share or (
-            baseline_known and share > s.cap_floor and share > s.cap_ratio * self._baseline
+            self._reviewed >= s.cap_window
+            and share > s.cap_floor
+            and share > s.cap_ratio * self._baseline
         )
         if self.learned >= s.warmup:
             self._reviewed += 1
             self._baseline += (flagged - self._baseline) / min(self._reviewed, s.cap_baseline)
         held = flagged and not self.standing_down
-        if logits:
-            unguarded = not (held and verdict.reason == reasons.FEATURE_OUTLIER)
-            self._twins_learn(inputs, index, logits, unguarded, not held)
+        if s.witness and s.noisy_labels and classifying:
+            index = self._classes.get(key, -1)
+            if index < 0:
+                index = self._add_class(key)
+            if not (held and verdict.reason == reasons.FEATURE_OUTLIER):  # else no twin learns it
+                self._twins_take(values, index, True, not held)
         if held:
             return verdict
-        self._absorb(features, label, served_proba_or_pred)
+        self.learned += 1
+        self._absorb_values(features)
+        if self.task == "regression" and served_proba_or_pred is not None:
+            residual = abs(label - served_proba_or_pred)
+            self._abs_residual += (residual - self._abs_residual) / self.learned
         return _LEARN
-
-    def _look(self, features: dict[str, Any], twins: bool) -> tuple[bool, Inputs, list[float]]:
-        """One pass over the features: is one outside its bounds; the twins' logits and inputs.
-
-        Returns (beyond, (features' lists, their standardised values), logits); no logits without
-        twins. Two classes, the usual case, take the fast loop: one logit for each twin.
-        """
-        beyond = False
-        watched: list[list[float]] = []
-        values: list[float] = []
-        stats_of = self._stats
-        if twins and len(self._bias) == 2:
-            unguarded, guarded = self._bias
-            for name, value in features.items():
-                stats = stats_of.get(name)
-                if stats is None or value.__class__ not in _NUMBERS:
-                    continue
-                if value < stats[LO] or value > stats[HI]:
-                    beyond = True
-                z = (value - stats[MEAN]) * stats[SCALE]
-                if z:
-                    unguarded += stats[WEIGHTS] * z
-                    guarded += stats[WEIGHTS + 1] * z
-                    watched.append(stats)
-                    values.append(z)
-            if not math.isfinite(unguarded + guarded):  # an infinite value: no twin learns it
-                return beyond, ([], []), []
-            return beyond, (watched, values), [unguarded, guarded]
-        for name, value in features.items():
-            stats = stats_of.get(name)
-            if stats is None or value.__class__ not in _NUMBERS:
-                continue
-            if value < stats[LO] or value > stats[HI]:
-                beyond = True
-            if twins:
-                z = (value - stats[MEAN]) * stats[SCALE]
-                if z:
-                    watched.append(stats)
-                    values.append(z)
-        if not twins:
-            return beyond, (watched, values), []
-        logits = self._bias.copy()
-        for stats, z in zip(watched, values, strict=True):
-            for i in range(len(logits)):
-                logits[i] += stats[WEIGHTS + i] * z
-        if not math.isfinite(sum(logits)):
-            return beyond, ([], []), []
-        return beyond, (watched, values), logits
-
-    def _rederive(self) -> None:
-        """Derive every feature's bounds and scale anew (new settings, or an older guard)."""
-        s = self.settings
-        self._warming = 0
-        for stats in self._stats.values():
-            self._derive(stats, s.outlier_z, s.warmup)
-        self._derived_for = (s.outlier_z, s.warmup)
-
-    def _derive(self, stats: list[float], outlier_z: float, warmup: int) -> None:
-        """Set a feature's outlier bounds and 1/std from its running statistics."""
-        count, mean, m2 = stats[COUNT], stats[MEAN], stats[M2]
-        std = math.sqrt(m2 / (count - 1)) if count > 1.0 else 0.0
-        stats[SCALE] = 1.0 / std if std > 0.0 else 0.0
-        if count < warmup:
-            self._warming += 1
-        if count < warmup or not std > 0.0:
-            stats[LO], stats[HI] = -math.inf, math.inf
-        else:
-            stats[LO], stats[HI] = mean - outlier_z * std, mean + outlier_z * std
 
     def _outlier(self, features: dict[str, Any]) -> Verdict:
         """Flag the feature furthest from its running mean, if beyond ``outlier_z``.
@@ -253,16 +198,13 @@ class NoiseGuard(Twins):
         this is the rule.
         """
         worst, worst_z, worst_mean = "", 0.0, 0.0
+        warmup = self.settings.warmup
         for name, value in features.items():
-            stats = self._stats.get(name)
-            if (
-                stats is None
-                or stats[COUNT] < self.settings.warmup
-                or value.__class__ not in _NUMBERS
-            ):
+            i = self._slot.get(name)
+            if i is None or self._count[i] < warmup or value.__class__ not in NUMBERS:
                 continue
-            count, mean, m2 = stats[COUNT], stats[MEAN], stats[M2]
-            std = math.sqrt(m2 / (count - 1))
+            count, mean = self._count[i], self._mean[i]
+            std = math.sqrt(self._m2[i] / (count - 1))
             if std > 0.0:
                 z = abs(value - mean) / std
                 if z > worst_z:
@@ -275,12 +217,15 @@ class NoiseGuard(Twins):
             )
         return _LEARN
 
-    def _noisy(self, label: Any, served: Any) -> Verdict:
-        """Flag a label the served answer contradicted with high confidence, or a far residual."""
+    def _noisy(self, label: Any, key: str, served: Any) -> Verdict:
+        """Flag a label the served answer contradicted with high confidence, or a far residual.
+
+        ``key`` is the label's class key (classification).
+        """
         if self.task == "classification":
             if not served:
                 return _LEARN
-            p = served.get(class_key(label), 0.0)
+            p = served.get(key, 0.0)
             if p < 1.0 - self.settings.label_confidence:
                 return Verdict(
                     reasons.NOISY_LABEL,
@@ -297,58 +242,3 @@ class NoiseGuard(Twins):
                 f"running mean absolute residual {self._abs_residual:.4g}",
             )
         return _LEARN
-
-    def _absorb(self, features: dict[str, Any], label: Any, served: Any) -> None:
-        """Update the running statistics with an example that will be learned.
-
-        A feature still warming up learns every example; after, one in ``stats_every``. Between
-        those, only names never seen are looked at. Welford's update and what :meth:`_derive`
-        derives are written out here: this runs per feature of every learned example.
-        """
-        self.learned += 1
-        s = self.settings
-        stats_of = self._stats
-        sampled = self.learned % s.stats_every == 0
-        if sampled or self._warming:
-            warmup, outlier_z, sqrt = s.warmup, s.outlier_z, math.sqrt
-            for name, value in features.items():
-                if value.__class__ not in _NUMBERS:
-                    continue
-                stats = stats_of.get(name)
-                if stats is None:
-                    self._watch(name, value)
-                    continue
-                count = stats[COUNT]
-                if not sampled and count >= warmup:
-                    continue
-                count += 1.0
-                delta = value - stats[MEAN]
-                mean = stats[MEAN] + delta / count
-                m2 = stats[M2] + delta * (value - mean)
-                stats[COUNT], stats[MEAN], stats[M2] = count, mean, m2
-                std = sqrt(m2 / (count - 1.0))
-                if count < warmup or not std > 0.0:
-                    stats[SCALE] = 1.0 / std if std > 0.0 else 0.0
-                    stats[LO], stats[HI] = -math.inf, math.inf
-                else:
-                    stats[SCALE] = 1.0 / std
-                    stats[LO], stats[HI] = mean - outlier_z * std, mean + outlier_z * std
-                if count - 1.0 < warmup <= count:  # its warm-up ends with this example
-                    self._warming -= 1
-        elif len(stats_of) < self.max_features:
-            for name in features.keys() - stats_of.keys():
-                value = features[name]
-                if value.__class__ in _NUMBERS:
-                    self._watch(name, value)
-        if self.task == "regression" and served is not None:
-            self._abs_residual += (abs(label - served) - self._abs_residual) / self.learned
-
-    def _watch(self, name: str, value: float) -> None:
-        """Start the statistics of a new feature name, unless the bound is reached."""
-        stats_of = self._stats
-        if len(stats_of) >= self.max_features:  # past the bound, new names go unwatched
-            return
-        s = self.settings
-        stats = [1.0, float(value), 0.0, -math.inf, math.inf, 0.0] + [0.0] * len(self._bias)
-        stats_of[name] = stats
-        self._derive(stats, s.outlier_z, s.warmup)

@@ -4,41 +4,46 @@ Both read the numeric features standardised by the guard's running statistics. T
 twin learns every label but feature outliers; the guarded twin learns only the labels the guard
 lets through. Where exactly one of them predicted the label, :class:`Twins` keeps the duel's score
 (see :mod:`stream_app.core.guard`, rule 4). Each twin is one logit for two classes, else one per
-class (one against the rest), trained by stochastic gradient descent on the log loss: a few
-multiplications per feature, in place of a second model's predict and learn per label.
+class (one against the rest), trained by gradient descent on the log loss: a few multiplications
+per feature, in place of a second model's predict and learn per label.
 
-Their weights live in each watched feature's list of running statistics, after the statistics,
-laid out (unguarded, guarded) per logit; the intercepts in ``_bias``, laid out the same way.
+They work in batches of ``witness_batch`` labels: each label's watched values are kept as the
+guard read them (one list ``extend``), and a batch is answered, scored and learned with a few
+matrix operations (mini-batch gradient descent: each label of a batch is answered by the weights
+the batch started with). Per label that costs a fraction of answering and learning one at a time
+in Python, which made the twins the guard's largest cost; a change is seen at most a batch later.
 
->>> sigmoid(0.0), round(sigmoid(1000.0), 6)
-(0.5, 1.0)
+Their weights are one matrix (:func:`blank`): a row per logit and twin, laid out (unguarded,
+guarded) per logit; the intercept in column 0, then a weight per slot of the guard's statistics
+(:mod:`stream_app.core.watch`). Pickled, it is a list of lists (no NumPy object in stored state).
+
+>>> blank(2, 3)
+array([[0., 0., 0.],
+       [0., 0., 0.]])
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream_app.core.watch import NUMBERS
 
 if TYPE_CHECKING:
     from stream_app.settings import GuardSettings
 
-__all__ = ["COUNT", "HI", "LO", "M2", "MEAN", "SCALE", "WEIGHTS", "Inputs", "Twins", "sigmoid"]
+__all__ = ["Twins", "blank"]
 
-# A watched feature's list: Welford's running statistics (count, mean, M2), then what the review
-# reads: the outlier bounds (-inf/inf while warming up) and 1/std to standardise for the twins,
-# then the twins' weights, (unguarded, guarded) per logit: one logit for two classes, else one per
-# class (one against the rest).
-COUNT, MEAN, M2, LO, HI, SCALE, WEIGHTS = range(7)
-Inputs = tuple[list[list[float]], list[float]]
-"""The twins' inputs: the lists of the features they read, and those features standardised."""
-_STEEPEST = 30.0
-"""Logits are clipped to this size before the logistic function (which is flat beyond it)."""
+_FLAG_SHIFTS = np.array([1, 0])
+"""A label's code, shifted by these and masked by 1: whether each twin learns it."""
 
 
-def sigmoid(logit: float) -> float:
-    """Return the logistic function of ``logit``, clipped so that ``exp`` cannot overflow."""
-    return 1.0 / (1.0 + math.exp(-max(-_STEEPEST, min(_STEEPEST, logit))))
+def blank(rows: int, slots: int) -> Any:
+    """Return ``rows`` twins' weights of zero: an intercept and ``slots - 1`` feature weights."""
+    return np.zeros((rows, slots))
 
 
 class Twins:
@@ -46,72 +51,122 @@ class Twins:
 
     if TYPE_CHECKING:
         settings: GuardSettings
-        _stats: dict[str, list[float]]
         _classes: dict[str, int]
-        _bias: list[float]
+        _names: list[str]
+        _mean: list[float]
+        _scale: list[float]
         _duel: deque[bool]
         _witness_wins: int
 
-    def _score(self, index: int, logits: list[float]) -> None:
-        """Score a label exactly one twin predicted (the witness rule); none before two classes."""
-        if len(self._classes) < 2:
-            return
-        if len(logits) == 2:  # one logit: class 0 above 0, class 1 below
-            unguarded_right = (logits[0] > 0.0) == (index == 0)
-            guarded_right = (logits[1] > 0.0) == (index == 0)
-        else:
-            unguarded, guarded = logits[0::2], logits[1::2]
-            unguarded_right = max(range(len(unguarded)), key=unguarded.__getitem__) == index
-            guarded_right = max(range(len(guarded)), key=guarded.__getitem__) == index
-        if unguarded_right == guarded_right:
-            return
-        duel = self._duel
-        if len(duel) == duel.maxlen:
-            self._witness_wins -= duel[0]
-        duel.append(unguarded_right)
-        self._witness_wins += unguarded_right
+    def _start_twins(self) -> None:
+        """Twins that know nothing yet, and no label waiting for them."""
+        self._twins: Any = blank(2, 1 + len(self._names))  # (unguarded, guarded) x (1, slots)
+        self._wait()
 
-    def _twins_learn(
-        self,
-        inputs: Inputs,
-        index: int,
-        logits: list[float],
-        unguarded: bool,
-        guarded: bool,
-    ) -> None:
-        """One step of stochastic gradient descent (log loss) for the twins that learn this.
+    def _wait(self) -> None:
+        """No label waiting for the twins."""
+        self._rows: list[Any] = []  # per label waiting: 1.0 (the intercept), its watched values
+        self._codes: list[int] = []  # per label: class * 4 + 2 (unguarded learns) + 1 (guarded)
 
-        The unguarded twin learns all but held-out outliers; the guarded one what is learned.
+    def _twins_take(self, values: list[Any], index: int, unguarded: bool, guarded: bool) -> None:
+        """Keep a label for the twins; answer, score and learn when a batch is full.
+
+        ``values``: its watched values in slot order, as read (None where missing); ``index``: its
+        class; ``unguarded``/``guarded``: whether each twin learns it (the unguarded twin all but
+        held out outliers, the guarded one what the guard let through).
         """
-        if not unguarded:  # a held-out outlier: neither twin learns it
+        rows = self._rows
+        rows.append(1.0)
+        rows.extend(values)
+        self._codes.append(4 * index + 2 * unguarded + guarded)
+        if len(self._codes) >= self.settings.witness_batch:
+            self._twins_flush()
+
+    def _twins_flush(self) -> None:
+        """Answer the waiting labels with the current weights, score them, then learn them.
+
+        A missing or non-number value standardises to 0; a label whose answer is not finite (an
+        infinite value) is neither scored nor learned.
+        """
+        rows, codes = self._rows, self._codes
+        if not codes:
             return
-        watched, values = inputs
-        rate = self.settings.witness_lr
-        bias = self._bias
-        if len(logits) == 2:  # the usual case, in one loop
-            target = 1.0 if index == 0 else 0.0
-            step_u = rate * (sigmoid(logits[0]) - target)
-            step_g = rate * (sigmoid(logits[1]) - target) if guarded else 0.0
-            bias[0] -= step_u
-            bias[1] -= step_g
-            for stats, z in zip(watched, values, strict=True):
-                stats[WEIGHTS] -= step_u * z
-                stats[WEIGHTS + 1] -= step_g * z
-            return
-        for i, logit in enumerate(logits):
-            if i % 2 == 0 or guarded:
-                step = rate * (sigmoid(logit) - (1.0 if i // 2 == index else 0.0))
-                bias[i] -= step
-                for stats, z in zip(watched, values, strict=True):
-                    stats[WEIGHTS + i] -= step * z
+        self._wait()
+        try:
+            values = np.array(rows, dtype=float)
+        except (TypeError, ValueError):  # a value missing, or not a number
+            values = np.array([v if v.__class__ in NUMBERS else math.nan for v in rows])
+        values = values.reshape(len(codes), -1)
+        inputs = (values - [0.0, *self._mean]) * [1.0, *self._scale]
+        weights = self._twins
+        logits = inputs @ weights.T
+        unusable = None
+        if not np.isfinite(logits.sum()):  # a value missing (NaN: 0 once standardised), or infinite
+            unusable = np.isinf(values).any(axis=1)
+            inputs[np.isnan(inputs)] = 0.0
+            logits = inputs @ weights.T
+            unusable |= ~np.isfinite(logits).all(axis=1)
+            logits[unusable] = inputs[unusable] = 0.0
+        code = np.array(codes)
+        index = code >> 2
+        if logits.shape[1] == 2:  # one logit: class 0 is its positive class
+            targets = (index == 0)[:, None]
+            right = (logits > 0.0) == targets
+        else:
+            targets = index[:, None] == np.arange(logits.shape[1])[None, :] // 2
+            right = np.stack(
+                [logits[:, 0::2].argmax(axis=1) == index, logits[:, 1::2].argmax(axis=1) == index],
+                axis=1,
+            )
+        learns = (code[:, None] >> _FLAG_SHIFTS) & 1
+        if unusable is not None:
+            right[unusable] = True  # not contested
+            learns[unusable] = 0
+        if len(self._classes) >= 2:
+            self._score(right[right[:, 0] != right[:, 1], 0].tolist())
+        if logits.shape[1] > 2:
+            learns = np.tile(learns, (1, logits.shape[1] // 2))
+        steps = np.tanh(0.5 * logits)  # the logistic function, times 2, less 1
+        steps += 1.0 - 2.0 * targets
+        steps *= learns
+        weights -= (0.5 * self.settings.witness_lr * steps.T) @ inputs
+
+    def _score(self, unguarded_won: list[bool]) -> None:
+        """Count the labels exactly one twin predicted, in order: True where the unguarded won."""
+        duel = self._duel
+        for won in unguarded_won:
+            if len(duel) == duel.maxlen:
+                self._witness_wins -= duel[0]
+            duel.append(won)
+            self._witness_wins += won
+
+    def _twins_widen(self) -> None:
+        """Give the twins a weight of 0 for a new slot (the waiting labels are learned first)."""
+        self._twins_flush()
+        self._twins = np.hstack([self._twins, blank(len(self._twins), 1)])
+
+    def _twins_from(self, bias: list[float], stats: list[list[float]]) -> None:
+        """Take the twins of a guard stored before the matrix.
+
+        ``bias``: their intercepts; ``stats``: each watched feature's statistics, which the weights
+        followed from index 6 (a guard stored before the twins had none: its twins start at 0).
+        """
+        width = len(bias)
+        rows = [
+            [b, *(old[6 + i] if len(old) >= 6 + width else 0.0 for old in stats)]
+            for i, b in enumerate(bias)
+        ]
+        self._twins = np.array(rows, dtype=float).reshape(width, 1 + len(stats))
+        self._wait()
 
     def _add_class(self, key: str) -> int:
         """Give a new class its index (returned); from the third class on, one logit per class."""
+        self._twins_flush()  # the waiting labels are answered by as many logits as they met
         classes = self._classes
         index = classes[key] = len(classes)
         if len(classes) <= 2:
             return index
-        third = len(classes) == 3  # one logit becomes one per class: the second, the first negated
-        for weights, at in ((self._bias, 0), *((w, WEIGHTS) for w in self._stats.values())):
-            weights.extend([-weights[at], -weights[at + 1], 0.0, 0.0] if third else [0.0, 0.0])
+        twins = self._twins
+        new = [-twins[0:2]] if len(classes) == 3 else []  # the second class: the first negated
+        self._twins = np.vstack([twins, *new, blank(2, twins.shape[1])])
         return index

@@ -206,7 +206,7 @@ class GuardSettings:
     """...but only above this share, so that a quiet stream's few flags do not trip the ratio."""
     cap_baseline: int = 5000
     """Examples the long-run flagged share averages over."""
-    stats_every: int = 1
+    stats_every: int = 8
     """After a feature's warm-up, its running statistics learn one in this many learned examples."""
     witness: bool = True
     """Classification: twin linear models judge the held-out labels; if they were right, the
@@ -219,6 +219,9 @@ class GuardSettings:
     """The twins' learning rate (stochastic gradient descent on standardised numeric features)."""
     witness_span: int = 4000
     """The witness is rebuilt from a copy of the model taken one to two spans of labels ago."""
+    witness_batch: int = 16
+    """The twins answer, are scored and learn in batches of this many reviewed examples (one
+    matrix product each): a change is seen this many labels later at most."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.cap_share <= 1.0 or not 0.5 <= self.label_confidence < 1.0:
@@ -229,10 +232,13 @@ class GuardSettings:
             raise ConfigError(
                 "guard.witness_window must be at least 1 and guard.witness_lead in [0.5, 1)"
             )
-        if self.stats_every < 1 or self.witness_span < 1 or not self.witness_lr > 0.0:
+        if (
+            min(self.stats_every, self.witness_span, self.witness_batch) < 1
+            or not self.witness_lr > 0.0
+        ):
             raise ConfigError(
-                "guard.stats_every and guard.witness_span must be at least 1 and guard.witness_lr "
-                "above 0"
+                "guard.stats_every, guard.witness_span and guard.witness_batch must be at least 1 "
+                "and guard.witness_lr above 0"
             )
 
 

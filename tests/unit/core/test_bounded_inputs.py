@@ -232,5 +232,5 @@ def test_the_guard_watches_at_most_max_indicators_feature_names() -> None:
             LabeledExample(f"e-{i}", {"x": float(i), **churn}, i % 2 == 0, NO_ANSWER, None, 0.0)
         )
     guard = learner.serving.guard
-    assert guard.learned == 20 and len(guard._stats) == BOUND
-    assert "x" in guard._stats  # names seen first are still watched
+    assert guard.learned == 20 and len(guard._slot) == BOUND
+    assert "x" in guard._slot  # names seen first are still watched

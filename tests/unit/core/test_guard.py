@@ -3,15 +3,22 @@ the cap releases under a real concept change."""
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 import random
+from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import reasons
 from stream_app.core.guard import NoiseGuard
+from stream_app.registry import safeload
 from stream_app.settings import GuardSettings
+
+GUARD_DATA = Path(__file__).resolve().parents[2] / "data" / "guard"
 
 CONFIDENT = {"a": 0.95, "b": 0.05}
 
@@ -163,7 +170,7 @@ def test_three_classes_have_a_logit_each_and_the_twins_still_find_a_change() -> 
     classes = ("a", "b", "c")
     concept(guard, rng, 5000, noise=0.2, classes=classes)  # while the twins learn three classes,
     # the unguarded one (it learns more examples) may win early: the model takes a witness then
-    assert len(guard._bias) == 6  # a logit per class and twin
+    assert len(guard._twins) == 6  # a logit per class and twin
     assert not concept(guard, rng, 5000, noise=0.2, classes=classes)
     assert concept(guard, rng, 3000, noise=0.2, moved=0.3, classes=classes)
 
@@ -186,7 +193,7 @@ def test_no_twins_without_the_witness_rule_or_for_regression() -> None:
         NoiseGuard(GuardSettings(noisy_labels=False), "classification"),
     ):
         assert not concept(guard, random.Random(1), 2000, noise=0.2, moved=0.5)
-        assert not guard._classes and not guard._bias[0]  # nothing learned, nothing scored
+        assert not guard._classes and not guard._twins.any()  # nothing learned, nothing scored
     regression = warmed("regression")
     assert not regression._classes and not regression.witness_ahead
 
@@ -194,26 +201,30 @@ def test_no_twins_without_the_witness_rule_or_for_regression() -> None:
 def test_restarting_the_duel_gives_the_guarded_twin_the_unguarded_weights() -> None:
     guard = NoiseGuard(GuardSettings(), "classification")
     concept(guard, random.Random(2), 3000, noise=0.2)
-    weights = [stats[6:] for stats in guard._stats.values()]
-    assert any(w[0] != w[1] for w in weights)  # the guarded twin did not learn the flips
+    assert (guard._twins[0] != guard._twins[1]).any()  # the guarded twin did not learn the flips
+    guard.review({"x": 0.5, "x2": 0.25}, "b", CONFIDENT)  # waits for the twins
     guard.restart_duel_window()
-    assert all(stats[6] == stats[7] for stats in guard._stats.values())
-    assert guard._bias[0] == guard._bias[1] and not guard.witness_ahead
+    assert not guard._codes  # the waiting label was learned
+    assert (guard._twins[0] == guard._twins[1]).all() and not guard.witness_ahead
 
 
 def test_an_infinite_value_teaches_the_twins_nothing() -> None:
     guard = NoiseGuard(GuardSettings(), "classification")
     concept(guard, random.Random(4), 500, noise=0.0)
-    before = [list(stats) for stats in guard._stats.values()], list(guard._bias)
-    guard.review({"x": math.inf, "y": 0.0}, "a", {"a": 0.95, "b": 0.05})
-    assert all(math.isfinite(w) for stats in guard._stats.values() for w in stats[6:])
-    assert list(guard._bias) == before[1]
+    guard._twins_flush()
+    before = guard._twins.copy()
+    guard.review({"x": math.inf, "x2": 0.0}, "a", {"a": 0.95, "b": 0.05})
+    guard._twins_flush()
+    assert (guard._twins == before).all()
+    guard.review({"x": 0.5, "x2": 0.25}, "a", {"a": 0.95, "b": 0.05})  # a finite one teaches
+    guard._twins_flush()
+    assert np.isfinite(guard._twins).all() and (guard._twins != before).any()
 
 
 def test_outlier_bounds_agree_with_the_rule() -> None:
     guard = warmed(n=1000)
-    stats = guard._stats["y"]
-    mean, std = stats[1], math.sqrt(stats[2] / (stats[0] - 1))
+    y = guard._slot["y"]
+    mean, std = guard._mean[y], math.sqrt(guard._m2[y] / (guard._count[y] - 1))
     limit = guard.settings.outlier_z * std
     for value, held in ((mean + 1.01 * limit, True), (mean - 1.01 * limit, True), (mean, False)):
         verdict = guard.review({"x": 0.0, "y": value}, "a", CONFIDENT)
@@ -222,17 +233,18 @@ def test_outlier_bounds_agree_with_the_rule() -> None:
 
 
 def test_statistics_learn_one_in_stats_every_after_the_warm_up() -> None:
-    every = warmed(n=1000)
+    every = warmed(n=1000, stats_every=1)
     sampled = warmed(n=1000, stats_every=4)
-    assert every._stats["x"][0] == 1000
-    assert sampled._stats["x"][0] == 200 + (1000 - 200) // 4  # all of the warm-up, then 1 in 4
-    assert abs(sampled._stats["y"][1] - 10.0) < 0.5  # the same running mean, give or take
+    x, y = sampled._slot["x"], sampled._slot["y"]
+    assert every._count[every._slot["x"]] == 1000
+    assert sampled._count[x] == 200 + (1000 - 200) // 4  # all of the warm-up, then 1 in 4
+    assert abs(sampled._mean[y] - 10.0) < 0.5  # the same running mean, give or take
     assert sampled.review({"x": 0.0, "y": 10.0 + 2 * 20}, "a", CONFIDENT).reason == (
         reasons.FEATURE_OUTLIER
     )
     late = {"x": 0.0, "y": 10.0, "z": 1.0}  # a name first seen after the warm-up is watched
     sampled.review(late, "a", CONFIDENT)
-    assert sampled._stats["z"][0] == 1
+    assert sampled._count[sampled._slot["z"]] == 1
 
 
 def test_new_settings_rederive_the_bounds() -> None:
@@ -243,12 +255,25 @@ def test_new_settings_rederive_the_bounds() -> None:
     assert guard.review(far, "a", CONFIDENT).reason == reasons.FEATURE_OUTLIER
 
 
+def before_slots(guard: NoiseGuard, width: int) -> dict[str, object]:
+    """``guard``'s state as stored before slots: ``_stats`` by name, ``width`` values each."""
+    state = dict(guard.__dict__)
+    for name in ("_slot", "_names", "_count", "_mean", "_m2", "_lo", "_hi", "_scale", "_twins"):
+        del state[name]
+    for name in ("_rows", "_codes"):
+        del state[name]
+    state["_stats"] = {
+        name: [guard._count[i], guard._mean[i], guard._m2[i], 0.0, 0.0, 0.0, 0.25, 0.5][:width]
+        for name, i in guard._slot.items()
+    }
+    return state
+
+
 def test_a_guard_stored_before_the_witness_rule_unpickles() -> None:
     guard = warmed()
-    state = dict(guard.__dict__)
-    for name in ("_duel", "_witness_wins", "_derived_for", "_warming", "_classes", "_bias"):
+    state = before_slots(guard, 3)  # count, mean, M2
+    for name in ("_duel", "_witness_wins", "_derived_for", "_warming", "_classes"):
         del state[name]
-    state["_stats"] = {name: stats[:3] for name, stats in guard._stats.items()}  # count, mean, M2
     old = NoiseGuard.__new__(NoiseGuard)
     old.__setstate__(state)
     verdict = old.review({"x": 0.1, "y": 10.0 + 2 * 20}, "a", CONFIDENT)
@@ -259,13 +284,60 @@ def test_a_guard_stored_before_the_witness_rule_unpickles() -> None:
 
 def test_a_guard_stored_before_the_twins_unpickles() -> None:
     guard = warmed()
-    state = dict(guard.__dict__)
-    for name in ("_derived_for", "_warming", "_classes", "_bias"):
+    state = before_slots(guard, 3)
+    for name in ("_derived_for", "_warming", "_classes"):
         del state[name]
-    state["_stats"] = {name: stats[:3] for name, stats in guard._stats.items()}
     old = NoiseGuard.__new__(NoiseGuard)
     old.__setstate__(state)
     assert old._duel.maxlen == guard.settings.witness_window  # its score is kept
+    assert not old._twins.any() and old._twins.shape == (2, 1 + len(guard._names))
     assert old.review({"x": 0.1, "y": 10.0 + 2 * 20}, "a", CONFIDENT).reason == (
         reasons.FEATURE_OUTLIER
     )
+
+
+def test_a_guard_stored_with_twins_before_slots_keeps_their_weights() -> None:
+    guard = warmed()
+    state = before_slots(guard, 8)  # ..., bounds, 1/std, then (unguarded, guarded) weights
+    state["_bias"] = [1.0, 2.0]
+    old = NoiseGuard.__new__(NoiseGuard)
+    old.__setstate__(state)
+    assert old._twins.tolist() == [
+        [1.0] + [0.25] * len(guard._names),
+        [2.0] + [0.5] * len(guard._names),
+    ]
+
+
+def test_a_pickled_guard_round_trips_through_the_safe_loader() -> None:
+    guard = NoiseGuard(GuardSettings(), "classification")
+    concept(guard, random.Random(6), 1000, noise=0.2, classes=("a", "b", "c"))
+    guard.review({"x": 0.5, "x2": 0.25}, "b", CONFIDENT)  # one label waits for the twins
+    copy = safeload.loads(pickle.dumps(guard))
+    assert copy.__dict__.keys() == guard.__dict__.keys()
+    assert copy._twins.tolist() == guard._twins.tolist() and copy._codes == guard._codes
+    assert b"numpy" not in pickle.dumps(guard)  # stored state holds lists
+    rng = random.Random(8)
+    for _ in range(200):
+        x = {"x": rng.uniform(-1, 1), "x2": rng.random()}
+        assert copy.review(x, "a", CONFIDENT) == guard.review(x, "a", CONFIDENT)
+    assert copy._twins.tolist() == guard._twins.tolist()
+
+
+def test_a_guard_pickled_by_the_code_before_slots_loads_and_keeps_learning() -> None:
+    """tests/data/guard/noise_guard_before_slots.pickle: a guard as the release before slots
+    stored it (1,500 labels, two numeric features and a string, 20% noise, twins with weights);
+    the .json beside it holds its ``_stats``, ``_bias`` and ``learned`` as that code had them."""
+    old = safeload.loads((GUARD_DATA / "noise_guard_before_slots.pickle").read_bytes())
+    meta = json.loads((GUARD_DATA / "noise_guard_before_slots.json").read_text())
+    assert old.learned == meta["learned"] and old._names == list(meta["stats"])
+    assert old._count == [stats[0] for stats in meta["stats"].values()]
+    assert old._mean == [stats[1] for stats in meta["stats"].values()]
+    weights = [
+        [b, *(stats[6 + i] for stats in meta["stats"].values())] for i, b in enumerate(meta["bias"])
+    ]
+    assert old._twins.tolist() == weights
+    y = old._mean[old._slot["y"]]
+    far = old.review({"x": 0.0, "y": y + 1e6, "c": "red"}, "a", CONFIDENT)
+    assert far.reason == reasons.FEATURE_OUTLIER  # bounds derived from the stored statistics
+    assert not concept(old, random.Random(9), 2000, noise=0.2)
+    assert concept(old, random.Random(9), 2000, noise=0.2, moved=0.2)
