@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import mode
@@ -33,6 +33,7 @@ from stream_app.kafka.emit import Emitter
 from stream_app.kafka.publish import Publisher
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
+from stream_app.worker.batches import BatchServing
 from stream_app.worker.clients import Rebalance, consumer_config, producer_config
 from stream_app.worker.collector import tune_collector
 from stream_app.worker.keyed_store import KeyedStore
@@ -46,7 +47,7 @@ __all__ = ["ServeLoop"]
 log = logging.getLogger(__name__)
 
 
-class ServeLoop(mode.Service):
+class ServeLoop(BatchServing, mode.Service):
     """Consume feature events, answer each with a prediction or a dead letter, commit if durable.
 
     It owns the writer ``role`` (the pipeline, the keeper and the web views read it): the worker
@@ -248,51 +249,6 @@ class ServeLoop(mode.Service):
         if self._producer is not None:
             await self._producer.stop()
 
-    async def _serve_batches(self, batches: Mapping[TopicPartition, list[Any]]) -> None:
-        """Serve every record, send the outputs, and mark the inputs acknowledged when durable."""
-        assert self._emitter is not None and self._consumer is not None
-        received = time.perf_counter()
-        s = self.settings
-        topics = (s.topics.features, s.join_topic, s.topics.labels, s.examples_topic)
-        order = {topic: rank for rank, topic in enumerate(topics)}
-        commands: list[Any] = []
-        # Served events first, so a label fetched together with its event finds it served.
-        for tp in sorted(batches, key=lambda tp: (order.get(tp.topic, len(order)), tp.partition)):
-            records = batches[tp]
-            if tp.topic == s.topics.features:
-                self.pipeline.features(records, received, self._emitter)
-            elif tp.topic == s.join_topic:
-                self.pipeline.joins(records, self._emitter)
-            elif tp.topic == s.topics.labels:
-                self.pipeline.labels(records, self._emitter)
-            elif tp.topic == s.examples_topic:
-                self.pipeline.examples(records, self._emitter)
-            elif tp.topic == s.key_commands_topic and self.keyed is not None:
-                await self.keyed.commands(self.pipeline, records, self._emitter)
-            else:
-                commands += records
-        self.pipeline.expire(time.time(), self._emitter)
-        self.pipeline.close_log(self._emitter)  # (each step closed its own; nothing may stay)
-        if self.keyed is not None:  # keys due, and keys evicted: with this batch's outputs
-            self.keyed.checkpoint(self.pipeline, self._emitter)
-        try:
-            results = await asyncio.gather(*await self._emitter.flush(), return_exceptions=True)
-            failure = next((r for r in results if isinstance(r, BaseException)), None)
-        except KafkaError as exc:
-            failure = exc
-        if failure is not None:
-            self._rewind(batches, failure)
-            await asyncio.sleep(self.settings.serve.retry_backoff_s)
-            return
-        for tp, records in batches.items():
-            self._acked[tp] = records[-1].offset + 1
-        through = self._emitter.acked_through()
-        if through is not None:  # what a checkpoint of the learner now says it has learned
-            self.pipeline.learner.learned_through = through
-        # Operations run once the batch is durable: a version they store agrees with the log.
-        for record in commands:
-            await self.keeper.command(record.value)
-
     async def _settle_log(self) -> None:
         """Send learning-log lines a failed batch left, so a checkpoint agrees with the log."""
         if self._emitter is None or self._emitter.settled:
@@ -306,19 +262,6 @@ class ServeLoop(mode.Service):
         through = self._emitter.acked_through()
         if through is not None:
             self.pipeline.learner.learned_through = through
-
-    def _rewind(self, batches: Mapping[TopicPartition, list[Any]], failure: BaseException) -> None:
-        """Read a batch's inputs again because Kafka did not acknowledge its outputs."""
-        assert self._consumer is not None and self._emitter is not None
-        self._emitter.discard()
-        self.metrics.delivery_failures.inc()
-        log.warning(
-            "Kafka did not acknowledge outputs (%s); re-reading %d partition(s)",
-            failure,
-            len(batches),
-        )
-        for tp, records in batches.items():
-            self._consumer.seek(tp, records[0].offset)
 
     async def _commit(self, *, force: bool) -> None:
         """Commit acknowledged offsets, at most once per ``commit_interval_s`` unless forced."""
