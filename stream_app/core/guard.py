@@ -174,7 +174,8 @@ class NoiseGuard(Watch, Twins):
         )
         if self.learned >= s.warmup:
             self._reviewed += 1
-            self._baseline += (flagged - self._baseline) / min(self._reviewed, s.cap_baseline)
+            reviewed = self._reviewed if self._reviewed < s.cap_baseline else s.cap_baseline
+            self._baseline += (flagged - self._baseline) / reviewed
         held = flagged and not self.standing_down
         if s.witness and s.noisy_labels and classifying:
             index = self._classes.get(key, -1)
@@ -185,7 +186,7 @@ class NoiseGuard(Watch, Twins):
         if held:
             return verdict
         self.learned += 1
-        self._absorb_values(features)
+        self._absorb_values(features, values)
         if self.task == "regression" and served_proba_or_pred is not None:
             residual = abs(label - served_proba_or_pred)
             self._abs_residual += (residual - self._abs_residual) / self.learned

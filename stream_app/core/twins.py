@@ -39,6 +39,11 @@ __all__ = ["Twins", "blank"]
 
 _FLAG_SHIFTS = np.array([1, 0])
 """A label's code, shifted by these and masked by 1: whether each twin learns it."""
+_ONE_LOGIT = np.array([[1.0 - 2.0 * (code < 4), (code >> 1) & 1, code & 1] for code in range(8)])
+"""Two classes, by a label's code: 1 - 2 * the logit's target (class 0), and whether each twin
+learns it."""
+_WHO_WAS_RIGHT = np.array([1, 2])
+"""Whether each twin was right, times this: 1 if only the unguarded one, 2 if only the guarded."""
 
 
 def blank(rows: int, slots: int) -> Any:
@@ -98,47 +103,47 @@ class Twins:
             values = np.array([v if v.__class__ in NUMBERS else math.nan for v in rows])
         values = values.reshape(len(codes), -1)
         inputs = (values - [0.0, *self._mean]) * [1.0, *self._scale]
-        weights = self._twins
-        logits = inputs @ weights.T
+        logits = inputs @ self._twins.T
         unusable = None
-        if not np.isfinite(logits.sum()):  # a value missing (NaN: 0 once standardised), or infinite
+        if not math.isfinite(logits.sum()):  # a value missing (NaN: 0 standardised), or infinite
             unusable = np.isinf(values).any(axis=1)
             inputs[np.isnan(inputs)] = 0.0
-            logits = inputs @ weights.T
+            logits = inputs @ self._twins.T
             unusable |= ~np.isfinite(logits).all(axis=1)
             logits[unusable] = inputs[unusable] = 0.0
         code = np.array(codes)
-        index = code >> 2
         if logits.shape[1] == 2:  # one logit: class 0 is its positive class
-            targets = (index == 0)[:, None]
-            right = (logits > 0.0) == targets
+            table = _ONE_LOGIT[code]  # (1 - 2 * target, unguarded learns, guarded learns)
+            signs, learns = table[:, :1], table[:, 1:]
+            right = (logits > 0.0) == (signs < 0.0)
         else:
-            targets = index[:, None] == np.arange(logits.shape[1])[None, :] // 2
+            index = code >> 2
+            signs = 1.0 - 2.0 * (index[:, None] == np.arange(logits.shape[1])[None, :] // 2)
+            learns = np.tile((code[:, None] >> _FLAG_SHIFTS) & 1, (1, logits.shape[1] // 2))
             right = np.stack(
                 [logits[:, 0::2].argmax(axis=1) == index, logits[:, 1::2].argmax(axis=1) == index],
                 axis=1,
             )
-        learns = (code[:, None] >> _FLAG_SHIFTS) & 1
         if unusable is not None:
             right[unusable] = True  # not contested
-            learns[unusable] = 0
+            learns = learns * ~unusable[:, None]
         if len(self._classes) >= 2:
-            self._score(right[right[:, 0] != right[:, 1], 0].tolist())
-        if logits.shape[1] > 2:
-            learns = np.tile(learns, (1, logits.shape[1] // 2))
-        steps = np.tanh(0.5 * logits)  # the logistic function, times 2, less 1
-        steps += 1.0 - 2.0 * targets
+            self._score((right @ _WHO_WAS_RIGHT).tolist())
+        steps = np.tanh(0.5 * logits)  # (the logistic function - the target) * 2
+        steps += signs
         steps *= learns
-        weights -= (0.5 * self.settings.witness_lr * steps.T) @ inputs
+        self._twins -= (0.5 * self.settings.witness_lr * steps.T) @ inputs
 
-    def _score(self, unguarded_won: list[bool]) -> None:
-        """Count the labels exactly one twin predicted, in order: True where the unguarded won."""
+    def _score(self, who_was_right: list[int]) -> None:
+        """Count the labels exactly one twin predicted, in order (see :data:`_WHO_WAS_RIGHT`)."""
         duel = self._duel
-        for won in unguarded_won:
-            if len(duel) == duel.maxlen:
-                self._witness_wins -= duel[0]
-            duel.append(won)
-            self._witness_wins += won
+        for right in who_was_right:
+            if right == 1 or right == 2:
+                won = right == 1
+                if len(duel) == duel.maxlen:
+                    self._witness_wins -= duel[0]
+                duel.append(won)
+                self._witness_wins += won
 
     def _twins_widen(self) -> None:
         """Give the twins a weight of 0 for a new slot (the waiting labels are learned first)."""

@@ -103,19 +103,20 @@ class Watch:
         else:
             self._lo[i], self._hi[i] = mean - outlier_z * std, mean + outlier_z * std
 
-    def _absorb_values(self, features: dict[str, Any]) -> None:
+    def _absorb_values(self, features: dict[str, Any], values: list[Any]) -> None:
         """Update the running statistics with an example that will be learned.
 
-        A feature still warming up learns every example; after, one in ``stats_every``. New
-        numeric names get a slot (up to ``max_features``). Welford's update and what
-        :meth:`_derive` derives are written out here.
+        ``values``: its watched values in slot order, as the review read them. A feature still
+        warming up learns every example; after, one in ``stats_every``. New numeric names get a
+        slot (up to ``max_features``); the names are looked at only when the example has more
+        than the watched ones. Welford's update and what :meth:`_derive` derives are written out.
         """
         s = self.settings
         sampled = self.learned % s.stats_every == 0
         if sampled or self._warming:
             warmup, outlier_z, sqrt = s.warmup, s.outlier_z, math.sqrt
             counts, means, m2s = self._count, self._mean, self._m2
-            for i, value in enumerate(map(features.get, self._names)):
+            for i, value in enumerate(values):
                 count = counts[i]
                 if value.__class__ not in NUMBERS or (not sampled and count >= warmup):
                     continue
@@ -133,7 +134,11 @@ class Watch:
                 if count - 1.0 < warmup <= count:  # its warm-up ends with this example
                     self._warming -= 1
         slot = self._slot
-        if len(slot) < self.max_features and not features.keys() <= slot.keys():
+        if (
+            len(slot) < self.max_features
+            and (len(features) > len(slot) or None in values)  # else every name is watched
+            and not features.keys() <= slot.keys()
+        ):
             for name, value in features.items():
                 if name not in slot and value.__class__ in NUMBERS:
                     self._watch(name, value)
