@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -208,8 +209,9 @@ def test_restarting_the_duel_gives_the_guarded_twin_the_unguarded_weights() -> N
     assert (guard._twins[0] == guard._twins[1]).all() and not guard.witness_ahead
 
 
-def test_an_infinite_value_teaches_the_twins_nothing() -> None:
-    guard = NoiseGuard(GuardSettings(), "classification")
+@pytest.mark.parametrize("outliers", [True, False])
+def test_an_infinite_value_teaches_the_twins_nothing(outliers: bool) -> None:
+    guard = NoiseGuard(GuardSettings(outliers=outliers), "classification")  # held out, or not
     concept(guard, random.Random(4), 500, noise=0.0)
     guard._twins_flush()
     before = guard._twins.copy()
@@ -341,3 +343,9 @@ def test_a_guard_pickled_by_the_code_before_slots_loads_and_keeps_learning() -> 
     assert far.reason == reasons.FEATURE_OUTLIER  # bounds derived from the stored statistics
     assert not concept(old, random.Random(9), 2000, noise=0.2)
     assert concept(old, random.Random(9), 2000, noise=0.2, moved=0.2)
+
+
+def test_a_new_name_in_place_of_a_missing_one_is_watched() -> None:
+    guard = warmed(n=300)  # watches x and y ("c" is a string)
+    assert guard.review({"x": 0.0, "z": 1.0}, "a", CONFIDENT).reason is None
+    assert guard._count[guard._slot["z"]] == 1  # as many names as watched, one of them new
