@@ -8,7 +8,8 @@ Runs :class:`~stream_app.core.pipeline.Pipeline` over the same seeded events as 
 drift policy none) into an output that drops what it is given, beside the bare River loop (the
 floor). Then profiles the same
 run with cProfile and sums the own time of every function by where it lives: River (the model),
-stream_app's modules one by one, orjson, prometheus_client, the rest. Asserts nothing.
+stream_app's modules one by one, orjson, prometheus_client, the rest. The garbage collector
+is tuned as the worker tunes it (``serve.gc_threshold``), for the floor too. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stream_app.core.learn import Learner
 from stream_app.core.metrics import Metrics
 from stream_app.core.pipeline import Pipeline
 from stream_app.settings import Settings
+from stream_app.worker.collector import tune_collector
 
 BATCH = 2000
 """Records handed to the path at once, as the serve loop's poll gives them (max_poll_records)."""
@@ -103,6 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     events = make_events(args.events)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(events)]
+    tune_collector(Settings().serve.gc_threshold)  # as the worker does once started (floor too)
     floor_rate = floor(events, "stream_app.models:logistic_regression")
     seconds = run(pipeline(args.mode, args.learn_many, args.config), records)
     profile = cProfile.Profile()
