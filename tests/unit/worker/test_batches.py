@@ -11,15 +11,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from stream_app.core.learning_log import decode_log_entries
 from stream_app.kafka.emit import Emitter
+from tests.unit.kafka.fake_consumer import Rec
 from tests.unit.worker.test_serve import Loop
-
-
-class Rec(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 class Acked(NamedTuple):
