@@ -102,18 +102,26 @@ class ScaleNumbers(base.Transformer):
         ``StandardScaler`` does. An admitted name not learned yet gives 0.0 too, without touching
         the state: predictions alone never grow it.
         """
-        slots = self._slots
-        if x.keys() <= slots.keys():  # known names only: the common case
-            out: dict[Hashable, Any] = {}
-            try:
-                for name, value in x.items():
-                    slot = slots[name]
-                    out[name] = (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
-            except TypeError:  # a string under a scaled name: it passes through, below
-                pass
-            else:
+        if x.keys() <= self._slots.keys():  # known names only: the common case
+            out = self._transform_known(x)
+            if out is not None:
                 return out
         return self._transform_mixed(x)
+
+    def _transform_known(self, x: dict[Hashable, Any]) -> dict[Hashable, Any] | None:
+        """:meth:`transform_one` of an ``x`` whose names are all scaled; None if one is a string.
+
+        A string under a scaled name passes through unscaled: :meth:`_transform_mixed` does that.
+        """
+        slots = self._slots
+        out: dict[Hashable, Any] = {}
+        try:
+            for name, value in x.items():
+                slot = slots[name]
+                out[name] = (value - slot[_MEAN]) / slot[_STD] if slot[_VAR] else 0.0
+        except TypeError:  # (value - mean) of a string: the caller takes the mixed path
+            return None
+        return out
 
     def _transform_mixed(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
         """:meth:`transform_one` of an ``x`` with strings or names not scaled yet."""
