@@ -289,7 +289,7 @@ class Learner(Challenging):
 
     def answer(self, features: dict[str, Any]) -> tuple[Prediction, Prediction | None]:
         """Predict with the serving (or pinned) model and, in shadow, with the challenger."""
-        served = predict_one(self.pinned or self.serving.model, features)  # (self.answering)
+        served = predict_one(self.answering, features)
         if self.challenger is None:
             return served, None
         try:
