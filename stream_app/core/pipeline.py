@@ -256,11 +256,11 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         except RejectedMessage as rejected:
             outcome = Outcome(False, rejected.reason, rejected.detail)
         except Exception as exc:  # the estimator raised while learning
-            self._log_example(out, example)
+            self._log.add(example)  # (encoded at the batch's end, with the rest: close_log)
             self._model_error(out, record, exc)
             return
         if outcome.learned:
-            self._log.add(example)  # (what _log_example does)
+            self._log.add(example)
             self._learned_count += 1
         else:
             if outcome.reason not in _UNLEARNED:
@@ -270,10 +270,6 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         if outcome.events:
             for model_event in outcome.events:
                 self._model_event(out, model_event)
-
-    def _log_example(self, out: Outputs, example: LabeledExample) -> None:
-        """Keep one example the learner took for the learning log (encoded at the batch's end)."""
-        self._log.add(example)
 
     def close_log(self, out: Outputs) -> None:
         """Queue the entries not yet queued as one learning-log message, in order.
