@@ -9,7 +9,9 @@ partition gives them, and as a worker with 4 partitions reads them (events sprea
 partitions by index, taken round-robin ``--chunk`` at a time). Every time the serving model
 takes its witness's state is a false alarm: it replays one to two ``guard.witness_span`` of
 examples in one go (a stall) for nothing. Prints the adoptions and the examples replayed per
-seed and order. bench/learning.py prints the same count under its table.
+seed and order. Then the same on a steady stream with noise the guard exists for: River's SEA
+(variant 0, no change) with 20% of its labels flipped, where the guarded twin usually leads.
+bench/learning.py prints the same counts under its tables.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from river.datasets import synth
 
 from bench.run import make_events
 from stream_app.core.example import LabeledExample
@@ -30,6 +35,17 @@ from stream_app.settings import Settings
 
 PARTITIONS = 4
 ORDERS = ("1 partition", f"{PARTITIONS} partitions")
+FLIPPED = 0.2
+"""Share of the SEA stream's labels flipped."""
+
+
+def flipped_sea(n: int, seed: int) -> list[Any]:
+    """``n`` events of SEA (variant 0, no change), ``FLIPPED`` of the labels flipped."""
+    rng = random.Random(seed)
+    return [
+        (None, None, x, (not y) if rng.random() < FLIPPED else y)
+        for x, y in synth.SEA(variant=0, seed=seed).take(n)
+    ]
 
 
 def ordered(events: list[Any], order: str, chunk: int) -> list[Any]:
@@ -71,17 +87,22 @@ def count(n: int, seeds: list[int], chunk: int) -> dict[str, Any]:
         for order in ORDERS:
             adopted, replayed = adoptions(ordered(events, order, chunk), settings)
             out[f"seed {seed}, {order}"] = {"adoptions": adopted, "replayed": replayed}
+    for seed in seeds:
+        adopted, replayed = adoptions(flipped_sea(n, seed), settings)
+        key = f"SEA {FLIPPED:.0%} flipped, seed {seed}"
+        out[key] = {"adoptions": adopted, "replayed": replayed}
     return out
 
 
 def print_counts(counts: dict[str, Any], n: int, chunk: int) -> None:
     """One line per seed and order, then the total."""
     print(
-        f"witness adoptions on a steady stream (bench/run.py make_events({n}), default settings; "
-        f"{PARTITIONS} partitions taken round-robin {chunk} at a time): every one a false alarm"
+        f"witness adoptions on steady streams of {n} events (bench/run.py make_events; SEA with "
+        f"{FLIPPED:.0%} flipped labels), default settings; {PARTITIONS} partitions taken "
+        f"round-robin {chunk} at a time: every one a false alarm"
     )
     for key, r in counts.items():
-        print(f"  {key:24} {r['adoptions']:3d} adoptions, {r['replayed']:6d} examples replayed")
+        print(f"  {key:28} {r['adoptions']:3d} adoptions, {r['replayed']:6d} examples replayed")
     total = sum(r["adoptions"] for r in counts.values())
     print(f"  total: {total} in {len(counts) * n} events")
     sys.stdout.flush()

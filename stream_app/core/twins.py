@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel
+from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel, Rule
 from stream_app.core.watch import NUMBERS
 
 if TYPE_CHECKING:
@@ -136,10 +136,7 @@ class Twins:
 
     def _score(self, who_was_right: list[int]) -> None:
         """Add the labels exactly one twin predicted to the duel's test, in order (:mod:`duel`)."""
-        s = self.settings
-        self._witness_duel.score(
-            who_was_right, s.witness_lead, s.witness_window, s.witness_horizon, s.witness_odds
-        )
+        self._witness_duel.score(who_was_right, Rule.of(self.settings))
 
     def _twins_widen(self) -> None:
         """Give the twins a weight of 0 for a new slot (the waiting labels are learned first)."""

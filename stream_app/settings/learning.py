@@ -226,6 +226,10 @@ class GuardSettings:
     at least this many contested labels apart (measured: several times more)."""
     witness_horizon: float = 500.0
     """Contested labels over which the long-run win share (the test's reference) forgets."""
+    witness_floor: float = 0.35
+    """The lowest reference: under heavy noise the unguarded twin's usual share counts down to
+    this, no further, so that a short run of wins is not strong evidence (contests come in runs;
+    a batch's are answered by the same weights). Higher: fewer false adoptions, slower ones."""
     witness_lr: float = 0.01
     """The twins' learning rate (stochastic gradient descent on standardised numeric features)."""
     witness_span: int = 4000
@@ -243,10 +247,14 @@ class GuardSettings:
             raise ConfigError(
                 "guard.witness_lead must be in (0.5, 1) and guard.witness_odds above 1"
             )
-        if self.witness_window < 0 or not self.witness_horizon >= 1.0:
+        if (
+            self.witness_window < 0
+            or not self.witness_horizon >= 1.0
+            or not 0.0 <= self.witness_floor <= 0.5
+        ):
             raise ConfigError(
-                "guard.witness_window cannot be negative and guard.witness_horizon must be at "
-                "least 1"
+                "guard.witness_window cannot be negative, guard.witness_horizon must be at least "
+                "1 and guard.witness_floor in [0, 0.5]"
             )
         if (
             min(self.stats_every, self.witness_span, self.witness_batch) < 1

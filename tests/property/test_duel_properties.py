@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_app.core.duel import Duel
+from stream_app.core.duel import Duel, Rule
 
 codes = st.lists(st.sampled_from([0, 1, 2, 3]), max_size=300)
 leads = st.floats(min_value=0.55, max_value=0.95)
@@ -16,10 +16,10 @@ odds = st.floats(min_value=2.0, max_value=1e6)
 def test_batches_score_as_one_sequence(
     sequence: list[int], cut: int, lead: float, o: float
 ) -> None:
-    whole, split = Duel(), Duel()
-    whole.score(sequence, lead, 10.0, 500.0, o)
-    split.score(sequence[:cut], lead, 10.0, 500.0, o)
-    split.score(sequence[cut:], lead, 10.0, 500.0, o)
+    whole, split, rule = Duel(), Duel(), Rule(lead, o, 10.0, 500.0, 0.35)
+    whole.score(sequence, rule)
+    split.score(sequence[:cut], rule)
+    split.score(sequence[cut:], rule)
     assert (whole.evidence, whole.wins, whole.contests) == (
         split.evidence,
         split.wins,
@@ -31,11 +31,11 @@ def test_batches_score_as_one_sequence(
 def test_the_evidence_is_never_negative_and_held_once_ahead(
     sequence: list[int], lead: float, o: float
 ) -> None:
-    duel, was_ahead = Duel(), False
+    duel, was_ahead, rule = Duel(), False, Rule(lead, o, 10.0, 500.0, 0.35)
     for code in sequence:
         before = duel.evidence
-        duel.score([code], lead, 10.0, 500.0, o)
+        duel.score([code], rule)
         assert duel.evidence >= 0.0
         if was_ahead:
             assert duel.evidence == before  # the owner sees it after the label
-        was_ahead = duel.ahead(o)
+        was_ahead = duel.ahead(rule)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel
+from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel, Rule
 from stream_app.settings import GuardSettings
 
 SETTINGS = GuardSettings()
+RULE = Rule.of(SETTINGS)
 
 
 def score(duel: Duel, codes: list[int]) -> None:
-    s = SETTINGS
-    duel.score(codes, s.witness_lead, s.witness_window, s.witness_horizon, s.witness_odds)
+    duel.score(codes, RULE)
 
 
 def alarms(contests: list[bool]) -> list[int]:
@@ -21,7 +21,7 @@ def alarms(contests: list[bool]) -> list[int]:
     duel, ahead = Duel(), []
     for i, won in enumerate(contests):
         score(duel, [UNGUARDED_WON if won else GUARDED_WON])
-        if duel.ahead(SETTINGS.witness_odds):
+        if duel.ahead(RULE):
             ahead.append(i)
             duel.restart()
     return ahead
@@ -61,13 +61,27 @@ def test_a_clear_unguarded_lead_after_the_guarded_ones_is_found_within_dozens() 
 
 def test_the_reference_follows_the_guarded_twins_usual_lead_but_not_past_its_bounds() -> None:
     duel = Duel()
-    score(duel, [UNGUARDED_WON, GUARDED_WON, GUARDED_WON] * 200)
-    assert 0.33 < duel.reference(SETTINGS.witness_lead, SETTINGS.witness_window) < 0.36
+    score(duel, [UNGUARDED_WON, GUARDED_WON] * 300)
+    assert 0.49 < duel.reference(RULE) <= 0.5
+    score(duel, [UNGUARDED_WON, GUARDED_WON, GUARDED_WON, GUARDED_WON] * 300)
+    assert 0.35 <= duel.reference(RULE) < 0.3 + 0.06  # toward 1 in 4, but not below the floor
+    assert duel.reference(RULE._replace(floor=0.0)) < 0.3
     score(duel, [GUARDED_WON] * 2000)
-    assert duel.reference(0.85, 0.0) == 1.0 - 0.85  # never below 1 - lead
+    assert duel.reference(RULE) == SETTINGS.witness_floor
+    assert duel.reference(RULE._replace(floor=0.0, prior=0.0)) == 1.0 - RULE.lead
     score(duel, [UNGUARDED_WON] * 2000)
     duel.restart()
-    assert duel.reference(0.85, 0.0) == 0.5 and duel.evidence == 0.0  # never above a fair duel
+    assert duel.reference(RULE) == 0.5 and duel.evidence == 0.0  # never above a fair duel
+
+
+def test_a_short_run_of_wins_is_no_proof_under_heavy_noise() -> None:
+    """After the guarded twin won them all, 7 wins in a row against 1 - lead would beat 1000 to
+    1 (the real stream behind it: the guarded twin won 73%, its contests come in runs)."""
+    seven = [GUARDED_WON] * 3000 + [UNGUARDED_WON] * 7
+    floorless, duel = Duel(), Duel()
+    floorless.score(seven, RULE._replace(floor=0.0))
+    duel.score(seven, RULE)
+    assert floorless.ahead(RULE) and not duel.ahead(RULE)
 
 
 def test_uncontested_labels_add_nothing() -> None:
