@@ -28,10 +28,10 @@ fired by chance about once in 150 contests of coin tosses.
 >>> duel.evidence < 1.0, round(duel.reference(rule), 2)
 (True, 0.5)
 >>> duel.score([1] * 13, rule)  # a run of wins...
->>> duel.ahead(rule)
+>>> duel.ahead(rule.odds)
 False
 >>> duel.score([1], rule)  # ...14 against 0.5 beat 1000 to 1
->>> duel.ahead(rule)
+>>> duel.ahead(rule.odds)
 True
 """
 
@@ -127,9 +127,12 @@ class Duel:
         """Return the win share the next contest is tested against (:func:`reference_share`)."""
         return reference_share(self.wins, self.contests, rule)
 
-    def ahead(self, rule: Rule) -> bool:
-        """Tell whether the evidence that the unguarded twin leads reached ``log(rule.odds)``."""
-        return self.evidence > 0.0 and self.evidence >= math.log(rule.odds)
+    def ahead(self, odds: float) -> bool:
+        """Tell whether the evidence that the unguarded twin leads reached ``log(odds)``.
+
+        Asked after every label: no evidence, no logarithm.
+        """
+        return self.evidence > 0.0 and self.evidence >= math.log(odds)
 
     def score(self, who_was_right: list[int], rule: Rule) -> None:
         """Add the contests of a batch, in order; the evidence stays once it reached the odds.

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stream_app import reasons
-from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel, Rule
+from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel
 from stream_app.core.predict import class_key
 from stream_app.core.twins import Twins
 from stream_app.core.watch import NUMBERS, Watch, outside
@@ -147,7 +147,7 @@ class NoiseGuard(Watch, Twins):
     @property
     def witness_ahead(self) -> bool:
         """True when the duel's evidence that the unguarded twin leads reached ``witness_odds``."""
-        return self._witness_duel.ahead(Rule.of(self.settings))
+        return self._witness_duel.ahead(self.settings.witness_odds)
 
     def review(self, features: dict[str, Any], label: Any, served_proba_or_pred: Any) -> Verdict:
         """Judge one example; learn from its statistics if it passes.

@@ -38,4 +38,4 @@ def test_the_evidence_is_never_negative_and_held_once_ahead(
         assert duel.evidence >= 0.0
         if was_ahead:
             assert duel.evidence == before  # the owner sees it after the label
-        was_ahead = duel.ahead(rule)
+        was_ahead = duel.ahead(rule.odds)

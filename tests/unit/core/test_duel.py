@@ -21,7 +21,7 @@ def alarms(contests: list[bool]) -> list[int]:
     duel, ahead = Duel(), []
     for i, won in enumerate(contests):
         score(duel, [UNGUARDED_WON if won else GUARDED_WON])
-        if duel.ahead(RULE):
+        if duel.ahead(RULE.odds):
             ahead.append(i)
             duel.restart()
     return ahead
@@ -81,7 +81,7 @@ def test_a_short_run_of_wins_is_no_proof_under_heavy_noise() -> None:
     floorless, duel = Duel(), Duel()
     floorless.score(seven, RULE._replace(floor=0.0))
     duel.score(seven, RULE)
-    assert floorless.ahead(RULE) and not duel.ahead(RULE)
+    assert floorless.ahead(RULE.odds) and not duel.ahead(RULE.odds)
 
 
 def test_uncontested_labels_add_nothing() -> None:
