@@ -30,6 +30,10 @@ challenger starts a little earlier than it would live. Its columns: accuracy, th
 change until recovery (as above), retrains, retrained models that took over, and the seconds
 spent training per run.
 
+Last, the witness's false alarms: its adoptions on a steady stream, where none is right
+(bench/steady_witness.py: ``--steady-events`` of bench/run.py's ``make_events`` per seed in
+``--steady-seeds``, in one partition's order and in four partitions' round-robin order).
+
 It asserts nothing; it prints the figures.
 """
 
@@ -43,10 +47,14 @@ import statistics
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from river.datasets import synth
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import steady_witness
 from stream_app.core.example import LabeledExample
 from stream_app.core.learn import Learner
 from stream_app.core.learning_log import encode_log_entry
@@ -198,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     retraining.add_argument("--floor", type=float, default=0.9, help="quality_floor: accuracy")
     retraining.add_argument("--patience", type=int, default=300, help="quality_floor: labels")
     retraining.add_argument("--floor-window", type=int, default=200, help="learn.quality_window")
+    steady = parser.add_argument_group("the witness's false alarms (bench/steady_witness.py)")
+    steady.add_argument("--steady-events", type=int, default=50000, help="events per seed")
+    steady.add_argument("--steady-seeds", type=int, nargs="+", default=[7, 1, 3])
+    steady.add_argument("--steady-chunk", type=int, default=100, help="records per partition")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     change_at = args.events // 2
@@ -217,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 retrain_runs.setdefault(policy, []).append(result)
         results[kind] = summarize(runs)
         retrained[kind] = summarize_retrain(retrain_runs)
+    steady_counts = steady_witness.count(args.steady_events, args.steady_seeds, args.steady_chunk)
     if args.json:
         print(
             json.dumps(
@@ -225,12 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                     "seeds": args.seeds,
                     "streams": results,
                     "retraining": retrained,
+                    "steady_witness": steady_counts,
                 }
             )
         )
     else:
         print_table(results, args)
         print_retrain_table(retrained, args)
+        print()
+        steady_witness.print_counts(steady_counts, args.steady_events, args.steady_chunk)
     return 0
 
 

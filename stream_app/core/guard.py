@@ -14,11 +14,13 @@ Three rules, each switchable (see ``[guard]`` in config/default.toml):
 4. *The witness* (classification): two small linear models, *twins*, on the numeric features
    standardised by the guard's own running statistics. The unguarded twin learns every label but
    feature outliers; the guarded twin learns only the labels the guard lets through. Where exactly
-   one twin's answer matched the label, the guard keeps score; when the unguarded twin won more
-   than ``witness_lead`` of the last ``witness_window`` such labels, the held-out labels were right
-   (a change the cap could not see through the noise, or a model that talked itself into an
-   error) and :attr:`NoiseGuard.witness_ahead` tells the owner to learn the labels it held out.
-   Under steady noise the guarded twin wins: it learned fewer flipped labels. The twins answer and
+   one twin's answer matched the label, the guard keeps score by a sequential test: when those
+   labels are ``witness_odds`` times likelier under "the unguarded twin wins ``witness_lead`` of
+   them" than under a fair duel (:func:`~stream_app.core.twins.page_step`), the held-out labels
+   were right (a change the cap could not see through the noise, or a model that talked itself
+   into an error) and :attr:`NoiseGuard.witness_ahead` tells the owner to learn the labels it held
+   out. Under steady noise the guarded twin wins: it learned fewer flipped labels; on a steady
+   stream without flips the duel is a coin toss, and the test stays quiet. The twins answer and
    learn ``witness_batch`` labels at a time, with a few matrix operations
    (:mod:`stream_app.core.twins`): a change is scored at most a batch later.
 
@@ -44,6 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stream_app import reasons
+from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel
 from stream_app.core.predict import class_key
 from stream_app.core.twins import Twins
 from stream_app.core.watch import NUMBERS, Watch, outside
@@ -86,8 +89,7 @@ class NoiseGuard(Watch, Twins):
         self._classes: dict[str, int] = {}  # class key -> its index, in the order first seen
         self._start_watch()
         self._start_twins()
-        self._duel: deque[bool]  # True where the unguarded twin won
-        self._witness_wins: int
+        self._witness_duel = Duel()  # the twins' score (stream_app.core.duel)
         self.restart_duel_window()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -100,6 +102,7 @@ class NoiseGuard(Watch, Twins):
         """Unpickle, also guards stored before slots, before the witness rule or the twins."""
         state.setdefault("max_features", DEFAULT_MAX_INDICATORS)
         state.setdefault("_classes", {})
+        state.pop("_witness_wins", None)  # the sliding window's count (before the duel's test)
         stats = state.pop("_stats", None)  # before slots: {name: [count, mean, M2, ...]}
         bias = state.pop("_bias", [0.0, 0.0])  # before the twins' matrix: their intercepts
         twins = state.pop("_twins", None)
@@ -111,19 +114,30 @@ class NoiseGuard(Watch, Twins):
             self._twins = np.array(twins, dtype=float).reshape(len(twins), 1 + len(self._names))
             if "_rows" not in state:
                 self._wait()
-        if "_duel" not in state:
-            self.restart_duel_window()
+        if "_witness_duel" not in state:  # stored with the sliding window, or before the witness
+            self._duel_from(self.__dict__.pop("_duel", None))
 
     def restart_duel_window(self) -> None:
-        """Start the score afresh, sized by the current settings.
+        """Start the score afresh: no evidence either way (the long-run win share is kept).
 
         The guarded twin takes the unguarded one's weights: the owner took the witness's state.
         The labels waiting for the twins are learned first (their score is forgotten).
         """
         self._twins_flush()
-        self._duel = deque(maxlen=self.settings.witness_window)
-        self._witness_wins = 0
+        self._witness_duel.restart()
         self._twins[1::2] = self._twins[0::2]
+
+    def _duel_from(self, window: deque[bool] | None) -> None:
+        """Score a guard stored with the sliding window: its last contests, in order, as evidence.
+
+        ``window``: True where the unguarded twin won (None: stored before the witness rule,
+        whose duel starts afresh).
+        """
+        self._witness_duel = Duel()
+        if window is None:
+            self.restart_duel_window()
+        else:
+            self._score([UNGUARDED_WON if won else GUARDED_WON for won in window])
 
     @property
     def flagged_share(self) -> float:
@@ -132,11 +146,8 @@ class NoiseGuard(Watch, Twins):
 
     @property
     def witness_ahead(self) -> bool:
-        """True when the unguarded twin won more than ``witness_lead`` of the contested labels."""
-        duel = self._duel
-        return len(duel) == duel.maxlen and self._witness_wins > self.settings.witness_lead * len(
-            duel
-        )
+        """True when the duel's evidence that the unguarded twin leads reached ``witness_odds``."""
+        return self._witness_duel.ahead(self.settings.witness_odds)
 
     def review(self, features: dict[str, Any], label: Any, served_proba_or_pred: Any) -> Verdict:
         """Judge one example; learn from its statistics if it passes.

@@ -2,10 +2,11 @@
 
 Both read the numeric features standardised by the guard's running statistics. The unguarded
 twin learns every label but feature outliers; the guarded twin learns only the labels the guard
-lets through. Where exactly one of them predicted the label, :class:`Twins` keeps the duel's score
-(see :mod:`stream_app.core.guard`, rule 4). Each twin is one logit for two classes, else one per
-class (one against the rest), trained by gradient descent on the log loss: a few multiplications
-per feature, in place of a second model's predict and learn per label.
+lets through. Where exactly one of them predicted the label, :class:`Twins` scores it in the
+duel's sequential test (:mod:`stream_app.core.duel`; see :mod:`stream_app.core.guard`, rule 4).
+Each twin is one logit for two classes, else one per class (one against the rest), trained by
+gradient descent on the log loss: a few multiplications per feature, in place of a second
+model's predict and learn per label.
 
 They work in batches of ``witness_batch`` labels: each label's watched values are kept as the
 guard read them (one list ``extend``), and a batch is answered, scored and learned with a few
@@ -25,11 +26,11 @@ array([[0., 0., 0.],
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stream_app.core.duel import GUARDED_WON, UNGUARDED_WON, Duel, Rule
 from stream_app.core.watch import NUMBERS
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ _FLAG_SHIFTS = np.array([1, 0])
 _ONE_LOGIT = np.array([[1.0 - 2.0 * (code < 4), (code >> 1) & 1, code & 1] for code in range(8)])
 """Two classes, by a label's code: 1 - 2 * the logit's target (class 0), and whether each twin
 learns it."""
-_WHO_WAS_RIGHT = np.array([1, 2])
+_WHO_WAS_RIGHT = np.array([UNGUARDED_WON, GUARDED_WON])
 """Whether each twin was right, times this: 1 if only the unguarded one, 2 if only the guarded."""
 
 
@@ -60,8 +61,7 @@ class Twins:
         _names: list[str]
         _mean: list[float]
         _scale: list[float]
-        _duel: deque[bool]
-        _witness_wins: int
+        _witness_duel: Duel
 
     def _start_twins(self) -> None:
         """Twins that know nothing yet, and no label waiting for them."""
@@ -135,15 +135,8 @@ class Twins:
         self._twins -= (0.5 * self.settings.witness_lr * steps.T) @ inputs
 
     def _score(self, who_was_right: list[int]) -> None:
-        """Count the labels exactly one twin predicted, in order (see :data:`_WHO_WAS_RIGHT`)."""
-        duel = self._duel
-        for right in who_was_right:
-            if right == 1 or right == 2:
-                won = right == 1
-                if len(duel) == duel.maxlen:
-                    self._witness_wins -= duel[0]
-                duel.append(won)
-                self._witness_wins += won
+        """Add the labels exactly one twin predicted to the duel's test, in order (:mod:`duel`)."""
+        self._witness_duel.score(who_was_right, Rule.of(self.settings))
 
     def _twins_widen(self) -> None:
         """Give the twins a weight of 0 for a new slot (the waiting labels are learned first)."""

@@ -211,10 +211,25 @@ class GuardSettings:
     witness: bool = True
     """Classification: twin linear models judge the held-out labels; if they were right, the
     model takes an unguarded witness's state."""
-    witness_window: int = 30
-    """Labels exactly one of the two twins predicted, over which the two are scored."""
-    witness_lead: float = 0.6
-    """The model takes the witness's state when the unguarded twin won more than this share."""
+    witness_window: int = 10
+    """Contested labels (exactly one twin right) worth of a fair duel that the long-run win share
+    starts from: a few early contests cannot set the test's reference. (Before the sequential
+    test: the sliding window the twins were scored over; old values keep a sound meaning.)"""
+    witness_lead: float = 0.85
+    """The unguarded twin's share of the contested labels that the witness's sequential test looks
+    for, above 0.5. Each contest adds the log-likelihood ratio of this share against the
+    reference: the share the unguarded twin has won so far, at most 0.5 and at least 1 - this."""
+    witness_odds: float = 1000.0
+    """The model takes the witness's state when the contested labels since the score last stood
+    at 0 are this many times likelier under ``witness_lead`` than under the reference (Page's
+    CUSUM, threshold ``log(witness_odds)``): on a steady stream, false adoptions are on average
+    at least this many contested labels apart (measured: several times more)."""
+    witness_horizon: float = 500.0
+    """Contested labels over which the long-run win share (the test's reference) forgets."""
+    witness_floor: float = 0.35
+    """The lowest reference: under heavy noise the unguarded twin's usual share counts down to
+    this, no further, so that a short run of wins is not strong evidence (contests come in runs;
+    a batch's are answered by the same weights). Higher: fewer false adoptions, slower ones."""
     witness_lr: float = 0.01
     """The twins' learning rate (stochastic gradient descent on standardised numeric features)."""
     witness_span: int = 4000
@@ -228,9 +243,18 @@ class GuardSettings:
             raise ConfigError(
                 "guard.cap_share must be in (0, 1] and guard.label_confidence in [0.5, 1)"
             )
-        if self.witness_window < 1 or not 0.5 <= self.witness_lead < 1.0:
+        if not 0.5 < self.witness_lead < 1.0 or not self.witness_odds > 1.0:
             raise ConfigError(
-                "guard.witness_window must be at least 1 and guard.witness_lead in [0.5, 1)"
+                "guard.witness_lead must be in (0.5, 1) and guard.witness_odds above 1"
+            )
+        if (
+            self.witness_window < 0
+            or not self.witness_horizon >= 1.0
+            or not 0.0 <= self.witness_floor <= 0.5
+        ):
+            raise ConfigError(
+                "guard.witness_window cannot be negative, guard.witness_horizon must be at least "
+                "1 and guard.witness_floor in [0, 0.5]"
             )
         if (
             min(self.stats_every, self.witness_span, self.witness_batch) < 1

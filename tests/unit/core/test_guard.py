@@ -7,6 +7,7 @@ import json
 import math
 import pickle
 import random
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,39 @@ def test_the_guarded_twin_leads_under_steady_noise() -> None:
     assert len(alarms) <= 1
 
 
+def steady_linear(guard: NoiseGuard, seed: int, n: int, features: int = 8) -> list[int]:
+    """Feed ``n`` labels of a fixed linear concept with noise in its score (bench/run.py's kind:
+    no flipped label, no change), served its true probability; return when the witness was ahead.
+
+    The guard holds out the few unlikely labels that happen; the twins differ by those alone and
+    their duel is a coin toss.
+    """
+    rng = random.Random(seed)
+    weights = [rng.gauss(0, 1) for _ in range(features)]
+    ahead = []
+    for i in range(n):
+        x = {f"f{k}": rng.gauss(0, 1) for k in range(features)}
+        score = sum(w * v for w, v in zip(weights, x.values(), strict=True))
+        label = "a" if score + rng.gauss(0, 0.5) > 0 else "b"
+        p = 1.0 / (1.0 + math.exp(-3.4 * score))  # about P(a | score), the noise being N(0, 0.5)
+        guard.review(x, label, {"a": p, "b": 1.0 - p})
+        if guard.witness_ahead:
+            ahead.append(i)
+            guard.restart_duel_window()
+    return ahead
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+def test_the_witness_stays_quiet_on_a_steady_stream_where_the_duel_is_a_coin_toss(
+    seed: int,
+) -> None:
+    """(The sliding window it replaced took the witness's state on each of these seeds.)"""
+    guard = NoiseGuard(GuardSettings(), "classification")
+    assert not steady_linear(guard, seed, 20000)
+    duel = guard._witness_duel
+    assert duel.contests > 50 and 0.4 < duel.wins / duel.contests < 0.6  # a coin toss, scored
+
+
 def test_no_twins_without_the_witness_rule_or_for_regression() -> None:
     for guard in (
         NoiseGuard(GuardSettings(witness=False), "classification"),
@@ -262,8 +296,10 @@ def before_slots(guard: NoiseGuard, width: int) -> dict[str, object]:
     state = dict(guard.__dict__)
     for name in ("_slot", "_names", "_count", "_mean", "_m2", "_lo", "_hi", "_scale", "_twins"):
         del state[name]
-    for name in ("_rows", "_codes"):
+    for name in ("_rows", "_codes", "_witness_duel"):
         del state[name]
+    state["_duel"] = deque(maxlen=30)  # the sliding window's score: True where unguarded won
+    state["_witness_wins"] = 0
     state["_stats"] = {
         name: [guard._count[i], guard._mean[i], guard._m2[i], 0.0, 0.0, 0.0, 0.25, 0.5][:width]
         for name, i in guard._slot.items()
@@ -289,9 +325,12 @@ def test_a_guard_stored_before_the_twins_unpickles() -> None:
     state = before_slots(guard, 3)
     for name in ("_derived_for", "_warming", "_classes"):
         del state[name]
+    state["_duel"] = deque([True] * 30, maxlen=30)  # the unguarded twin won its whole window
+    state["_witness_wins"] = 30
     old = NoiseGuard.__new__(NoiseGuard)
     old.__setstate__(state)
-    assert old._duel.maxlen == guard.settings.witness_window  # its score is kept
+    assert old.witness_ahead  # its score is kept: the window's contests became evidence
+    assert not hasattr(old, "_duel") and not hasattr(old, "_witness_wins")
     assert not old._twins.any() and old._twins.shape == (2, 1 + len(guard._names))
     assert old.review({"x": 0.1, "y": 10.0 + 2 * 20}, "a", CONFIDENT).reason == (
         reasons.FEATURE_OUTLIER
