@@ -110,6 +110,24 @@ def test_a_batch_is_one_message_of_the_same_entries_split_only_past_the_limit() 
     assert decode_log_entries(encode_log_batch([big], limit)[0]) == [big]  # alone, whatever size
 
 
+def test_a_batch_with_shadow_answers_is_the_joined_entries_byte_for_byte() -> None:
+    """Answers (served and shadow) are written as the same arrays in a batch as in one entry."""
+    examples = [
+        LabeledExample(
+            f"e{i}",
+            {"x": float(i), "color": "red"},
+            2.5 * i,
+            Prediction(1.5, {}),
+            Prediction(i * 0.5, {"a": 0.25}) if i % 2 else None,
+            5.0 + i,
+        )
+        for i in range(6)
+    ]
+    [whole] = encode_log_batch(examples, 1 << 20)
+    assert join_log_entries([encode_log_entry(e) for e in examples], 1 << 20) == [whole]
+    assert decode_log_entries(whole) == examples
+
+
 def test_batches_of_varied_entries_are_the_joined_entries_byte_for_byte_within_the_limit() -> None:
     """The buffer guesses a message's entries from the last batch: never past the limit, and
     each message is exactly what joining :func:`encode_log_entry`'s bytes gives (old readers)."""
