@@ -7,7 +7,7 @@ learned, with ``at``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -112,24 +112,24 @@ class LogBuffer:
     ([2, 2, 1], [])
     """
 
-    __slots__ = ("_entry_bytes", "_examples", "max_bytes")
+    __slots__ = ("_entry_bytes", "_examples", "add", "max_bytes")
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._examples: list[LabeledExample] = []
+        self.add: Callable[[LabeledExample], None] = self._examples.append
+        """Keep an example (learned, in this order) for the next message: the list's own
+        ``append``, a C call per learned label instead of a Python method around it."""
         self._entry_bytes = 0.0
         """Bytes per entry in the message encoded last (0: none yet, try the whole batch)."""
 
     def __len__(self) -> int:
         return len(self._examples)
 
-    def add(self, example: LabeledExample) -> None:
-        """Keep ``example`` (learned, in this order) for the next message."""
-        self._examples.append(example)
-
     def take(self) -> list[bytes]:
         """Return the messages of the examples added since the last call, in order (maybe none)."""
-        examples, self._examples = self._examples, []
+        examples = self._examples[:]
+        self._examples.clear()  # (the same list: ``add`` is its append)
         messages: list[bytes] = []
         start, limit = 0, self.max_bytes
         while start < len(examples):
