@@ -58,14 +58,15 @@ class DriftMonitor:
 
     def update(self, error: float) -> bool:
         """Add one error; return True if this completes a drift (the error went up)."""
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_sum -= self._recent[0]
-        self._recent.append(error)
+        recent, detector = self._recent, self.detector  # (once per label: locals)
+        if len(recent) == recent.maxlen:
+            self._recent_sum -= recent[0]
+        recent.append(error)
         self._recent_sum += error
         self._seen += 1
         self._sum += error
-        self.detector.update(error)
-        if not self.detector.drift_detected:
+        detector.update(error)
+        if not detector.drift_detected:
             return False
         older = self._seen - len(self._recent)
         if self._seen < self.settings.warmup or older <= 0:

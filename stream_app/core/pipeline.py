@@ -52,6 +52,10 @@ __all__ = ["Forwarded", "Outputs", "Pipeline", "Record"]  # (the ports: named he
 _UNLEARNED = frozenset({reasons.DUPLICATE_LABEL, reasons.UNKNOWN_LABEL, reasons.INVALID_LABEL})
 """Outcomes that leave the learner as it was: nothing to log."""
 
+_new_example = tuple.__new__
+"""Builds a :class:`LabeledExample` in one C call, once per label: a ``NamedTuple``'s own
+constructor is a Python function, about 0.15 us more."""
+
 _US_PER_S: Final = 1e6
 _US_PER_MS: Final = 1e3
 """A prediction's ``latency_ms`` is rounded to the microsecond."""
@@ -214,11 +218,10 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
         label = event.label
         if label is not NO_LABEL:
             if self.settings.learn.enabled:
-                self._learn(
-                    out,
-                    record,
-                    LabeledExample(event_id, event.features, label, served, shadow, now),
+                example = _new_example(
+                    LabeledExample, (event_id, event.features, label, served, shadow, now)
                 )
+                self._learn(out, record, example)
         elif self.settings.learn.enabled:
             version = incumbent.version  # of ``served``, even where a canary answered
             kept = Served(event.features, served.prediction, served.proba, shadow, version, now)

@@ -97,6 +97,10 @@ class Prediction(NamedTuple):
     proba: dict[str, float]
 
 
+_new_answer = tuple.__new__
+"""Builds a :class:`Prediction` in one C call, once per event: a ``NamedTuple``'s own constructor
+is a Python function, about 0.15 us more."""
+
 NO_ANSWER = Prediction(None, {})
 """What a model that has learned nothing says."""
 
@@ -139,7 +143,7 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
             best, top = user, p
         if key is not None:
             answer[key] = p if p.__class__ is float else float(p)
-    return Prediction(best, answer)
+    return _new_answer(Prediction, (best, answer))
 
 
 def predict_many(

@@ -50,7 +50,11 @@ class Emitter:
         """Queue ``value`` for an explicit partition (keeps the input partition's order)."""
         if topic == self.tracked:
             self._unsent.setdefault(partition, []).append((key, value))
-        self._append(topic, partition, key, value)
+        batch = self._open.get((topic, partition))
+        # The common case (one call per prediction): append to the partition's open batch.
+        # A first message, or one the full batch refused (it closed itself), takes _append.
+        if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+            self._append(topic, partition, key, value)
 
     def tombstone(self, topic: str, partition: int, key: bytes) -> None:
         """Queue a deletion of ``key`` (a message without a value) on a compacted topic."""

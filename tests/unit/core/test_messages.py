@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import orjson
+import pytest
 
 from stream_app.core.example import LabeledExample
 from stream_app.core.learning_log import (
+    CHUNK,
     LogBuffer,
     decode_log_entries,
     decode_log_entry,
@@ -108,6 +112,65 @@ def test_a_batch_is_one_message_of_the_same_entries_split_only_past_the_limit() 
     assert encode_log_batch([], limit) == []
     big = LabeledExample("big", {"x": 1.0}, "y" * limit, Prediction(None, {}), None, 1.0)
     assert decode_log_entries(encode_log_batch([big], limit)[0]) == [big]  # alone, whatever size
+
+
+def test_a_batch_with_shadow_answers_is_the_joined_entries_byte_for_byte() -> None:
+    """Answers (served and shadow) are written as the same arrays in a batch as in one entry."""
+    examples = [
+        LabeledExample(
+            f"e{i}",
+            {"x": float(i), "color": "red"},
+            2.5 * i,
+            Prediction(1.5, {}),
+            Prediction(i * 0.5, {"a": 0.25}) if i % 2 else None,
+            5.0 + i,
+        )
+        for i in range(6)
+    ]
+    [whole] = encode_log_batch(examples, 1 << 20)
+    assert join_log_entries([encode_log_entry(e) for e in examples], 1 << 20) == [whole]
+    assert decode_log_entries(whole) == examples
+
+
+@pytest.mark.parametrize("limit", [1 << 20, 9_000, 300])
+def test_batches_longer_than_a_chunk_are_the_joined_entries_byte_for_byte(limit: int) -> None:
+    """Past :data:`CHUNK` examples the buffer encodes as it goes; the messages are the same
+    entries, in order, within the limit (chunks that fit, and chunks too big for one message)."""
+    buffer = LogBuffer(limit)
+    examples = [
+        LabeledExample(f"e{i}", {"x": i * 0.5}, i % 3, Prediction(1, {}), None, 5.0 + i)
+        for i in range(3 * CHUNK + 5)
+    ]
+    for count, example in enumerate(examples, 1):
+        buffer.add(example)
+        assert len(buffer) == count
+    messages = buffer.take()
+    assert len(buffer) == 0 and buffer.take() == []
+    assert all(len(m) <= limit for m in messages)
+    assert [e for m in messages for e in decode_log_entries(m)] == examples
+    if limit == 1 << 20:
+        assert messages == join_log_entries([encode_log_entry(e) for e in examples], limit)
+    for message in messages:
+        part = decode_log_entries(message)
+        assert join_log_entries([encode_log_entry(e) for e in part], 1 << 20) == [message]
+
+
+class _Features(dict[str, float]):
+    """Features that can be watched with a weak reference (a plain dict cannot)."""
+
+
+def test_the_buffer_lets_go_of_each_chunk_of_examples_once_it_is_encoded() -> None:
+    buffer = LogBuffer(1 << 20)
+    watched = []
+    for i in range(CHUNK):
+        features = _Features(x=float(i))
+        watched.append(weakref.ref(features))
+        buffer.add(LabeledExample(f"e{i}", features, 1, Prediction(1, {}), None, 5.0))
+        del features
+    assert all(ref() is None for ref in watched) and len(buffer) == CHUNK
+    assert [e.features for m in buffer.take() for e in decode_log_entries(m)] == [
+        {"x": float(i)} for i in range(CHUNK)
+    ]
 
 
 def test_batches_of_varied_entries_are_the_joined_entries_byte_for_byte_within_the_limit() -> None:
