@@ -27,7 +27,7 @@ any Kafka code.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
 from river import base, preprocessing
@@ -138,6 +138,28 @@ class ScaleNumbers(base.Transformer):
             else:
                 out[name] = value
         return out
+
+    def statistics(self, names: Sequence[Hashable]) -> tuple[Any, Any, Any]:
+        """Return NumPy arrays of the scaled ``names``' means, divisors and zero-variance mask.
+
+        Batch answers (:mod:`stream_app.core.linear_batch`) standardise a matrix with them:
+        ``(value - mean) / std`` where the variance is not 0, and 0.0 where it is (the divisor is
+        1.0 there, so that no division by zero happens). Every name must be scaled.
+
+        >>> step = ScaleNumbers()
+        >>> for x in ({"x": 1.0, "c": 2.0}, {"x": 3.0, "c": 2.0}):
+        ...     step.learn_one(x)
+        >>> step.statistics(["x", "c"])
+        (array([2., 2.]), array([1., 1.]), array([False,  True]))
+        """
+        import numpy as np  # only batch answers need arrays
+
+        picked = [self._slots[name] for name in names]
+        means = np.array([slot[_MEAN] for slot in picked], dtype=np.float64)
+        constant = np.array([not slot[_VAR] for slot in picked], dtype=bool)
+        stds = np.array([slot[_STD] or 1.0 for slot in picked], dtype=np.float64)
+        stds[constant] = 1.0
+        return means, stds, constant
 
     def learn_many(self, X: Any) -> None:
         """Learn a numeric frame's columns (batch mode sends only numeric features).
