@@ -86,7 +86,10 @@ class ScaleNumbers(base.Transformer):
         The operations are ``StandardScaler.learn_one``'s, in its order (Welford's update).
         River's pipeline asks :meth:`transform_one` of the same ``x`` right after: when every
         value of ``x`` is a scaled number, its answer is computed here, from the same floats
-        (``value - mean`` is a term of the update), and handed over once.
+        (``value - mean`` is a term of the update), and handed over once, to the next call only,
+        if it is for that very dictionary (the object, not an equal one). A caller that changes
+        ``x`` in place between the two calls must pass a copy (River's pipeline calls the two
+        in a row).
 
         >>> step, x = ScaleNumbers(), {"x": 3.0}
         >>> step.learn_one({"x": 1.0}); step.learn_one(x)
