@@ -65,8 +65,8 @@ def linear_many(estimator: Any, rows: Sequence[dict[str, Any]]) -> list[float] |
     scale, one_hot, final = steps
     first = rows[0]
     columns = tuple(first)
-    if not all(map(columns.__eq__, map(tuple, rows))):
-        return None  # other names, or the same in another order (the sum's order would differ)
+    if not columns or not all(map(columns.__eq__, map(tuple, rows))):
+        return None  # no names; other names; the same in another order (the sum's would differ)
     if not (first.keys() <= scale._slots.keys() and one_hot._known.issuperset(columns)):
         return None  # a name not scaled yet, or not admitted by the one-hot step: River decides
     matrix = np.array(list(map(tuple, map(dict.values, rows))))
@@ -76,9 +76,10 @@ def linear_many(estimator: Any, rows: Sequence[dict[str, Any]]) -> list[float] |
     scaled = (matrix.reshape(len(rows), len(columns)) - means) / stds
     if constant.any():
         scaled[:, constant] = 0.0  # ScaleNumbers gives 0.0 while a name's variance is 0
-    raw = np.zeros(len(rows))
-    for column, weight in zip(scaled.T, final._weights.to_numpy(columns).tolist(), strict=True):
-        raw += column * weight  # River's dot: in the names' order, one product at a time
+    products = scaled * final._weights.to_numpy(columns)
+    # River's dot adds the products in the names' order, one at a time, from 0.0: a running sum
+    # (accumulate is sequential) is that; adding 0.0 turns the sign of a sum of zeros as 0.0 does.
+    raw = np.add.accumulate(products, axis=1)[:, -1] + 0.0
     raw += final.intercept
     return list(map(final.loss.mean_func, raw.tolist()))
 

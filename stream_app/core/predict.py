@@ -103,8 +103,8 @@ NO_ANSWER = Prediction(None, {})
 
 LINEAR_MIN_ROWS: Final = 5
 """Smallest batch the shipped linear pipelines answer with NumPy (:mod:`.linear_batch`) rather
-than event by event: its fixed cost (~16 us) equals four calls of :func:`predict_one` (~5 us each,
-15 features); from 1,000 rows on, a row costs ~1 us."""
+than event by event: its fixed cost (~16 us) is about four calls of :func:`predict_one` (~5 us
+each, 15 features); at 1,000 rows a row costs ~1.4 us."""
 
 
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:

@@ -102,7 +102,7 @@ def test_whatever_river_must_decide_is_left_to_it() -> None:
     renamed = [*batch[:-1], {**batch[-1], "new": 1.0}]
     texts = [*batch[:-1], {**batch[-1], "f0": "red"}]
     huge = [*batch[:-1], {**batch[-1], "count": 10**30}]
-    for other in (reordered, renamed, texts, huge, []):
+    for other in (reordered, renamed, texts, huge, [], [{}] * LINEAR_MIN_ROWS):
         assert linear_many(model, other) is None
     assert linear_many(trained("hoeffding_tree").estimator, batch) is None
     assert linear_many(logistic_regression(), batch) is None  # no name scaled yet
