@@ -27,7 +27,7 @@ any Kafka code.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any, Final
 
 from river import base, preprocessing
@@ -57,12 +57,22 @@ class ScaleNumbers(base.Transformer):
         self.max_names = max_names
         self._slots: dict[Hashable, list[Any]] = {}
         """Per scaled name: [count, mean, variance, standard deviation], in order first seen."""
+        self._learned: tuple[dict[Hashable, Any], dict[Hashable, Any]] | None = None
+        """The last example learned and its standardised numbers, for the ``transform_one`` of
+        that very dictionary which River's pipeline calls right after ``learn_one`` (taken once)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the last example learned: a transient of one ``learn_one``."""
+        state = self.__dict__.copy()
+        state["_learned"] = None
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a step stored when it kept River's ``StandardScaler`` (``scaler``)."""
         scaler = state.pop("scaler", None)
         if scaler is not None:
             state["_slots"] = _slots_of(scaler)
+        state.setdefault("_learned", None)  # (stored before it existed)
         self.__dict__.update(state)
 
     @property
@@ -74,14 +84,28 @@ class ScaleNumbers(base.Transformer):
         """Update the running mean and variance of each scaled number in ``x``.
 
         The operations are ``StandardScaler.learn_one``'s, in its order (Welford's update).
+        River's pipeline asks :meth:`transform_one` of the same ``x`` right after: when every
+        value of ``x`` is a scaled number, its answer is computed here, from the same floats
+        (``value - mean`` is a term of the update), and handed over once, to the next call only,
+        if it is for that very dictionary (the object, not an equal one). A caller that changes
+        ``x`` in place between the two calls must pass a copy (River's pipeline calls the two
+        in a row).
+
+        >>> step, x = ScaleNumbers(), {"x": 3.0}
+        >>> step.learn_one({"x": 1.0}); step.learn_one(x)
+        >>> step.transform_one(x), step.transform_one(x)  # handed over, then computed: the same
+        ({'x': 1.0}, {'x': 1.0})
         """
         slots = self._slots
+        out: dict[Hashable, Any] | None = {}
         for name, value in x.items():
             if value.__class__ is str:
+                out = None
                 continue
             slot = slots.get(name)
             if slot is None:
                 if len(slots) >= self.max_names:
+                    out = None
                     continue
                 slot = slots[name] = [0, 0.0, 0.0, 0.0]
             count = slot[_COUNT] + 1
@@ -89,11 +113,15 @@ class ScaleNumbers(base.Transformer):
             step = value - old_mean  # (StandardScaler computes it twice: the same float)
             mean = old_mean + step / count
             var = slot[_VAR]
-            var += (step * (value - mean) - var) / count
+            centred = value - mean
+            var += (step * centred - var) / count
             slot[_COUNT] = count
             slot[_MEAN] = mean
             slot[_VAR] = var
-            slot[_STD] = var**0.5
+            std = slot[_STD] = var**0.5
+            if out is not None:  # transform_one's own operations, on the updated slot
+                out[name] = centred / std if var else 0.0
+        self._learned = None if out is None else (x, out)
 
     def transform_one(self, x: dict[Hashable, Any]) -> dict[Hashable, Any]:
         """Return ``x`` with its scaled numbers standardised; strings and the rest unchanged.
@@ -102,6 +130,11 @@ class ScaleNumbers(base.Transformer):
         ``StandardScaler`` does. An admitted name not learned yet gives 0.0 too, without touching
         the state: predictions alone never grow it.
         """
+        learned = self._learned
+        if learned is not None:
+            self._learned = None
+            if learned[0] is x:  # right after learn_one(x): its answer (see learn_one)
+                return learned[1]
         if x.keys() <= self._slots.keys():  # known names only: the common case
             out = self._transform_known(x)
             if out is not None:
@@ -138,6 +171,28 @@ class ScaleNumbers(base.Transformer):
             else:
                 out[name] = value
         return out
+
+    def statistics(self, names: Sequence[Hashable]) -> tuple[Any, Any, Any]:
+        """Return NumPy arrays of the scaled ``names``' means, divisors and zero-variance mask.
+
+        Batch answers (:mod:`stream_app.core.linear_batch`) standardise a matrix with them:
+        ``(value - mean) / std`` where the variance is not 0, and 0.0 where it is (the divisor is
+        1.0 there, so that no division by zero happens). Every name must be scaled.
+
+        >>> step = ScaleNumbers()
+        >>> for x in ({"x": 1.0, "c": 2.0}, {"x": 3.0, "c": 2.0}):
+        ...     step.learn_one(x)
+        >>> step.statistics(["x", "c"])
+        (array([2., 2.]), array([1., 1.]), array([False,  True]))
+        """
+        import numpy as np  # only batch answers need arrays
+
+        picked = [self._slots[name] for name in names]
+        means = np.array([slot[_MEAN] for slot in picked], dtype=np.float64)
+        constant = np.array([not slot[_VAR] for slot in picked], dtype=bool)
+        stds = np.array([slot[_STD] or 1.0 for slot in picked], dtype=np.float64)
+        stds[constant] = 1.0
+        return means, stds, constant
 
     def learn_many(self, X: Any) -> None:
         """Learn a numeric frame's columns (batch mode sends only numeric features).

@@ -154,9 +154,10 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
     def _serve_batch(self, records: Sequence[Record], received: float, out: Outputs) -> None:
         """Decode a micro-batch, predict it with one call, then emit and learn event by event."""
         decoded: list[tuple[Record, FeatureEvent]] = []
+        keep, limits = decoded.append, self.settings.limits  # (once per batch)
         for record in records:
             try:
-                decoded.append((record, decode_event(record.value, self.settings.limits)))
+                keep((record, decode_event(record.value, limits)))
             except RejectedMessage as rejected:
                 self._dead_letter(out, record, rejected.reason, rejected.detail)
         answers: list[tuple[Prediction, Prediction | None] | None]
@@ -171,9 +172,10 @@ class Pipeline(DelayedLabels, Forwarding, KeyedPath):
                 except Exception as exc:
                     self._model_error(out, record, exc)
                     answers.append(None)
+        emit = self._emit
         for (record, event), answer in zip(decoded, answers, strict=True):
             if answer is not None:
-                self._emit(out, record, event, answer[0], answer[1], received)
+                emit(out, record, event, answer[0], answer[1], received)
         self.learner.flush()
 
     def _emit(

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from stream_app.core.factory import build_estimator
 from stream_app.core.label import LabelCodec, class_key
+from stream_app.core.linear_batch import linear_many
 from stream_app.errors import ModelError
 from stream_app.models import (
     DEFAULT_MAX_INDICATORS,
@@ -104,6 +105,11 @@ is a Python function, about 0.15 us more."""
 NO_ANSWER = Prediction(None, {})
 """What a model that has learned nothing says."""
 
+LINEAR_MIN_ROWS: Final = 5
+"""Smallest batch the shipped linear pipelines answer with NumPy (:mod:`.linear_batch`) rather
+than event by event: its fixed cost (~16 us) is about four calls of :func:`predict_one` (~5 us
+each, 15 features); at 1,000 rows a row costs ~1.4 us."""
+
 
 def fresh_model(settings: ModelSettings, version: int = 0) -> ServingModel:
     """Build an untrained model from the configured factory and check it fits the task."""
@@ -151,12 +157,18 @@ def predict_many(
 ) -> list[Prediction]:
     """Predict a batch with one vectorised call, or event by event where that is not faster.
 
-    The vectorised call pays for building a data frame, so it serves batches of at least
-    ``min_rows`` events with the same numeric features, on estimators that support it; any other
-    batch is answered by :func:`predict_one`, event by event. Both give the same answers.
+    The shipped linear pipelines answer a batch of at least :data:`LINEAR_MIN_ROWS` events with
+    the same numeric features with NumPy (:mod:`.linear_batch`). For other estimators, the
+    vectorised call pays for building a data frame, so it serves batches of at least ``min_rows``
+    events with the same numeric features, on estimators that support it; any other batch is
+    answered by :func:`predict_one`, event by event. All give the same answers (to rounding).
     """
     if model.examples_learned == 0:
         return [NO_ANSWER] * len(rows)
+    if len(rows) >= LINEAR_MIN_ROWS:
+        linear = linear_many(model.estimator, rows)
+        if linear is not None:
+            return _linear_predictions(model, linear)
     matrix = numeric_matrix(rows) if len(rows) >= min_rows else None
     if matrix is None or not supports_many(model.estimator, model.task):
         return [predict_one(model, x) for x in rows]
@@ -175,6 +187,29 @@ def predict_many(
         best = max(range(len(row)), key=row.__getitem__)  # the first of equals, as predict_one
         answers.append(Prediction(labels[best], {key: float(row[j]) for j, key in keep}))
     return answers
+
+
+def _linear_predictions(model: ServingModel, answers: list[float]) -> list[Prediction]:
+    """Name the answers of :func:`~stream_app.core.linear_batch.linear_many` as predict_one does.
+
+    A classifier's answer is P(True): its classes are ``{False: 1 - p, True: p}``, the first of
+    equals wins (False), and a class not known yet has no key, as in :func:`predict_one`. River's
+    sigmoid answers the integers 0 and 1 beyond its clamp: they are given as floats.
+    """
+    if model.task == "regression":
+        return [Prediction(float(y), {}) for y in answers]
+    (negative, no), (positive, yes) = model.labels.name(False), model.labels.name(True)
+    new = tuple.__new__  # (a NamedTuple's own constructor is a Python function: twice the cost)
+    if no is not None and yes is not None:
+        return [
+            new(Prediction, (positive if p > 1.0 - p else negative, {no: 1.0 - p, yes: float(p)}))
+            for p in answers
+        ]
+    out: list[Prediction] = []
+    for p in answers:
+        proba = {key: value for key, value in ((no, 1.0 - p), (yes, float(p))) if key is not None}
+        out.append(Prediction(positive if p > 1.0 - p else negative, proba))
+    return out
 
 
 def numeric_matrix(rows: Sequence[dict[str, Any]]) -> tuple[list[str], Any] | None:

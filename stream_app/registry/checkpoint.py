@@ -33,7 +33,9 @@ from stream_app.registry.records import (
     Registry,
     VersionRecord,
     chunk_key,
+    compress,
     pack,
+    pickled,
     record_key,
     retained,
     split_blob,
@@ -300,16 +302,24 @@ def load_model(registry: Registry, name: str, version: int) -> Contender:
 
 
 def encode_inline(states: list[Any], level: int) -> Coroutine[Any, Any, list[bytes]]:
-    """Pack ``states`` now, on the caller's thread; return what gives them back once awaited.
+    """Pickle ``states`` now, on the caller's thread; return what packs them once awaited.
 
-    For small models, whose pickling costs less than a fork (``registry.child_min_bytes``).
+    For small models, whose pickling costs less than a fork (``registry.child_min_bytes``). The
+    pickle is the snapshot, taken at once; compressing it (about as long again, and zlib releases
+    the GIL) happens in a thread when the result is awaited, while the serve loop goes on. The
+    bytes are :func:`~stream_app.registry.records.pack`'s.
     """
-    packed = [pack(state, level) for state in states]
+    raw = [pickled(state) for state in states]
 
     async def ready() -> list[bytes]:
-        return packed
+        return await asyncio.to_thread(_compress_all, raw, level)
 
     return ready()
+
+
+def _compress_all(raw: list[bytes], level: int) -> list[bytes]:
+    """Compress each pickle (in a worker thread: see :func:`encode_inline`)."""
+    return [compress(state, level) for state in raw]
 
 
 async def encode_in_child(states: list[Any], level: int) -> list[bytes]:

@@ -130,6 +130,20 @@ def test_a_pickled_step_scales_as_the_original() -> None:
         step.learn_one(x)
 
 
+def test_learn_one_hands_its_answer_only_to_the_very_same_example() -> None:
+    step = ScaleNumbers()
+    for value in (1.0, 2.0, 4.0):
+        step.learn_one({"x": value})
+    x = {"x": 8.0}
+    step.learn_one(x)
+    other = {"x": 8.0 - 1.0}
+    assert step.transform_one(other) == step.transform_one(dict(other))  # computed, not handed
+    assert step.transform_one(x) == step.transform_one(dict(x))
+    step.learn_one(x)
+    assert pickle.loads(pickle.dumps(step))._learned is None  # (a transient: never stored)
+    assert step.transform_one(x) == pickle.loads(pickle.dumps(step)).transform_one(x)
+
+
 def test_the_shipped_pipeline_predicts_as_one_with_the_former_step() -> None:
     rng = random.Random(5)
     model = logistic_regression()
