@@ -1,6 +1,6 @@
 """Learning quality on seeded streams: the noise guard, drift detection and recovery.
 
-    python bench/learning.py [--events N] [--seeds 1 2 3] [--json]
+    python bench/learning.py [--events N] [--seeds 1 2 3] [--json] [--guard JSON]
         [--retrain-every N] [--retrain-window N] [--retrain-min N]
         [--floor Q] [--patience N] [--floor-window N]
 
@@ -96,10 +96,18 @@ def make_stream(kind: str, seed: int, n: int, change_at: int) -> list[tuple[dict
 
 
 def run(
-    data: list[tuple[dict[str, Any], Any]], noise: float, guard: bool, seed: int, change_at: int
+    data: list[tuple[dict[str, Any], Any]],
+    noise: float,
+    guard: bool,
+    seed: int,
+    change_at: int,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Prequential run of one Learner; labels flipped with probability ``noise``."""
-    settings = Settings().replace(guard={"enabled": guard})
+    """Prequential run of one Learner; labels flipped with probability ``noise``.
+
+    ``overrides``: [guard] settings over the shipped ones (``--guard``), the guard on or off.
+    """
+    settings = Settings().replace(guard={**(overrides or {}), "enabled": guard})
     learner = Learner(settings)
     rng = random.Random(seed * 1000 + int(noise * 100))
     hits: list[bool] = []
@@ -199,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=12000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--guard", type=json.loads, default={}, help="[guard] overrides, JSON (e.g. witness_odds)"
+    )
     retraining = parser.add_argument_group("retraining rows (retrain.*)")
     retraining.add_argument("--retrain-every", type=int, default=2000, help="schedule: examples")
     retraining.add_argument("--retrain-window", type=int, default=500, help="examples trained on")
@@ -223,19 +234,23 @@ def main(argv: list[str] | None = None) -> int:
             for noise in (0.0, 0.2):
                 for guard in (False, True):
                     key = f"noise={noise:.0%} guard={'on' if guard else 'off'}"
-                    runs.setdefault(key, []).append(run(data, noise, guard, seed, change_at))
+                    result = run(data, noise, guard, seed, change_at, args.guard)
+                    runs.setdefault(key, []).append(result)
             for policy in RETRAIN_POLICIES:
                 result = run_retrain(data, policy, change_at, args)
                 retrain_runs.setdefault(policy, []).append(result)
         results[kind] = summarize(runs)
         retrained[kind] = summarize_retrain(retrain_runs)
-    steady_counts = steady_witness.count(args.steady_events, args.steady_seeds, args.steady_chunk)
+    steady_counts = steady_witness.count(
+        args.steady_events, args.steady_seeds, args.steady_chunk, args.guard
+    )
     if args.json:
         print(
             json.dumps(
                 {
                     "events": args.events,
                     "seeds": args.seeds,
+                    "guard": args.guard,
                     "streams": results,
                     "retraining": retrained,
                     "steady_witness": steady_counts,
@@ -327,7 +342,8 @@ def print_retrain_table(results: dict[str, Any], args: argparse.Namespace) -> No
 
 def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     change = args.events // 2
-    print(f"bench/learning.py: {args.events} events, change at {change}, seeds {args.seeds}")
+    guard = f", guard overrides {json.dumps(args.guard)}" if args.guard else ""
+    print(f"bench/learning.py: {args.events} events, change at {change}, seeds {args.seeds}{guard}")
     header = (
         f"{'stream':14} {'configuration':24} {'accuracy':>8} {'held out':>8} {'delay':>6} "
         f"{'false':>5} {'recover':>7} {'us/ev':>6}"

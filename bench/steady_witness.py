@@ -77,10 +77,12 @@ def adoptions(events: list[Any], settings: Settings) -> tuple[int, int]:
     return adopted, replayed
 
 
-def count(n: int, seeds: list[int], chunk: int) -> dict[str, Any]:
-    """Adoptions per seed and order, with the default settings."""
+def count(
+    n: int, seeds: list[int], chunk: int, guard: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Adoptions per seed and order, with the default settings (``guard``: [guard] overrides)."""
     logging.disable(logging.WARNING)
-    settings = Settings()
+    settings = Settings().replace(guard=guard or {})
     out: dict[str, Any] = {}
     for seed in seeds:
         events = make_events(n, seed)
@@ -98,7 +100,8 @@ def print_counts(counts: dict[str, Any], n: int, chunk: int) -> None:
     """One line per seed and order, then the total."""
     print(
         f"witness adoptions on steady streams of {n} events (bench/run.py make_events; SEA with "
-        f"{FLIPPED:.0%} flipped labels), default settings; {PARTITIONS} partitions taken "
+        f"{FLIPPED:.0%} flipped labels), shipped settings (with bench/learning.py's --guard, if "
+        f"given); {PARTITIONS} partitions taken "
         f"round-robin {chunk} at a time: every one a false alarm"
     )
     for key, r in counts.items():
