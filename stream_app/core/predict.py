@@ -199,10 +199,11 @@ def _linear_predictions(model: ServingModel, answers: list[float]) -> list[Predi
     if model.task == "regression":
         return [Prediction(float(y), {}) for y in answers]
     (negative, no), (positive, yes) = model.labels.name(False), model.labels.name(True)
-    new = tuple.__new__  # (a NamedTuple's own constructor is a Python function: twice the cost)
     if no is not None and yes is not None:
         return [
-            new(Prediction, (positive if p > 1.0 - p else negative, {no: 1.0 - p, yes: float(p)}))
+            _new_answer(
+                Prediction, (positive if p > 1.0 - p else negative, {no: 1.0 - p, yes: float(p)})
+            )
             for p in answers
         ]
     out: list[Prediction] = []
