@@ -16,7 +16,7 @@ Three rules, each switchable (see ``[guard]`` in config/default.toml):
    feature outliers; the guarded twin learns only the labels the guard lets through. Where exactly
    one twin's answer matched the label, the guard keeps score by a sequential test: when those
    labels are ``witness_odds`` times likelier under "the unguarded twin wins ``witness_lead`` of
-   them" than under a fair duel (:func:`~stream_app.core.twins.page_step`), the held-out labels
+   them" than under the share it usually wins (:mod:`stream_app.core.duel`), the held-out labels
    were right (a change the cap could not see through the noise, or a model that talked itself
    into an error) and :attr:`NoiseGuard.witness_ahead` tells the owner to learn the labels it held
    out. Under steady noise the guarded twin wins: it learned fewer flipped labels; on a steady
