@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from stream_app import reasons
+from stream_app.core import fused
 from stream_app.core.canary import Canary
 from stream_app.core.challenge import Challenging
 from stream_app.core.drift import DriftMonitor
@@ -133,7 +134,7 @@ class Contender:
         if verdict.reason is None:
             model.note_names(features)
             if self.deferred is None:
-                model.estimator.learn_one(features, y)
+                fused.learn_one(model.estimator, features, y)
             else:
                 self.deferred.append((features, y))
             model.examples_learned += 1
@@ -181,7 +182,7 @@ class Contender:
             matrix = numeric_matrix([x for x, _ in batch])
         if matrix is None:
             for x, y in batch:
-                estimator.learn_one(x, y)
+                fused.learn_one(estimator, x, y)
             return
         import pandas as pd  # only learn_many needs a data frame library
 

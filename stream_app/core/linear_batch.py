@@ -45,10 +45,12 @@ from river import compose, linear_model
 from stream_app.models import BoundedOneHot
 from stream_app.scaling import ScaleNumbers
 
-__all__ = ["linear_many"]
+__all__ = ["linear_many", "linear_steps"]
 
 _FINALS = (linear_model.LogisticRegression, linear_model.LinearRegression)
 """Final steps answered here: their answer is ``loss.mean_func(w . x + intercept)``."""
+_STEPS = len(("scale", "one-hot", "final"))
+"""Steps of a shipped linear pipeline."""
 _NUMERIC_KINDS = "biuf"
 """NumPy kinds of a matrix of numbers (booleans, integers, floats): no string among them."""
 
@@ -59,7 +61,7 @@ def linear_many(estimator: Any, rows: Sequence[dict[str, Any]]) -> list[float] |
     None means: ask River (the estimator is not a shipped linear pipeline, or the rows are not
     numbers under the same names, all known to the model).
     """
-    steps = _linear_steps(estimator)
+    steps = linear_steps(estimator)
     if steps is None or not rows:
         return None
     scale, one_hot, final = steps
@@ -84,17 +86,26 @@ def linear_many(estimator: Any, rows: Sequence[dict[str, Any]]) -> list[float] |
     return list(map(final.loss.mean_func, raw.tolist()))
 
 
-def _linear_steps(estimator: Any) -> tuple[ScaleNumbers, BoundedOneHot, Any] | None:
+def linear_steps(estimator: Any) -> tuple[ScaleNumbers, BoundedOneHot, Any] | None:
     """Return the three steps of a shipped linear pipeline, or None for any other estimator.
 
-    Exact types only: a subclass may transform or predict otherwise.
+    Exact types only: a subclass may transform or predict otherwise. None too in River's
+    ``learn_during_predict`` mode (a class setting, read at every call), where the pipeline's
+    transformers learn as they answer. Called once per event by :mod:`.fused`: it unpacks the
+    steps without building a list.
+
+    >>> from stream_app.models import hoeffding_tree, logistic_regression
+    >>> [type(step).__name__ for step in linear_steps(logistic_regression())]
+    ['ScaleNumbers', 'BoundedOneHot', 'LogisticRegression']
+    >>> linear_steps(hoeffding_tree()) is None
+    True
     """
     if type(estimator) is not compose.Pipeline or estimator._LEARN_UNSUPERVISED_DURING_PREDICT:
         return None
-    steps = list(estimator.steps.values())
-    if len(steps) != len(("scale", "one-hot", "final")):
+    steps = estimator.steps
+    if len(steps) != _STEPS:
         return None
-    scale, one_hot, final = steps
+    scale, one_hot, final = steps.values()
     if type(scale) is not ScaleNumbers or type(one_hot) is not BoundedOneHot:
         return None
     if type(final) not in _FINALS:

@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from typing import Any, Final, NamedTuple
 
+from stream_app.core import fused
 from stream_app.core.factory import build_estimator
 from stream_app.core.label import LabelCodec, class_key
 from stream_app.core.linear_batch import linear_many
@@ -134,8 +135,8 @@ def predict_one(model: ServingModel, features: dict[str, Any]) -> Prediction:
     if model.examples_learned == 0:
         return NO_ANSWER
     if model.task == "regression":
-        return Prediction(float(model.estimator.predict_one(features)), {})
-    proba = model.estimator.predict_proba_one(features)
+        return Prediction(float(fused.predict_one(model.estimator, features)), {})
+    proba = fused.predict_proba_one(model.estimator, features)
     if not proba:
         return NO_ANSWER
     # River's predict_one is the argmax of predict_proba_one: take it from the same call, in the

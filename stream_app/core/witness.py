@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from stream_app.core import fused
+
 __all__ = ["Example", "Witness"]
 
 Example = tuple[dict[str, Any], Any]
@@ -72,7 +74,7 @@ class Witness:
         """
         copied = copy.deepcopy(estimator)
         for features, y in pending or ():
-            copied.learn_one(features, y)
+            fused.learn_one(copied, features, y)
         self._older, self._since_older = self._newer, self._since_newer
         self._newer, self._since_newer = (copied, learned), ([], [])
 
@@ -82,5 +84,5 @@ class Witness:
         older, newer = self._since_older, self._since_newer
         replayed = [*zip(older[0], older[1], strict=True), *zip(newer[0], newer[1], strict=True)]
         for features, y in replayed:
-            estimator.learn_one(features, y)
+            fused.learn_one(estimator, features, y)
         return estimator, replayed
