@@ -16,11 +16,11 @@ steps' own methods, with the same arguments, in exactly River's order:
 
 The one-hot step's calls are skipped where they provably do nothing: when every name is one it has
 admitted and no value is a string, its ``learn_one`` returns at once and its ``transform_one``
-returns its input (the very test those methods make first). The pipeline's plan is built on the
-first call, as River builds it, so the model's whole state stays River's own. Anything else (any
-other estimator, a subclass, River's ``learn_during_predict`` mode, checked at every call) takes
-River's own methods, and so does a method set on the pipeline itself (a test's stand-in, a
-logging wrapper). The answers and the state are therefore River's to the bit
+returns its input (the test those methods make first; :func:`_passes`). The pipeline's plan is
+built on the first call, as River builds it, so the model's whole state stays River's own.
+Anything else (any other estimator, a subclass, River's ``learn_during_predict`` mode, checked at
+every call) takes River's own methods, and so does a method set on the pipeline itself (a test's
+stand-in, a logging wrapper). The answers and the state are therefore River's to the bit
 (tests/property/test_fused_properties.py).
 
 >>> from stream_app.models import logistic_regression
@@ -56,9 +56,8 @@ def learn_one(estimator: Any, x: dict[Any, Any], y: Any) -> None:
     scale, one_hot, final = steps
     scale.learn_one(x)
     z = scale.transform_one(x)
-    known = one_hot._known
-    if not known.issuperset(z) or str in map(type, z.values()):
-        one_hot.learn_one(z)  # (otherwise both return at once, on this very test)
+    if not _passes(one_hot, z):
+        one_hot.learn_one(z)
         z = one_hot.transform_one(z)
     final.learn_one(z, y)
 
@@ -85,6 +84,29 @@ def _transform(estimator: Any, steps: tuple[Any, Any, Any], x: dict[Any, Any]) -
         estimator._build_plan()  # as River's first prediction does
     scale, one_hot, _ = steps
     z = scale.transform_one(x)
-    if not one_hot._known.issuperset(z) or str in map(type, z.values()):
-        z = one_hot.transform_one(z)  # (otherwise it returns z, on this very test)
-    return z
+    return z if _passes(one_hot, z) else one_hot.transform_one(z)
+
+
+def _passes(one_hot: Any, z: dict[Any, Any]) -> bool:
+    """Tell that the one-hot step's ``learn_one(z)`` does nothing and ``transform_one(z)`` is z.
+
+    That holds when every name of ``z`` is one it has admitted and no value is a string (the test
+    its methods make first). A sum from 0.0 proves the second in C, faster than looking at each
+    value's type: ``0.0 + "red"`` is a TypeError. A sum that fails for any other reason (an integer
+    beyond a float's range) only means the step's own methods decide.
+
+    >>> from stream_app.models import BoundedOneHot
+    >>> step = BoundedOneHot()
+    >>> step.learn_one({"x": 1.0, "n": 2})
+    >>> _passes(step, {"x": 0.5, "n": 3}), _passes(step, {"x": 0.5, "y": 1.0})
+    (True, False)
+    >>> _passes(step, {"x": "red"}), _passes(step, {"n": 10**400})
+    (False, False)
+    """
+    if not one_hot._known.issuperset(z):
+        return False
+    try:
+        sum(z.values(), 0.0)
+    except Exception:  # a string (or an integer too large for a float): the step decides
+        return False
+    return True
