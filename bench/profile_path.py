@@ -1,7 +1,7 @@
 """Where the time of one event goes on the straight path, without Kafka.
 
     python bench/profile_path.py [--events 30000] [--mode event|batch]
-                                 [--config defaults|features_off] [--json]
+                                 [--config defaults|features_off] [--cpu [--repeats N]] [--json]
 
 Runs :class:`~stream_app.core.pipeline.Pipeline` over the same seeded events as ``bench/run.py``
 (15 numeric features, inline labels, logistic regression; the shipped defaults, or guard off and
@@ -10,6 +10,10 @@ floor). Then profiles the same
 run with cProfile and sums the own time of every function by where it lives: River (the model),
 stream_app's modules one by one, orjson, prometheus_client, the rest. The garbage collector
 is tuned as the worker tunes it (``serve.gc_threshold``), for the floor too. Asserts nothing.
+
+``--cpu`` times the path in CPU time (``time.process_time``), the least of ``--repeats`` runs on
+fresh paths: on a shared machine, wall time moves with the other processes' load more than a
+change to the path does (compare code before and after with alternated runs of this).
 """
 
 from __future__ import annotations
@@ -72,13 +76,13 @@ def pipeline(mode: str, learn_many: bool = False, config: str = "features_off") 
     return path
 
 
-def run(path: Pipeline, records: list[Rec]) -> float:
-    """Serve every record in poll-sized batches; return seconds."""
+def run(path: Pipeline, records: list[Rec], clock: Any = time.perf_counter) -> float:
+    """Serve every record in poll-sized batches; return seconds by ``clock``."""
     out = Drop()
-    started = time.perf_counter()
+    started = clock()
     for i in range(0, len(records), BATCH):
         path.features(records[i : i + BATCH], time.perf_counter(), out)
-    return time.perf_counter() - started
+    return clock() - started
 
 
 def where(filename: str) -> str:
@@ -101,13 +105,21 @@ def main() -> int:
     parser.add_argument("--mode", choices=("event", "batch"), default="event")
     parser.add_argument("--config", choices=("defaults", "features_off"), default="features_off")
     parser.add_argument("--learn-many", action="store_true", help="inference.learn_many (batch)")
+    parser.add_argument("--cpu", action="store_true", help="time the path in CPU time")
+    parser.add_argument("--repeats", type=int, default=1, help="with --cpu: the least of N runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     events = make_events(args.events)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(events)]
     tune_collector(Settings().serve.gc_threshold)  # as the worker does once started (floor too)
     floor_rate = floor(events, "stream_app.models:logistic_regression")
-    seconds = run(pipeline(args.mode, args.learn_many, args.config), records)
+    if args.cpu:
+        seconds = min(
+            run(pipeline(args.mode, args.learn_many, args.config), records, time.process_time)
+            for _ in range(max(1, args.repeats))
+        )
+    else:
+        seconds = run(pipeline(args.mode, args.learn_many, args.config), records)
     profile = cProfile.Profile()
     profile.enable()
     run(pipeline(args.mode, args.learn_many, args.config), records)
@@ -123,6 +135,7 @@ def main() -> int:
         "config": args.config,
         "floor_us": 1e6 / floor_rate,
         "path_us": 1e6 * seconds / args.events,
+        "path_clock": "cpu" if args.cpu else "wall",
         "share": {k: v / total for k, v in sorted(own.items(), key=lambda kv: -kv[1])},
     }
     if args.json:
@@ -131,7 +144,8 @@ def main() -> int:
     print(
         f"bench/profile_path.py: {args.events} events, {args.config}, {args.mode} mode"
         f"{' with learn_many' if args.learn_many else ''}, no Kafka: "
-        f"{report['path_us']:.1f} us/event on the path, floor (River alone) "
+        f"{report['path_us']:.1f} us/event on the path"
+        f"{f' (CPU time, least of {args.repeats})' if args.cpu else ''}, floor (River alone) "
         f"{report['floor_us']:.1f} us/event"
     )
     print("own time by place (cProfile; its overhead inflates small functions):")
