@@ -188,8 +188,16 @@ class RecentIds:
             seen.move_to_end(event_id)
             self._first = -math.inf
         seen[event_id] = now
-        if len(seen) > self.max_items or self._first < now - self.ttl_s:
+        horizon = now - self.ttl_s
+        if self._first < horizon:
             self._forget(now)
+        elif len(seen) > self.max_items:  # full (each add once it is): the oldest goes
+            seen.popitem(last=False)
+            first = next(iter(seen.values()), -math.inf)
+            if first < horizon or len(seen) > self.max_items:  # (rare: more to forget)
+                self._forget(now)
+            else:
+                self._first = first
 
     def _forget(self, now: float) -> None:
         """Forget the oldest ids while too many are kept or the oldest is older than the TTL."""
