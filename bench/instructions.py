@@ -1,7 +1,9 @@
 """Instructions per event on the straight path, counted by valgrind: the same on a busy machine.
 
-    python bench/instructions.py [--config features_off|defaults] [--warm 3000] [--events 3000]
+    python bench/instructions.py [--config defaults|features_off] [--warm 3000] [--events 3000]
                                  [--without learned,drift,names,label,encode,log,quality]
+
+Without ``--config`` it counts both, the shipped defaults first (what users run).
 
 Runs :mod:`bench.profile_path`'s path (event mode) under ``valgrind --tool=callgrind``: ``--warm``
 events first, then ``--events`` more between two markers (callgrind dumps its counts each time
@@ -32,6 +34,8 @@ from stream_app.settings import Settings
 from stream_app.worker.collector import tune_collector
 
 PIECES = ("learned", "drift", "names", "label", "encode", "log", "quality")
+CONFIGS = ("defaults", "features_off")
+"""Configurations of :mod:`bench.run`, the shipped defaults first."""
 
 
 def remove(piece: str, path: Any) -> None:
@@ -76,7 +80,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--config", choices=("defaults", "features_off"), default="features_off")
+    parser.add_argument("--config", choices=CONFIGS, help="one of them (default: each in turn)")
     parser.add_argument("--warm", type=int, default=3000)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--without", default="", help=f"comma-separated: {', '.join(PIECES)}")
@@ -92,26 +96,34 @@ def main() -> int:
     if valgrind is None:
         print("bench/instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
+    for config in [args.config] if args.config else CONFIGS:
+        if (per_event := count(valgrind, config, args.warm, args.events, without)) is None:
+            print("no count between the markers: does valgrind see os_getppid?", file=sys.stderr)
+            return 2
+        print(
+            f"bench/instructions.py: {config}, event mode, {args.events} events after "
+            f"{args.warm}{', without ' + ', '.join(without) if without else ''}: "
+            f"{per_event:,.0f} instructions an event"
+        )
+    return 0
+
+
+def count(valgrind: str, config: str, warm: int, events: int, without: list[str]) -> float | None:
+    """Instructions an event of ``config``'s measured events, or None without the markers."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         command = [valgrind, "--tool=callgrind", "--dump-before=os_getppid"]
         command += [f"--callgrind-out-file={out}", sys.executable, __file__, "--inner"]
-        command += ["--config", args.config, "--warm", str(args.warm)]
-        command += ["--events", str(args.events), "--without", ",".join(without)]
+        command += ["--config", config, "--warm", str(warm)]
+        command += ["--events", str(events), "--without", ",".join(without)]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
         part = Path(f"{out}.2")
         if not part.exists():
-            print("no count between the markers: does valgrind see os_getppid?", file=sys.stderr)
-            return 2
+            return None
         lines = part.read_text().splitlines()
         total = next(int(line.split()[1]) for line in lines if line.startswith("summary:"))
-    print(
-        f"bench/instructions.py: {args.config}, event mode, {args.events} events after "
-        f"{args.warm}{', without ' + ', '.join(without) if without else ''}: "
-        f"{total / args.events:,.0f} instructions an event"
-    )
-    return 0
+    return total / events
 
 
 if __name__ == "__main__":
