@@ -169,10 +169,21 @@ async def test_drift_is_reported_and_the_challenger_takes_over(
     assert after >= before - 0.03, (before, after)
     shadow = await read_all(kafka.bootstrap, names.topics["predictions_shadow"])
     assert shadow and {orjson.loads(r.value)["model_version"] for r in shadow} == {1}
-    scraped = worker.metrics()
-    assert scraped["stream_app_drift_detected_total"] == len(drifts)
-    newest = max(e["model_version"] for e in events if e["type"] in ("promotion", "checkpoint"))
-    assert scraped['stream_app_model_version{model="default",status="serving"}'] == newest
+    assert worker.metrics()["stream_app_drift_detected_total"] == len(drifts)
+
+    async def serving_the_newest() -> bool:
+        # The writer checkpoints in the background after the batch that crossed the count: a
+        # version may be announced after the read above, so each poll reads the events again.
+        announced = [
+            orjson.loads(r.value)
+            for r in await read_all(kafka.bootstrap, names.topics["model_events"])
+        ]
+        kinds = ("promotion", "checkpoint")
+        newest = max(e["model_version"] for e in announced if e["type"] in kinds)
+        serving = worker.metrics()['stream_app_model_version{model="default",status="serving"}']
+        return bool(serving == newest)
+
+    await wait_for(serving_the_newest, what="the serving version's metric to name the newest")
 
 
 async def test_pending_events_survive_a_killed_worker(
