@@ -237,7 +237,7 @@ class GuardSettings:
     """The twins' learning rate (stochastic gradient descent on standardised numeric features)."""
     witness_span: int = 4000
     """The witness is rebuilt from a copy of the model taken one to two spans of labels ago."""
-    witness_batch: int = 16
+    witness_batch: int = 64
     """The twins answer, are scored and learn in batches of this many reviewed examples (one
     matrix product each): a change is seen this many labels later at most."""
 
