@@ -147,7 +147,8 @@ class NoiseGuard(Watch, Twins):
     @property
     def witness_ahead(self) -> bool:
         """True when the duel's evidence that the unguarded twin leads reached ``witness_odds``."""
-        return self._witness_duel.ahead(self.settings.witness_odds)
+        duel = self._witness_duel
+        return duel.evidence > 0.0 and duel.ahead(self.settings.witness_odds)
 
     def review(self, features: dict[str, Any], label: Any, served_proba_or_pred: Any) -> Verdict:
         """Judge one example; learn from its statistics if it passes.
@@ -155,7 +156,8 @@ class NoiseGuard(Watch, Twins):
         ``served_proba_or_pred`` is what the model answered when the event was served: the
         probabilities by class key (classification) or the predicted number (regression). This
         runs for every label: the rules read the example's watched values once, in slot order,
-        and the cap's bookkeeping is written out here.
+        and the cap's bookkeeping, the label rule for a class, keeping the label for the twins and
+        the statistics' test for work are written out here (a call each saved per label).
         """
         s = self.settings
         if not s.enabled:
@@ -166,11 +168,18 @@ class NoiseGuard(Watch, Twins):
         key = class_key(label) if classifying else ""
         values = list(map(features.get, self._names))  # in slot order, None where missing
         verdict = _LEARN
-        if self.learned >= s.warmup:
+        warm = self.learned >= s.warmup
+        if warm:
             if s.outliers and outside(values, self._lo, self._hi):
                 verdict = self._outlier(features)
             if verdict.reason is None and s.noisy_labels:
-                verdict = self._noisy(label, key, served_proba_or_pred)
+                # a class's label rule is tested here first (it runs for every label)
+                contradicted = not classifying or (
+                    served_proba_or_pred
+                    and served_proba_or_pred.get(key, 0.0) < 1.0 - s.label_confidence
+                )
+                if contradicted:
+                    verdict = self._noisy(label, key, served_proba_or_pred)
         flagged = verdict.reason is not None
         flags = self._flags  # the cap: the flagged share of the recent window, and the long run
         if len(flags) == flags.maxlen and flags[0]:
@@ -183,7 +192,7 @@ class NoiseGuard(Watch, Twins):
             and share > s.cap_floor
             and share > s.cap_ratio * self._baseline
         )
-        if self.learned >= s.warmup:
+        if warm:
             self._reviewed += 1
             reviewed = self._reviewed if self._reviewed < s.cap_baseline else s.cap_baseline
             self._baseline += (flagged - self._baseline) / reviewed
@@ -193,11 +202,25 @@ class NoiseGuard(Watch, Twins):
             if index < 0:
                 index = self._add_class(key)
             if not (held and verdict.reason == reasons.FEATURE_OUTLIER):  # else no twin learns it
-                self._twins_take(values, index, True, not held)
+                # kept for the twins (stream_app.core.twins): 1.0 for the intercept, the values;
+                # the code: class * 4 + 2 (the unguarded twin learns it) + 1 (the guarded one does)
+                rows = self._rows
+                rows.append(1.0)
+                rows.extend(values)
+                codes = self._codes
+                codes.append(4 * index + 2 + (not held))
+                if len(codes) >= s.witness_batch:
+                    self._twins_flush()
         if held:
             return verdict
         self.learned += 1
-        self._absorb_values(features, values)
+        slots = len(self._names)
+        if (  # anything for the statistics to learn (Watch._absorb_values's own tests, first)
+            self.learned % s.stats_every == 0
+            or self._warming
+            or (slots < self.max_features and (len(features) > slots or None in values))
+        ):
+            self._absorb_values(features, values)
         if self.task == "regression" and served_proba_or_pred is not None:
             residual = abs(label - served_proba_or_pred)
             self._abs_residual += (residual - self._abs_residual) / self.learned

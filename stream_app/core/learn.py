@@ -140,10 +140,10 @@ class Contender:
             model.examples_learned += 1
         witness = self.witness
         if witness is not None and verdict.reason != reasons.FEATURE_OUTLIER:
-            witness.record(features, y)
+            due = witness.record(features, y)
             if guard.witness_ahead:
                 self._adopt_witness(witness)
-            elif witness.due:
+            elif due:
                 witness.turn(model.estimator, model.examples_learned, self.deferred)
         return verdict
 

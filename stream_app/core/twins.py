@@ -73,20 +73,6 @@ class Twins:
         self._rows: list[Any] = []  # per label waiting: 1.0 (the intercept), its watched values
         self._codes: list[int] = []  # per label: class * 4 + 2 (unguarded learns) + 1 (guarded)
 
-    def _twins_take(self, values: list[Any], index: int, unguarded: bool, guarded: bool) -> None:
-        """Keep a label for the twins; answer, score and learn when a batch is full.
-
-        ``values``: its watched values in slot order, as read (None where missing); ``index``: its
-        class; ``unguarded``/``guarded``: whether each twin learns it (the unguarded twin all but
-        held out outliers, the guarded one what the guard let through).
-        """
-        rows = self._rows
-        rows.append(1.0)
-        rows.extend(values)
-        self._codes.append(4 * index + 2 * unguarded + guarded)
-        if len(self._codes) >= self.settings.witness_batch:
-            self._twins_flush()
-
     def _twins_flush(self) -> None:
         """Answer the waiting labels with the current weights, score them, then learn them.
 

@@ -34,8 +34,8 @@ class Witness:
     >>> witness = Witness(model, learned=0, span=2)
     >>> for y in (1.0, 2.0, 3.0, 4.0, 5.0):
     ...     if y != 3.0: model.learn_one({}, y)  # the guard held 3.0 out of the model
-    ...     witness.record({}, y)
-    ...     if witness.due: witness.turn(model, model.n, pending=None)
+    ...     if witness.record({}, y):  # due: a span recorded since the newer copy
+    ...         witness.turn(model, model.n, pending=None)
     >>> rebuilt, replayed = witness.rebuild()  # from the copy taken after 2.0: 3.0, 4.0, 5.0
     >>> rebuilt.total, rebuilt.n, len(replayed), witness.learned_at_copy
     (15.0, 5, 3, 2)
@@ -60,11 +60,15 @@ class Witness:
         """Examples the model had learned when the copy a rebuild starts from was taken."""
         return self._older[1]
 
-    def record(self, features: dict[str, Any], y: Any) -> None:
-        """Remember a label the witness learns (every label but a held-out outlier)."""
+    def record(self, features: dict[str, Any], y: Any) -> bool:
+        """Remember a label the witness learns (every label but a held-out outlier).
+
+        Returns :attr:`due`, asked after every label: one call for both.
+        """
         since = self._since_newer
         since[0].append(features)
         since[1].append(y)
+        return len(since[0]) >= self.span
 
     def turn(self, estimator: Any, learned: int, pending: list[Example] | None) -> None:
         """Copy the model's estimator now; forget what came before the older copy.
