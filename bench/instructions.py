@@ -2,6 +2,7 @@
 
     python bench/instructions.py [--config defaults|features_off] [--warm 3000] [--events 3000]
                                  [--without learned,drift,names,label,encode,log,quality]
+                                 [--guard JSON]
 
 Without ``--config`` it counts both, the shipped defaults first (what users run).
 
@@ -12,12 +13,15 @@ or making the events. Repeated runs agree to about 0.3%. ``--without`` removes p
 warm-up to price them (the path then does less than it must: a measurement, never a
 configuration): the learned-id memory, the drift monitor, feature-name tracking, the label check
 (its call, which plain labels skip already), encoding the prediction, the learning log, the
-quality window. Needs valgrind and an interpreter with its symbols. Asserts nothing.
+quality window. ``--guard`` overrides [guard] settings (``'{"enabled": false}'`` with ``--config
+defaults`` prices the guard: the defaults' count against it). Needs valgrind and an interpreter
+with its symbols. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -62,12 +66,12 @@ def remove(piece: str, path: Any) -> None:
         learner.serving.quality.add = lambda error: None
 
 
-def inner(config: str, warm: int, events: int, without: list[str]) -> None:
+def inner(config: str, warm: int, events: int, without: list[str], guard: dict[str, Any]) -> None:
     """The measured process: warm up, remove pieces, then the events between the markers."""
     made = make_events(warm + events)
     records = [Rec(i, key, value) for i, (key, value, _, _) in enumerate(made)]
     tune_collector(Settings().serve.gc_threshold)
-    path = pipeline("event", False, config)
+    path = pipeline("event", False, config, guard)
     run(path, records[:warm])
     for piece in without:
         remove(piece, path)
@@ -84,31 +88,41 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=3000)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--without", default="", help=f"comma-separated: {', '.join(PIECES)}")
+    parser.add_argument("--guard", type=json.loads, default={}, help="[guard] overrides, JSON")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     without = [p for p in args.without.split(",") if p]
     if unknown := sorted(set(without) - set(PIECES)):
         parser.error(f"--without knows {', '.join(PIECES)}; not {', '.join(unknown)}")
     if args.inner:
-        inner(args.config, args.warm, args.events, without)
+        inner(args.config, args.warm, args.events, without, args.guard)
         return 0
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         print("bench/instructions.py needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
     for config in [args.config] if args.config else CONFIGS:
-        if (per_event := count(valgrind, config, args.warm, args.events, without)) is None:
+        per_event = count(valgrind, config, args.warm, args.events, without, args.guard)
+        if per_event is None:
             print("no count between the markers: does valgrind see os_getppid?", file=sys.stderr)
             return 2
         print(
             f"bench/instructions.py: {config}, event mode, {args.events} events after "
-            f"{args.warm}{', without ' + ', '.join(without) if without else ''}: "
+            f"{args.warm}{', without ' + ', '.join(without) if without else ''}"
+            f"{', guard ' + json.dumps(args.guard) if args.guard else ''}: "
             f"{per_event:,.0f} instructions an event"
         )
     return 0
 
 
-def count(valgrind: str, config: str, warm: int, events: int, without: list[str]) -> float | None:
+def count(
+    valgrind: str,
+    config: str,
+    warm: int,
+    events: int,
+    without: list[str],
+    guard: dict[str, Any] | None = None,
+) -> float | None:
     """Instructions an event of ``config``'s measured events, or None without the markers."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -116,6 +130,7 @@ def count(valgrind: str, config: str, warm: int, events: int, without: list[str]
         command += [f"--callgrind-out-file={out}", sys.executable, __file__, "--inner"]
         command += ["--config", config, "--warm", str(warm)]
         command += ["--events", str(events), "--without", ",".join(without)]
+        command += ["--guard", json.dumps(guard or {})]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, env=env, capture_output=True)
         part = Path(f"{out}.2")

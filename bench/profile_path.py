@@ -66,11 +66,22 @@ class Drop:
         """Drop it."""
 
 
-def pipeline(mode: str, learn_many: bool = False, config: str = "features_off") -> Pipeline:
-    """A fresh path as the bench's worker runs it, in a configuration of ``bench/run.py``."""
+def pipeline(
+    mode: str,
+    learn_many: bool = False,
+    config: str = "features_off",
+    guard: dict[str, Any] | None = None,
+) -> Pipeline:
+    """A fresh path as the bench's worker runs it, in a configuration of ``bench/run.py``.
+
+    ``guard``: [guard] settings over the configuration's (to price the guard: ``{"enabled":
+    false}`` on the defaults).
+    """
     settings = Settings().replace(inference={"mode": mode, "learn_many": learn_many})
     if config == "features_off":
         settings = settings.replace(guard={"enabled": False}, drift={"policy": "none"})
+    if guard:
+        settings = settings.replace(guard=guard)
     path = Pipeline(settings, Learner(settings), Metrics())
     path.output_partitions = 1
     return path
