@@ -147,8 +147,7 @@ class NoiseGuard(Watch, Twins):
     @property
     def witness_ahead(self) -> bool:
         """True when the duel's evidence that the unguarded twin leads reached ``witness_odds``."""
-        duel = self._witness_duel
-        return duel.evidence > 0.0 and duel.ahead(self.settings.witness_odds)
+        return self._witness_duel.ahead(self.settings.witness_odds)
 
     def review(self, features: dict[str, Any], label: Any, served_proba_or_pred: Any) -> Verdict:
         """Judge one example; learn from its statistics if it passes.
